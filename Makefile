@@ -1,0 +1,32 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Each creates or refreshes
+# the local virtual environment in .venv first (idempotent: reinstalls only when
+# pyproject.toml changed).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hyvl-installed
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/hyvl demo --out runs/demo --model all --json runs/demo/results.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check hyvl tests tools && $(BIN)/ruff format --check hyvl tests tools
+
+bench: $(STAMP)
+	$(BIN)/python tools/bench.py --quick
+
+clean:
+	rm -rf $(VENV) runs

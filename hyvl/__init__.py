@@ -1,0 +1,51 @@
+"""hyvl: hyperbolic vision-language models (MERU, HyCoCLIP) and their CLIP baseline.
+
+``import hyvl`` stays light: the model factory, the checkpoint loader and the
+geometry module are imported on first use, so no tower is built and neither
+accelerate nor timm is imported until you ask for a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "create_model",
+    "list_models",
+    "load",
+    "lorentz",
+    "save",
+]
+
+# name -> (module, attribute); resolved lazily by __getattr__ (PEP 562).
+_LAZY = {
+    "create_model": ("hyvl.models.registry", "create_model"),
+    "list_models": ("hyvl.models.registry", "list_models"),
+    "save": ("hyvl.models.checkpoint", "save"),
+    "load": ("hyvl.models.checkpoint", "load"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "lorentz":
+        return importlib.import_module("hyvl.lorentz")
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hyvl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hyvl import lorentz
+    from hyvl.models.checkpoint import load, save
+    from hyvl.models.registry import create_model, list_models

@@ -1,0 +1,5 @@
+import sys
+
+from hyvl.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""The `hyvl` command itself: help, version, and errors without tracebacks."""
+
+import subprocess
+import sys
+
+import hyvl
+from hyvl.cli.common import format_table
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "hyvl", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_and_version():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    assert "usage: hyvl" in out.stdout
+    out = run_cli("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"hyvl {hyvl.__version__}"
+
+
+def test_import_is_light():
+    code = (
+        "import sys, time; t=time.perf_counter(); import hyvl, hyvl.lorentz; "
+        "dt=time.perf_counter()-t; "
+        "bad=[m for m in ('accelerate','timm','open_clip','webdataset','transformers') if m in sys.modules]; "
+        "print(dt, bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seconds, bad = out.stdout.split(" ", 1)
+    assert bad.strip() == "[]"
+    assert float(seconds) < 2.0
+
+
+def test_table_alignment():
+    text = format_table([{"metric": "top1", "value": 12.5}, {"metric": "top5", "value": 100.0}], title="t")
+    lines = text.splitlines()
+    assert lines[0] == "t"
+    assert lines[1].split() == ["metric", "value"]
+    assert lines[3].split() == ["top1", "12.50"]
+    assert len({len(line) for line in lines[1:]}) == 1
