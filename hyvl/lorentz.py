@@ -526,78 +526,214 @@ def oxy_angle(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> Tens
 # ----------------------------------------------------------------------------
 
 
-def _pairwise_terms(x: Tensor, y: Tensor, c: Curv) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``z = -c <x_i, y_j>_L - 1 = cosh(sqrt(c) d_ij) - 1`` with one matmul.
+def _two_sum(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    # Knuth's TwoSum: a + b = s + err exactly (no FMA involved, so no contraction risk).
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
 
-    With ``u = sqrt(c) x``, ``alpha(u) = u_t - 1 = |u|^2 / (u_t + 1)`` (no
-    cancellation):
 
-        z = u_t(u) u_t(v) - 1 - u . v = alpha(u) u_t(v) + alpha(v) - u . v,
+def _slices(x: Tensor, grid1: Tensor, grid2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """x = a1 + a2 + a3 exactly: a1 on the grid ``grid1``, a2 on ``grid2``, a3 the rest."""
+    a1 = torch.round(x / grid1) * grid1
+    rest = x - a1  # exact: a1 is x rounded to a coarser power-of-two grid
+    a2 = torch.round(rest / grid2) * grid2
+    return a1, a2, rest - a2
 
-    so the constant 1 never meets the matmul: near the origin the rounding is
-    relative to ``|u||v|`` instead of to 1. Returns ``(z, u . v, u_t(u), u_t(v))``.
+
+def _row_grids(x: Tensor, beta: int) -> tuple[Tensor, Tensor]:
+    # Per-row power of two >= max |x_k|; two grids 2^-beta and 2^-2beta below it.
+    biggest = x.detach().abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(x.dtype).tiny)
+    top = torch.pow(2.0, torch.ceil(torch.log2(biggest)))
+    top = torch.where(top < biggest, 2.0 * top, top)  # log2 may round down
+    return top * 2.0**-beta, top * 2.0 ** (-2 * beta)
+
+
+def _compensated_sqdist(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+    """``|x_i - y_j|^2`` and ``|x_i|^2``, ``|y_j|^2`` (as hi + lo pairs), nearly exact.
+
+    A single fp32 matmul gives ``x . y`` with error ``~2^-24 |x||y|``, so
+    ``|x|^2 + |y|^2 - 2 x.y`` loses everything for close points. Following the
+    error-free splitting idea of Ozaki et al. (2012), every row is split on
+    power-of-two grids tied to its largest component, ``x = a1 + a2 + a3``,
+    where ``a1`` and ``a2`` are integers of at most ``beta`` bits times the
+    row's grid. ``beta`` is chosen so that ``3 D 4^beta <= 2^24``: the matmuls
+    ``a1 b1``, ``a1 b2``, ``a2 b1``, ``a2 b2`` are then sums of integers below
+    2^24 (exact in fp32 in any summation order; the slices have at most 8
+    significant bits, so TF32 matmuls keep them exact too), and so are the differences ``a.(a1 - b1)`` they are grouped
+    into whenever two rows' grids differ by at most a factor 2 (always true for
+    close points). Those give ``|(a1 + a2) - (b1 + b2)|^2`` exactly for close
+    pairs; only the tiny ``a3`` terms (one more matmul, width 2D, relative size
+    ``2^-2beta``) are rounded. Cost: 5 matmuls with 6x the FLOPs of one.
     """
-    sqrt_c = _sqrt(c)
-    u, v = sqrt_c * x, sqrt_c * y
-    u2, v2 = u.square().sum(dim=-1), v.square().sum(dim=-1)
-    ut_u, ut_v = torch.sqrt(1.0 + u2), torch.sqrt(1.0 + v2)
-    alpha_u, alpha_v = u2 / (ut_u + 1.0), v2 / (ut_v + 1.0)
-    bias = alpha_u.unsqueeze(-1) * ut_v.unsqueeze(-2) + alpha_v.unsqueeze(-2)
-    u_dot_v = u @ v.mT
-    return bias - u_dot_v, u_dot_v, ut_u, ut_v
+    depth = x.shape[-1]
+    beta = (22 - math.ceil(math.log2(depth))) // 2 if depth > 1 else 11
+    grid1x, grid2x = _row_grids(x, beta)
+    grid1y, grid2y = _row_grids(y, beta)
+    a1, a2, a3 = _slices(x, grid1x, grid2x)
+    b1, b2, b3 = _slices(y, grid1y, grid2y)
+
+    def rows(p: Tensor, q: Tensor) -> Tensor:
+        return (p * q).sum(dim=-1)
+
+    # Exact integer sums; each bracket, e.g. a1.(a1 - b1) = |a1|^2 - a1.b1, is
+    # small (hence exact) when x_i ~ y_j, exactly where the cancellation used to
+    # hurt. Built in place under no_grad so only a few (B1, B2) buffers are live.
+    n11x, n11y = rows(a1, a1), rows(b1, b1)
+    n22x, n22y = rows(a2, a2), rows(b2, b2)
+    m12x, m12y = rows(a1, a2), rows(b1, b2)
+
+    def bracket_pair(prod: Tensor, row_x: Tensor, row_y: Tensor) -> Tensor:
+        # (row_x - prod) + (row_y - prod)
+        first = row_x.unsqueeze(-1) - prod
+        return first.add_(prod.neg_().add_(row_y.unsqueeze(-2)))
+
+    sqdist = bracket_pair(a1 @ b1.mT, n11x, n11y)  # |a1 - b1|^2
+    d1d2 = (a2 @ b1.mT).neg_().add_(m12x.unsqueeze(-1))  # a2.(a1 - b1)
+    d1d2.add_((a1 @ b2.mT).neg_().add_(m12y.unsqueeze(-2)))  # - b2.(a1 - b1)
+    sqdist.add_(d1d2, alpha=2.0)
+    del d1d2
+    sqdist.add_(bracket_pair(a2 @ b2.mT, n22x, n22y))  # |a2 - b2|^2
+    # Rounded remainder: with f = x + (a1 + a2),
+    # |x - y|^2 - |(a1 + a2) - (b1 + b2)|^2 = (f_x - f_y).(a3 - b3).
+    fx, fy = x + (a1 + a2), y + (b1 + b2)
+    rfx, rfy = rows(fx, a3), rows(fy, b3)
+    rest = (torch.cat([fx, a3], dim=-1) @ torch.cat([b3, fy], dim=-1).mT).neg_()
+    sqdist.add_(rest.add_(rfx.unsqueeze(-1)).add_(rfy.unsqueeze(-2)))
+    del rest
+
+    def norm_hi_lo(n11: Tensor, m12: Tensor, n22: Tensor, rf: Tensor) -> tuple[Tensor, Tensor]:
+        hi, lo = _two_sum(n11, 2.0 * m12)
+        hi, err = _two_sum(hi, n22)
+        lo = lo + err
+        hi, err = _two_sum(hi, rf)
+        return _two_sum(hi, lo + err)
+
+    nx_hi, nx_lo = norm_hi_lo(n11x, m12x, n22x, rfx)
+    ny_hi, ny_lo = norm_hi_lo(n11y, m12y, n22y, rfy)
+    return sqdist.clamp_(min=0), nx_hi, nx_lo, ny_hi, ny_lo
+
+
+class _PairwiseSqDist(torch.autograd.Function):
+    """Compensated ``|x_i - y_j|^2`` and squared norms, with the plain analytic gradient.
+
+    The slicing is piecewise constant, so autograd through it would be wrong;
+    the backward uses ``d|x - y|^2 / dx = 2 (x - y)`` in matmul form instead
+    (gradients need no extra precision). The ``lo`` parts carry no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor):
+        ctx.save_for_backward(x, y)
+        out = _compensated_sqdist(x, y)
+        ctx.mark_non_differentiable(out[2], out[4])
+        return out
+
+    @staticmethod
+    def backward(ctx, g_sq, g_nx, _g_nx_lo, g_ny, _g_ny_lo):
+        x, y = ctx.saved_tensors
+        gx = gy = None
+        if ctx.needs_input_grad[0]:
+            gx = 2.0 * (g_sq.sum(dim=-1, keepdim=True) * x - g_sq @ y)
+            gx = gx + 2.0 * g_nx.unsqueeze(-1) * x
+            gx = gx.sum_to_size(x.shape)
+        if ctx.needs_input_grad[1]:
+            gy = 2.0 * (g_sq.sum(dim=-2).unsqueeze(-1) * y - g_sq.mT @ x)
+            gy = gy + 2.0 * g_ny.unsqueeze(-1) * y
+            gy = gy.sum_to_size(y.shape)
+        return gx, gy
+
+
+class _PairwiseTerms:
+    """Per-pair pieces for the pairwise functions, from one compensated matmul.
+
+    With ``n_x = |x|^2`` (hi + lo), ``sq = |x - y|^2`` (both from
+    ``_compensated_sqdist``) and ``t = sqrt(c) x_time = sqrt(1 + c n_x)``:
+
+        z = cosh(sqrt(c) d) - 1 = -c <x, y>_L - 1 = (c/2) (|x - y|^2 - (x_time - y_time)^2),
+        x_time - y_time = (n_x - n_y) / (x_time + y_time),
+
+    where ``n_x - n_y`` is formed from the hi and lo parts, so it keeps its
+    relative accuracy for close points. The remaining rounding is
+    ``~eps_fp32 * (1 + c |x|^2)`` relative in ``z`` (``x_time - y_time`` against
+    ``|x - y|`` for radially separated points).
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, c: Curv):
+        sq, nx, nx_lo, ny, ny_lo = _PairwiseSqDist.apply(x, y)
+        nx, ny = nx.clamp(min=0), ny.clamp(min=0)
+        self.norm_diff2 = (nx.unsqueeze(-1) - ny.unsqueeze(-2)) + (
+            nx_lo.unsqueeze(-1) - ny_lo.unsqueeze(-2)
+        )  # |x|^2 - |y|^2
+        self.ut_x = torch.sqrt(1.0 + c * nx)  # sqrt(c) x_time
+        self.ut_y = torch.sqrt(1.0 + c * ny)
+        ut_sum = self.ut_x.unsqueeze(-1) + self.ut_y.unsqueeze(-2)
+        self.dut = -c * self.norm_diff2 / ut_sum  # sqrt(c) (y_time - x_time)
+        self.nx, self.ny, self.sq = nx, ny, sq
+        self.z = (0.5 * c * (sq - self.dut.square() / c)).clamp(min=0)
 
 
 @_fp32_island
 def pairwise_inner(x: Tensor, y: Tensor, curv: Curv = 1.0) -> Tensor:
-    """All-pairs Lorentzian inner product (one matmul).
+    """All-pairs Lorentzian inner product with a single matmul (a cheap ranking score).
 
-    ``<x_i, y_j>_L = x_i . y_j - x_time_i y_time_j``, returned as ``-(1 + z) / c``
-    with ``z`` from the cancellation-limiting form in ``pairwise_dist``.
+    ``<x_i, y_j>_L = x_i . y_j - x_time_i y_time_j`` (MERU's definition), in
+    ``(B1, B2)``. ``-<x, y>_L = cosh(sqrt(c) d) / c`` grows with distance, so it
+    ranks neighbours at the cost of one matmul. Its rounding error is
+    ``~1e-7 x_time y_time`` absolute: relative to the value that is small, but it
+    swamps ``c <x, y>_L + 1`` for close points, so don't derive distances from
+    it; :func:`pairwise_dist` is the accurate (compensated) one and :func:`inner`
+    the exact element-wise one.
 
     Args:
-        x: ``(B1, D)`` (or ``(N, B1, D)``) space components.
-        y: ``(B2, D)`` (or ``(N, B2, D)``) space components.
+        x: ``(B1, D)`` space components (leading batch dims allowed: ``(N, B1, D)``).
+        y: ``(B2, D)`` space components (``(N, B2, D)``).
         curv: ``c > 0``.
 
     Returns:
-        ``(B1, B2)`` inner products.
+        ``(B1, B2)`` inner products (<= ``-1/c`` up to rounding).
     """
     (x, y), c = _cast(x, y, curv=curv)
-    z = _pairwise_terms(x, y, c)[0]
-    return -(1.0 + z) / c
+    x_time = torch.sqrt(1.0 / c + x.square().sum(dim=-1))
+    y_time = torch.sqrt(1.0 / c + y.square().sum(dim=-1))
+    return x @ y.mT - x_time.unsqueeze(-1) * y_time.unsqueeze(-2)
 
 
 def _acosh1p(z: Tensor, eps: float) -> Tensor:
     # acosh(1 + z) = log1p(z + sqrt(z (z + 2))): no 1 + z rounding for small z.
     # The slope is infinite at z = 0, so the gradient is zeroed for z <= eps
-    # (values stay exact); rounding can make z slightly negative, hence max(z, 0).
-    z = z.clamp(min=0)
+    # (values stay exact).
     return torch.log1p(z + _sqrt_grad_floor(z * (z + 2.0), floor=eps * (eps + 2.0)))
 
 
 @_fp32_island
 def pairwise_dist(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> Tensor:
-    """All-pairs geodesic distance with one matmul: the contrastive-loss hot path.
+    """All-pairs geodesic distance from matmuls: the contrastive-loss hot path.
 
-    ``d_ij = acosh(1 + z_ij) / sqrt(c)``, ``z_ij = -c <x_i, y_j>_L - 1``, with ``z``
-    formed so that the constant 1 never cancels (see
-    ``_pairwise_terms``) and ``acosh(1 + z) = log1p(z + sqrt(z (z + 2)))``.
+    ``d_ij = acosh(1 + z_ij) / sqrt(c)`` with ``z = -c <x_i, y_j>_L - 1`` and
+    ``acosh(1 + z) = log1p(z + sqrt(z (z + 2)))``, so nothing near 1 is rounded.
 
-    Accuracy: the matmul's rounding (~``1e-7 * c |x_i| |y_j|`` absolute in
-    ``z``) cannot be avoided by any single matmul, so the relative error is about
-    ``1e-7 * r_x r_y / (sqrt(c) d)^2``: ~1e-5 for ``d > 0.05`` at ``r <= 2``,
-    growing for very close or far-from-origin points. For exact distances of
-    given pairs use :func:`dist`. (MERU's form ``acosh(clamp(-c<x,y>_L, 1+eps))``
-    is ~100% off for points ``1e-3 |x|`` apart.) TF32 matmuls
-    (``torch.backends.cuda.matmul.allow_tf32``) multiply this error by ~1000.
+    Accuracy: MERU's ``acosh(clamp(-c <x, y>_L, min=1 + eps))`` takes
+    ``x . y`` from one fp32 matmul, whose rounding (``~6e-8 |x||y|``) is the
+    whole of ``z`` for close points: ~100% error when points are ``1e-3 |x|``
+    apart, and ~1e-3 relative at ``d = 0.05`` once ``|x||y| ~ 10``. Here ``z``
+    comes from ``|x - y|^2`` computed with an error-free split of the matmul
+    (``_compensated_sqdist``: five matmuls, 6x the FLOPs of one, still small
+    next to any encoder), so ``pairwise_dist`` matches :func:`dist` to ~1e-6
+    relative for ``sqrt(c)|x|`` up to ~5 and ``d > 1e-3 |x|``; the residual
+    rounding grows like ``1 + c |x|^2`` for radially separated points. Use
+    :func:`dist` for given pairs (it is exact for any separation) and this
+    for ``(B1, B2)`` logits and retrieval scores. TF32 matmuls
+    (``torch.backends.cuda.matmul.allow_tf32``) only round the small slices,
+    costing ~2^-18 relative instead of MERU-form's ~2^-11.
 
-    Guard: where ``z <= eps`` (``sqrt(c) d`` below ~``sqrt(2 eps)``, inside the
-    matmul's noise anyway) the value is kept but the gradient is zeroed, as
-    acosh's slope is infinite at 1 (MERU clamps the value there instead).
+    Guard: where ``z <= eps`` (``sqrt(c) d`` below ~``sqrt(2 eps)``) the value is
+    kept but the gradient is zeroed, as acosh's slope is infinite at 1 (MERU
+    clamps the value there instead).
 
     Args:
-        x: ``(B1, D)`` (or ``(N, B1, D)``) space components.
-        y: ``(B2, D)`` (or ``(N, B2, D)``) space components.
+        x: ``(B1, D)`` space components (leading batch dims allowed: ``(N, B1, D)``).
+        y: ``(B2, D)`` space components (``(N, B2, D)``).
         curv: ``c > 0``.
         eps: gradient-free threshold on ``z``.
 
@@ -605,43 +741,41 @@ def pairwise_dist(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> 
         ``(B1, B2)`` distances >= 0.
     """
     (x, y), c = _cast(x, y, curv=curv)
-    z = _pairwise_terms(x, y, c)[0]
-    return _acosh1p(z, eps) / _sqrt(c)
+    return _acosh1p(_PairwiseTerms(x, y, c).z, eps) / _sqrt(c)
 
 
 @_fp32_island
 def pairwise_oxy_angle(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> Tensor:
-    """All-pairs exterior angle at ``x_i`` of triangle (origin, x_i, y_j), via matmuls.
+    """All-pairs exterior angle at ``x_i`` of triangle (origin, x_i, y_j).
 
-    Same definition as :func:`oxy_angle` (its diagonal for equal batch sizes), as
-    ``atan2(Y, X)`` with, in unit coordinates and ``z = cosh(delta) - 1``,
-    ``X = (u_t(v) - u_t(u)) - u_t(u) z`` and
-    ``Y = |u||v| sin(theta) = sqrt((|u||v| - u.v)(|u||v| + u.v))``.
-    ``u . v`` comes from a matmul, so the accuracy is matmul-limited like
-    :func:`pairwise_dist` (fine for ranking pairs ``d > 0.05`` apart; use
-    :func:`oxy_angle` for exact angles of given pairs). Where
-    ``sqrt(c)|x_i| <= eps`` (apex at the origin) or ``z <= eps`` (``y_j`` within
-    the matmul's noise of ``x_i``) the angle is undefined or noise; the result is
-    0 there with zero gradient, matching :func:`oxy_angle` at ``x = 0`` and
-    ``x = y``.
+    Same definition and ``atan2(Y, X)`` form as :func:`oxy_angle` (its diagonal
+    for equal batch sizes), with the pieces taken from the compensated matmul
+    of :func:`pairwise_dist` (unit coordinates, ``z = cosh(delta) - 1``):
+    ``X = (t_y - t_x) - t_x z`` and ``Y = c |x||y| sin(theta) = c sqrt(G (2|x||y| - G))``
+    with ``G = |x||y| (1 - cos theta) = (|x - y|^2 - (|x| - |y|)^2) / 2``.
+    Accuracy follows :func:`pairwise_dist`.
+
+    Where ``sqrt(c)|x_i| <= eps`` (apex at the origin) or ``z <= eps``
+    (``y_j`` on top of ``x_i``) the angle is undefined; the result is 0 there
+    with zero gradient, as for :func:`oxy_angle` at ``x = 0`` and ``x = y``.
 
     Args:
         x: ``(B1, D)`` apexes (parents).
         y: ``(B2, D)`` children.
         curv: ``c > 0``.
-        eps: gradient-free threshold for ``sqrt(c)|x_i|`` and for ``z``.
+        eps: threshold for ``sqrt(c)|x_i|`` and ``z`` described above.
 
     Returns:
         ``(B1, B2)`` angles in ``[0, pi]``.
     """
     (x, y), c = _cast(x, y, curv=curv)
-    z, u_dot_v, ut_u, ut_v = _pairwise_terms(x, y, c)
-    sqrt_c = _sqrt(c)
-    ru, rv = sqrt_c * _norm(x), sqrt_c * _norm(y)
-    rr = ru.unsqueeze(-1) * rv.unsqueeze(-2)
-    big_y = _sqrt_grad_floor((rr - u_dot_v) * (rr + u_dot_v), floor=0.0)
-    big_x = (ut_v.unsqueeze(-2) - ut_u.unsqueeze(-1)) - ut_u.unsqueeze(-1) * z
-    degenerate = (z.clamp(min=0) <= eps) | (ru <= eps).unsqueeze(-1)
+    t = _PairwiseTerms(x, y, c)
+    nx, ny = torch.sqrt(t.nx).unsqueeze(-1), torch.sqrt(t.ny).unsqueeze(-2)
+    norm_gap = t.norm_diff2 / _nonzero(nx + ny)  # |x| - |y|
+    half_gap = (0.5 * (t.sq - norm_gap.square())).clamp(min=0)  # |x||y|(1 - cos theta)
+    big_y = c * _sqrt_grad_floor(half_gap * (2.0 * nx * ny - half_gap).clamp(min=0), floor=0.0)
+    big_x = t.dut - t.ut_x.unsqueeze(-1) * t.z
+    degenerate = (t.z <= eps) | (_sqrt(c) * nx <= eps)
     safe = torch.atan2(
         torch.where(degenerate, torch.zeros_like(big_y), big_y),
         torch.where(degenerate, torch.ones_like(big_x), big_x),
