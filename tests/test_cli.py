@@ -21,17 +21,16 @@ def test_help_and_version():
 
 
 def test_import_is_light():
+    # `import hyvl` and the geometry module must not pull in the towers' or trainer's stacks:
+    # scripts that only need hyvl.lorentz should not pay for timm/open_clip/accelerate.
     code = (
-        "import sys, time; t=time.perf_counter(); import hyvl, hyvl.lorentz; "
-        "dt=time.perf_counter()-t; "
-        "bad=[m for m in ('accelerate','timm','open_clip','webdataset','transformers') if m in sys.modules]; "
-        "print(dt, bad)"
+        "import sys; import hyvl, hyvl.lorentz; "
+        "print([m for m in ('accelerate','timm','open_clip','webdataset','transformers') "
+        "if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    seconds, bad = out.stdout.split(" ", 1)
-    assert bad.strip() == "[]"
-    assert float(seconds) < 2.0
+    assert out.stdout.strip() == "[]"
 
 
 def test_table_alignment():
