@@ -1,0 +1,63 @@
+"""`hyvl train --config FILE --output-dir DIR [key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+examples:
+  hyvl train --config configs/meru_tiny.yaml --output-dir runs/meru_tiny
+  hyvl train --config configs/hycoclip_vit_b.yaml --output-dir runs/hyco \\
+      data.train_shards='/data/grit/{000000..001999}.tar' train.batch_size=768
+  # several processes (GPUs, or CPU processes with gloo):
+  torchrun --nproc_per_node 2 -m hyvl train --config ... --output-dir ... train.cpu=true
+  accelerate launch --multi_gpu --num_processes 8 -m hyvl train --config ... --output-dir ...
+
+Training resumes automatically when DIR already holds a checkpoint.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model from a YAML config (resumes automatically)",
+        description="Train CLIP / MERU / HyCoCLIP with accelerate. DIR receives config.yaml (resolved), "
+        "metrics.jsonl, checkpoints/ and export/ (loadable with hyvl.load(DIR)).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="YAML run config (see configs/)")
+    p.add_argument(
+        "--output-dir",
+        required=True,
+        metavar="DIR",
+        help="where checkpoints, logs and the export go",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted overrides, e.g. train.max_steps=100 train.batch_size=32 data.train_shards=...",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hyvl.config import load_run_config
+    from hyvl.train.loop import train
+
+    cfg = load_run_config(args.config, args.overrides)
+    try:
+        summary = train(cfg, args.output_dir)
+    except FloatingPointError as err:  # the run diverged: say so plainly, no traceback
+        print(str(err), file=sys.stderr)
+        return 1
+    last = summary["last"]
+    loss = last.get("loss")
+    loss_text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
+    print(
+        f"trained {summary['step']} steps in {summary['seconds']:.0f} s; last loss {loss_text}; "
+        f"export: {summary['export']}"
+    )
+    return 0

@@ -1,0 +1,230 @@
+"""`hyvl demo`: generate the demo data, train tiny CLIP / MERU / HyCoCLIP on 2 CPU cores,
+evaluate zero-shot and retrieval, and show where each kind of embedding sits in the space.
+
+The recipe is the tiny one of ``configs/*_tiny.yaml`` (kept here too so the demo works from
+an installed wheel, where the repository's ``configs/`` folder does not exist). Every model
+gets the same budget: same steps, batch, learning rate and data.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from hyvl.config import RunConfig, from_dict
+
+KINDS = ("hycoclip", "meru", "clip")
+# Order of the distance columns: the HyCoCLIP picture (box text nearest the origin, then
+# text, box image, image) reads left to right.
+DIST_KINDS = ("box_text", "text", "box_image", "image")
+
+
+def demo_config(
+    kind: str, data_dir: Path, *, steps: int, batch_size: int, seed: int = 0
+) -> RunConfig:
+    """The tiny run config of ``kind`` on the demo data in ``data_dir``."""
+    return from_dict(
+        RunConfig,
+        {
+            "model": f"{kind}_tiny",
+            "objective": {"kind": kind},
+            "data": {
+                "train_shards": str(data_dir / "train" / "*.tar"),
+                "resampled": True,
+                "workers": 1,
+                "shuffle_buffer": 256,
+                # Every model sees the same images; only HyCoCLIP uses the box crops.
+                "boxes_per_sample": 1 if kind == "hycoclip" else 0,
+            },
+            "train": {
+                "batch_size": batch_size,
+                "max_steps": steps,
+                # Tiny towers from scratch: a higher peak lr than the papers' 5e-4, short warmup.
+                "lr": 1e-3,
+                "warmup_steps": max(1, steps // 10),
+                "checkpoint_every": steps,
+                "keep_last": 1,
+                "log_every": max(1, steps // 50),
+                "cpu": True,
+                "seed": seed,
+            },
+        },
+    )
+
+
+def ensure_demo_data(data_dir: Path, seed: int = 0) -> Path:
+    """Make the demo dataset in ``data_dir`` unless it is already there."""
+    if (data_dir / "train").is_dir() and any((data_dir / "train").glob("*.tar")):
+        return data_dir
+    from hyvl.data.demo import make_demo
+
+    make_demo(data_dir, seed=seed)
+    return data_dir
+
+
+def run_one(
+    kind: str, data_dir: Path, out_dir: Path, *, steps: int, batch_size: int, seed: int
+) -> dict[str, Any]:
+    """Train one tiny model and evaluate it; returns the CONTRACT JSON for one model."""
+    import hyvl
+    from hyvl.evaluation.retrieval import evaluate_retrieval
+    from hyvl.evaluation.zeroshot import evaluate_zeroshot
+    from hyvl.train.loop import train
+
+    started = time.perf_counter()
+    cfg = demo_config(kind, data_dir, steps=steps, batch_size=batch_size, seed=seed)
+    train(cfg, out_dir)
+    model, preprocess, tokenizer = hyvl.load(out_dir)
+    model.eval()
+    zeroshot = evaluate_zeroshot(model, preprocess, tokenizer, data_dir / "zeroshot")
+    zeroshot["chance"] = 100.0 / zeroshot["num_classes"]
+    retrieval = evaluate_retrieval(
+        model,
+        preprocess,
+        tokenizer,
+        data_dir / "retrieval" / "captions.json",
+        data_dir / "retrieval" / "images",
+    )
+    distances = distances_to_origin(model, preprocess, tokenizer, data_dir)
+    return {
+        "zeroshot": zeroshot,
+        "retrieval": retrieval,
+        "seconds": round(time.perf_counter() - started, 1),
+        "dist_to_origin": {
+            k: distances[k]["mean"] for k in ("image", "text", "box_image", "box_text")
+        },
+        "_distances": distances,  # per-sample values for the plot; dropped from the JSON
+    }
+
+
+def distances_to_origin(
+    model: Any, preprocess: Any, tokenizer: Any, data_dir: Path
+) -> dict[str, dict]:
+    """Geodesic distance to the origin of every val image, caption, box crop and box text.
+
+    Lorentz models: ``dist0`` on the hyperboloid. CLIP embeds on the unit sphere where every
+    point is at distance 1 from the origin, so there is nothing to measure: values are None.
+    """
+    import torch
+
+    from hyvl import lorentz
+    from hyvl.data.pipeline import build_eval_loader
+
+    kinds = {k: [] for k in ("image", "text", "box_image", "box_text")}
+    if model.geometry != "lorentz":
+        return {k: {"mean": None, "values": []} for k in kinds}
+    loader = build_eval_loader(
+        str(data_dir / "val" / "*.tar"),
+        batch_size=64,
+        image_size=model.image_size,
+        tokenizer=tokenizer,
+        boxes_per_sample=1,
+    )
+    with torch.no_grad():
+        for batch in loader:
+            emb = model(
+                batch.images, batch.tokens, box_images=batch.box_images, box_tokens=batch.box_tokens
+            )
+            for name in kinds:
+                value = getattr(emb, name)
+                if value is not None:
+                    kinds[name].append(lorentz.dist0(value, emb.curv).float())
+    out = {}
+    for name, parts in kinds.items():
+        values = torch.cat(parts) if parts else torch.empty(0)
+        out[name] = {
+            "mean": float(values.mean()) if len(values) else None,
+            "values": values.tolist(),
+        }
+    return out
+
+
+def run_demo(
+    out: str | Path, models: list[str], *, steps: int, batch_size: int, seed: int = 0
+) -> dict[str, Any]:
+    """Demo data (made if missing), then train + evaluate each model. Returns name -> results."""
+    out = Path(out)
+    data_dir = ensure_demo_data(out / "data", seed=seed)
+    results = {}
+    for kind in models:
+        results[kind] = run_one(
+            kind, data_dir, out / kind, steps=steps, batch_size=batch_size, seed=seed
+        )
+    return results
+
+
+def table_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    rows = []
+    for kind, res in results.items():
+        zs, rt = res["zeroshot"], res["retrieval"]
+        row: dict[str, Any] = {
+            "model": kind,
+            "zero-shot top1 %": zs["top1"],
+            "chance %": zs["chance"],
+            "I->T R@1": rt["image_to_text"]["R@1"],
+            "T->I R@1": rt["text_to_image"]["R@1"],
+        }
+        for name in DIST_KINDS:
+            value = res["dist_to_origin"][name]
+            row[f"d0 {name.replace('_', ' ')}"] = "-" if value is None else value
+        row["seconds"] = res["seconds"]
+        rows.append(row)
+    return rows
+
+
+def public_json(results: dict[str, dict]) -> dict[str, Any]:
+    """CONTRACT.md JSON: one object for one model, one per model name for several."""
+    clean = {
+        k: {key: v for key, v in r.items() if not key.startswith("_")} for k, r in results.items()
+    }
+    return next(iter(clean.values())) if len(clean) == 1 else clean
+
+
+def plot(results: dict[str, dict], out: Path) -> Path | None:
+    """Loss curves and distance-to-origin histograms, one column per model, to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(results)
+    fig, axes = plt.subplots(2, len(kinds), figsize=(4.5 * len(kinds), 7), squeeze=False)
+    for col, kind in enumerate(kinds):
+        metrics_path = out.parent / kind / "metrics.jsonl"
+        records = (
+            [json.loads(line) for line in metrics_path.read_text().splitlines()]
+            if metrics_path.is_file()
+            else []
+        )
+        ax = axes[0][col]
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records])
+        ax.set_title(f"{kind}: training loss")
+        ax.set_xlabel("step")
+        ax = axes[1][col]
+        distances = results[kind]["_distances"]
+        drawn = False
+        for name in DIST_KINDS:
+            values = distances[name]["values"]
+            if values:
+                ax.hist(values, bins=40, alpha=0.5, label=name.replace("_", " "))
+                drawn = True
+        if drawn:
+            ax.legend()
+            ax.set_xlabel("distance to origin")
+            ax.set_title(f"{kind}: embeddings by kind")
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                "unit sphere: every point at\ndistance 1 from the origin",
+                ha="center",
+                va="center",
+            )
+            ax.set_axis_off()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
