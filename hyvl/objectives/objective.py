@@ -1,0 +1,296 @@
+"""CLIP, MERU and HyCoCLIP objectives: embeddings in, named loss terms out.
+
+Definitions (``N`` = global batch over all processes, local rows against gathered columns):
+
+* contrastive, ``kind: clip | meru``: ``0.5 * (CE(image -> all texts) + CE(text -> all images))``
+  over ``scale * similarity``; similarity is ``-d_L(x, y)`` (Lorentz) or ``x . y`` (unit vectors,
+  CLIP), or ``-oxy_angle(apex, child)`` with ``logits: angle`` (the text side is the apex).
+  The target of local row ``i`` is its global index ``offset + i``.
+* contrastive, ``kind: hycoclip`` (Pal et al. 2025, Sec. 3): the mean of four CEs: image -> all
+  texts, text -> all images, box image -> all whole texts, box text -> all whole images (a box row
+  of sample ``i`` targets sample ``i``).
+* entailment, MERU (Desai et al. 2023, Eq. 10): ``mean relu(oxy_angle(text, image) -
+  half_aperture(text))``, added with ``entail_weight`` (0.2).
+* entailment, HyCoCLIP: ``0.5 * sum`` of four ``mean relu(oxy_angle(apex, child) - k *
+  half_aperture(apex))``: text -> image and box text -> box image with ``k = 0.7``; box image ->
+  image and box text -> text with ``k = 1.2``; added with ``entail_weight`` (0.2).
+* ``loss: sigmoid`` replaces each CE by SigLIP's pairwise loss (Zhai et al. 2023): per row,
+  ``-sum_j log sigmoid(label_ij * (logit_ij + bias))`` with ``label = +1`` for the positive and
+  ``-1`` otherwise, and a learnable ``bias`` (init -10).
+
+Every term is a mean over rows across all processes; on each rank it is formed as
+``(world / global_rows) * sum over local rows`` (see :mod:`hyvl.objectives.distributed` for why
+that, combined with DDP's gradient averaging, equals one process on the whole batch).
+
+All of it runs in fp32 (float64 inputs stay float64) with autocast disabled, so bf16 / fp16
+training keeps a stable loss.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyvl import lorentz as L
+from hyvl.config import ObjectiveConfig
+from hyvl.errors import ConfigError
+from hyvl.models.embeddings import Embeddings
+from hyvl.objectives import distributed
+
+GEOMETRIES = ("lorentz", "euclidean")
+
+
+def check_objective(cfg: ObjectiveConfig, geometry: str) -> None:
+    """Raise ConfigError for combinations that have no meaning."""
+    if geometry not in GEOMETRIES:
+        raise ConfigError(f"model geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    if geometry == "euclidean" and cfg.logits == "angle":
+        raise ConfigError(
+            "objective.logits='angle' needs a lorentz model (the exterior angle is a hyperbolic "
+            "quantity); use objective.logits='distance' (cosine) for a euclidean model"
+        )
+    if geometry == "euclidean" and cfg.kind != "clip" and cfg.entail_weight != 0:
+        raise ConfigError(
+            f"objective.kind={cfg.kind!r} has entailment terms, which are only defined for a "
+            "lorentz model; use a lorentz model, objective.kind='clip', or "
+            "objective.entail_weight=0 (contrastive terms only)"
+        )
+    if cfg.entail_weight < 0:
+        raise ConfigError(f"objective.entail_weight must be >= 0, got {cfg.entail_weight}")
+    if cfg.min_radius <= 0:
+        raise ConfigError(f"objective.min_radius must be positive, got {cfg.min_radius}")
+
+
+def _autocast_off(device: torch.device):
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()
+
+
+def _compute_dtype(t: Tensor) -> torch.dtype:
+    # Half inputs are promoted to fp32; float64 (tests, references) stays float64.
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+class _Geometry:
+    """Similarity and entailment for one batch's geometry, curvature and scale."""
+
+    def __init__(self, geometry: str, logits: str, curv: Tensor | None, min_radius: float):
+        self.lorentz = geometry == "lorentz"
+        self.angle = logits == "angle"
+        self.curv = curv
+        self.min_radius = min_radius
+
+    def similarity(self, rows: Tensor, cols: Tensor, rows_are_apex: bool) -> Tensor:
+        """(R, D) x (C, D) -> (R, C): larger means more alike.
+
+        ``rows_are_apex`` says which side is the more generic one (text, or a box's text) and so
+        the cone apex for angle logits; distance and cosine are symmetric.
+        """
+        if not self.lorentz:
+            return rows @ cols.T
+        if not self.angle:
+            return -L.pairwise_dist(rows, cols, self.curv)
+        if rows_are_apex:
+            return -L.pairwise_oxy_angle(rows, cols, self.curv)
+        return -L.pairwise_oxy_angle(cols, rows, self.curv).T
+
+    def cone_violation(self, apex: Tensor, child: Tensor, aperture_scale: float) -> Tensor:
+        """(R, D), (R, D) -> (R,): ``relu(oxy_angle(apex, child) - k * half_aperture(apex))``."""
+        angle = L.oxy_angle(apex, child, self.curv)
+        aperture = L.half_aperture(apex, self.curv, min_radius=self.min_radius)
+        return F.relu(angle - aperture_scale * aperture)
+
+
+def _row_losses(logits: Tensor, targets: Tensor, loss: str, bias: Tensor | None) -> Tensor:
+    """(R, C) logits, (R,) target columns -> (R,) per-row losses."""
+    if loss == "softmax":
+        return F.cross_entropy(logits, targets, reduction="none")
+    # SigLIP: every (row, column) pair is a binary problem, positive only at the target.
+    signs = -torch.ones_like(logits)
+    signs[torch.arange(len(targets), device=logits.device), targets] = 1.0
+    return -F.logsigmoid(signs * (logits + bias)).sum(dim=1)
+
+
+def compute_objective(
+    emb: Embeddings,
+    cfg: ObjectiveConfig,
+    geometry: str,
+    *,
+    sigmoid_bias: Tensor | None = None,
+    distributed_gather: bool = True,
+) -> dict[str, Tensor]:
+    """The loss and its named terms for one batch of embeddings (a pure function).
+
+    Args:
+        emb: local batch; ``image``/``text`` (B, D), ``box_image``/``box_text`` (B*k, D)
+            sample-major (needed for ``kind: hycoclip``), ``curv`` (lorentz), ``logit_scale``.
+        cfg: objective config (kind, logits, loss, weights).
+        geometry: ``"lorentz"`` or ``"euclidean"`` (the model's).
+        sigmoid_bias: 0-dim learnable bias for ``loss: sigmoid`` (default: the config's init
+            value as a constant).
+        distributed_gather: gather columns from all processes when a process group with more
+            than one rank exists (and ``cfg.gather_with_grad``); False computes the local loss
+            only (benchmarks, single-process use).
+
+    Returns:
+        ``{"loss", "contrastive", "contrastive_image_text", "contrastive_text_image", ...}``:
+        ``loss`` is the scalar to backpropagate; HyCoCLIP adds ``contrastive_boximage_text``,
+        ``contrastive_boxtext_image`` and the ``entail_*`` terms; MERU adds ``entail`` and
+        ``entail_text_image``. Diagnostics ``logit_scale``, ``curv`` and ``sigmoid_bias`` are
+        detached. Terms are 0-dim fp32 (float64 for float64 input).
+    """
+    check_objective(cfg, geometry)
+    if emb.logit_scale is None:
+        raise ValueError("Embeddings.logit_scale is None: the objective needs the model's scale")
+    if geometry == "lorentz" and emb.curv is None:
+        raise ValueError("Embeddings.curv is None but the geometry is lorentz")
+    use_boxes = cfg.kind == "hycoclip"
+    if use_boxes and not emb.has_boxes:
+        raise ConfigError(
+            "objective.kind='hycoclip' needs box embeddings (box_image and box_text): set "
+            "data.boxes_per_sample >= 1 and train on grounded data"
+        )
+    batch = emb.image.shape[0]
+    if emb.text.shape[0] != batch:
+        raise ValueError(f"{batch} image embeddings but {emb.text.shape[0]} text embeddings")
+    k = 0
+    if use_boxes:
+        rows = emb.box_image.shape[0]
+        if emb.box_text.shape[0] != rows or (batch and rows % batch) or (not batch and rows):
+            raise ValueError(
+                f"box embeddings must be (B*k, D) for B={batch}: got box_image "
+                f"{tuple(emb.box_image.shape)} and box_text {tuple(emb.box_text.shape)}"
+            )
+        k = rows // batch if batch else 0
+
+    dtype = _compute_dtype(emb.image)
+    with _autocast_off(emb.image.device):
+        image, text = emb.image.to(dtype), emb.text.to(dtype)
+        scale = emb.logit_scale.to(dtype)
+        curv = emb.curv.to(dtype) if geometry == "lorentz" else None
+        bias = None
+        if cfg.loss == "sigmoid":
+            if sigmoid_bias is None:
+                sigmoid_bias = torch.tensor(cfg.sigmoid_bias_init, device=image.device)
+            bias = sigmoid_bias.to(dtype)
+        geom = _Geometry(geometry, cfg.logits, curv, cfg.min_radius)
+
+        world = distributed.world_size() if distributed_gather else 1
+        if world > 1 and cfg.gather_with_grad:
+            image_all, offset = distributed.gather_with_grad(image)
+            text_all, _ = distributed.gather_with_grad(text)
+            global_batch = image_all.shape[0]
+        else:
+            image_all, text_all, offset = image, text, 0
+            # Local negatives only; rows are still weighted as a share of the global batch.
+            global_batch = (
+                sum(distributed.gather_sizes(batch, image.device)) if world > 1 else batch
+            )
+        # mean over the global rows = (world / global rows) * sum over local rows (see module doc)
+        row_weight = world / max(global_batch, 1)
+        box_weight = world / max(global_batch * k, 1)
+
+        targets = offset + torch.arange(batch, device=image.device)
+
+        def contrastive(rows: Tensor, cols: Tensor, rows_are_apex: bool, tgt: Tensor) -> Tensor:
+            logits = scale * geom.similarity(rows, cols, rows_are_apex)
+            return _row_losses(logits, tgt, cfg.loss, bias).sum()
+
+        out: dict[str, Tensor] = {}
+        out["contrastive_image_text"] = row_weight * contrastive(image, text_all, False, targets)
+        out["contrastive_text_image"] = row_weight * contrastive(text, image_all, True, targets)
+        entail_terms: dict[str, Tensor] = {}
+        entail: Tensor | None = None
+        if use_boxes:
+            box_image, box_text = emb.box_image.to(dtype), emb.box_text.to(dtype)
+            box_targets = targets.repeat_interleave(k)
+            out["contrastive_boximage_text"] = box_weight * contrastive(
+                box_image, text_all, False, box_targets
+            )
+            out["contrastive_boxtext_image"] = box_weight * contrastive(
+                box_text, image_all, True, box_targets
+            )
+            out["contrastive"] = 0.25 * (
+                out["contrastive_image_text"]
+                + out["contrastive_text_image"]
+                + out["contrastive_boximage_text"]
+                + out["contrastive_boxtext_image"]
+            )
+            if geometry == "lorentz":
+                # Each box row's whole image / text: sample-major, k rows per sample.
+                image_per_box = image.repeat_interleave(k, dim=0)
+                text_per_box = text.repeat_interleave(k, dim=0)
+                inter, intra = cfg.inter_aperture_scale, cfg.intra_aperture_scale
+                entail_terms = {
+                    "entail_text_image": row_weight * geom.cone_violation(text, image, inter).sum(),
+                    "entail_boxtext_boximage": box_weight
+                    * geom.cone_violation(box_text, box_image, inter).sum(),
+                    "entail_boximage_image": box_weight
+                    * geom.cone_violation(box_image, image_per_box, intra).sum(),
+                    "entail_boxtext_text": box_weight
+                    * geom.cone_violation(box_text, text_per_box, intra).sum(),
+                }
+                entail = cfg.hycoclip_entail_factor * sum(entail_terms.values())
+        else:
+            out["contrastive"] = 0.5 * (
+                out["contrastive_image_text"] + out["contrastive_text_image"]
+            )
+            if cfg.kind == "meru" and geometry == "lorentz":
+                # MERU: the caption's cone at full half-aperture must contain its image.
+                entail_terms = {
+                    "entail_text_image": row_weight * geom.cone_violation(text, image, 1.0).sum()
+                }
+                entail = entail_terms["entail_text_image"]
+
+        loss = out["contrastive"]
+        if entail is not None:
+            out.update(entail_terms)
+            out["entail"] = entail
+            # As MERU: a zero weight leaves the term out (logged only), so a NaN cannot leak in.
+            if cfg.entail_weight > 0:
+                loss = loss + cfg.entail_weight * entail
+        out["loss"] = loss
+        out["logit_scale"] = scale.detach()
+        if curv is not None:
+            out["curv"] = curv.detach()
+        if bias is not None:
+            out["sigmoid_bias"] = bias.detach()
+    return out
+
+
+class Objective(nn.Module):
+    """A configured objective; owns the SigLIP bias when ``loss: sigmoid``.
+
+    ``forward(emb) -> dict`` as :func:`compute_objective`, gathering across processes itself.
+    Under DDP, wrap it with the model (or average its gradients) when it has parameters.
+    """
+
+    def __init__(self, cfg: ObjectiveConfig, geometry: str):
+        super().__init__()
+        check_objective(cfg, geometry)
+        self.cfg = cfg
+        self.geometry = geometry
+        self.sigmoid_bias = None
+        if cfg.loss == "sigmoid":
+            self.sigmoid_bias = nn.Parameter(torch.tensor(float(cfg.sigmoid_bias_init)))
+
+    def forward(self, emb: Embeddings) -> dict[str, Tensor]:
+        return compute_objective(emb, self.cfg, self.geometry, sigmoid_bias=self.sigmoid_bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"kind={self.cfg.kind}, geometry={self.geometry}, logits={self.cfg.logits}, "
+            f"loss={self.cfg.loss}, entail_weight={self.cfg.entail_weight}"
+        )
+
+
+def build_objective(cfg: ObjectiveConfig, geometry: str) -> Objective:
+    """The objective ``cfg`` describes, for a model of ``geometry`` ("lorentz" | "euclidean")."""
+    return Objective(cfg, geometry)
+
+
+__all__ = ["Objective", "build_objective", "check_objective", "compute_objective"]
