@@ -20,6 +20,8 @@ and MERU's convention). Averaging any logged term over ranks likewise gives its 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -81,7 +83,13 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     if x.shape[0] < largest:
         # Collectives need equal shapes on every rank; zero rows get zero gradient back.
         padded = torch.cat([x, x.new_zeros((largest - x.shape[0], *x.shape[1:]))])
-    parts = list(all_gather(padded))
+    with warnings.catch_warnings():
+        # torch 2.14 marks it deprecated in favour of the private _functional_collectives; it is
+        # still the public autograd all_gather and the one whose backward works on gloo too.
+        warnings.filterwarnings(
+            "ignore", message=".*all_gather is deprecated", category=FutureWarning
+        )
+        parts = list(all_gather(padded))
     parts = [part[:size] for part, size in zip(parts, sizes, strict=True)]
     parts[me] = x
     return torch.cat(parts), sum(sizes[:me])
