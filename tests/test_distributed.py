@@ -55,8 +55,8 @@ class TinyTower(nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(0)
         self.geometry = geometry
-        self.image_proj = nn.Parameter(torch.randn(EMBED_DIM, IN_DIM, generator=gen) * 0.6)
-        self.text_proj = nn.Parameter(torch.randn(EMBED_DIM, IN_DIM, generator=gen) * 0.4)
+        self.image_proj = nn.Parameter(torch.randn(EMBED_DIM, IN_DIM, generator=gen) * 0.3)
+        self.text_proj = nn.Parameter(torch.randn(EMBED_DIM, IN_DIM, generator=gen) * 0.2)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         if geometry == "lorentz":
             self.log_curv = nn.Parameter(torch.tensor(math.log(1.2)))
