@@ -356,6 +356,38 @@ def test_targets_offset_by_gathered_rows_before_this_rank(kind, monkeypatch):
         assert out["contrastive_boximage_text"].item() == pytest.approx(want, rel=1e-9)
 
 
+def test_local_negatives_only_when_gather_disabled(monkeypatch):
+    """gather_with_grad=False: local columns, local targets, still weighted as a global mean."""
+    full = make_embeddings(B=5, k=2, seed=11)
+    local = Embeddings(
+        image=full.image[3:],
+        text=full.text[3:],
+        curv=full.curv,
+        logit_scale=full.logit_scale,
+    )
+
+    def no_gather(x):
+        raise AssertionError("gathered although objective.gather_with_grad is False")
+
+    monkeypatch.setattr(dist_mod, "world_size", lambda: 2)
+    monkeypatch.setattr(dist_mod, "gather_with_grad", no_gather)
+    monkeypatch.setattr(dist_mod, "gather_sizes", lambda n, device="cpu": [3, n])
+    out = compute_objective(local, ObjectiveConfig(kind="clip", gather_with_grad=False), "lorentz")
+    c, s = float(full.curv), float(full.logit_scale)
+    img, txt = local.image.tolist(), local.text.tolist()
+    want = (
+        (2 / 5)
+        * 2
+        * ref_contrastive("lorentz", "distance", "softmax", img, txt, False, [0, 1], c, s, 0.0)
+    )
+    assert out["contrastive_image_text"].item() == pytest.approx(want, rel=1e-9)
+    # Without a process group (or with distributed_gather=False) nothing is weighted.
+    plain = compute_objective(
+        local, ObjectiveConfig(kind="clip"), "lorentz", distributed_gather=False
+    )
+    assert plain["contrastive_image_text"].item() == pytest.approx(want * 5 / 4, rel=1e-9)
+
+
 # ----------------------------------------------------------------------------------------------
 # precision, gradients, parameters, errors
 # ----------------------------------------------------------------------------------------------
