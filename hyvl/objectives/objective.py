@@ -20,7 +20,9 @@ Definitions (``N`` = global batch over all processes, local rows against gathere
 
 Every term is a mean over rows across all processes; on each rank it is formed as
 ``(world / global_rows) * sum over local rows`` (see :mod:`hyvl.objectives.distributed` for why
-that, combined with DDP's gradient averaging, equals one process on the whole batch).
+that, combined with DDP's gradient averaging, equals one process on the whole batch). Local
+batch sizes may differ between ranks; the number of boxes per sample ``k`` must not (it comes
+from ``data.boxes_per_sample``, the same on every rank).
 
 All of it runs in fp32 (float64 inputs stay float64) with autocast disabled, so bf16 / fp16
 training keeps a stable loss.
