@@ -22,25 +22,30 @@ body (``torch.autocast(device_type, enabled=False)`` plus explicit casts; note
 that ``autocast(dtype=torch.float32)`` is a no-op on CPU), so it is an fp32
 island even when called inside a bf16 / fp16 autocast region.
 
-Accuracy. MERU's formulas go through ``acosh(-c <x, y>_L)`` and
-``acos(ratio)``: when two points are close, ``-c <x, y>_L = 1 + tiny`` is rounded
-before ``acosh`` sees it, so in fp32 their distance is ~100% wrong once the
-points are about ``1e-3 |x|`` apart, and the exterior angle is off by tenths of a
-radian. The element-wise functions here (:func:`dist`, :func:`dist0`,
-:func:`inner`, :func:`oxy_angle`, :func:`exp_map0`, :func:`log_map0`,
-:func:`half_aperture`) use forms free of that cancellation and agree with a
-float64 evaluation of the exact formulas on the same inputs to ~1e-6 relative
-(distances) or ~1e-6 rad (angles) in fp32 for ``r`` from 0.05 to beyond 5.
-``tools/geometry_accuracy.py`` measures this against a MERU-style formula.
+Accuracy (fp32, against float64 on the same inputs; ``tools/geometry_accuracy.py``
+measures it next to MERU's formulas). MERU goes through ``acosh(-c <x, y>_L)``
+and ``acos(ratio)``: for close points ``-c <x, y>_L = 1 + tiny`` is rounded
+before ``acosh`` sees it, so in fp32 the distance of points ``1e-3 |x|`` apart
+is ~100% wrong and the exterior angle is off by up to a radian. Here:
 
-Element-wise vs pairwise. :func:`pairwise_dist`, :func:`pairwise_inner` and
-:func:`pairwise_oxy_angle` are matmuls (the contrastive-loss hot path). A
-matmul only sees ``x . y``, whose rounding error is ``~eps_fp32 * |x| |y|``, so
-their absolute error in ``cosh(sqrt(c) d) - 1`` is ``~1e-7 * c |x| |y|``: fine for
-logits and ranking (relative error ~1e-5 once ``d > 0.05`` for ``r`` up to about
-2), useless for very close points. Use :func:`dist` (exact, element-wise, any
-broadcastable shapes) whenever you need the distance between specific pairs,
-and ``pairwise_dist`` for ``(B1, B2)`` logits and retrieval scores.
+* Element-wise :func:`dist`, :func:`dist0`, :func:`inner`, :func:`exp_map0`,
+  :func:`log_map0`, :func:`half_aperture` use cancellation-free forms: ~4e-7
+  relative for ``r`` from 0.05 to 5, still ~1.5e-6 at ``r = 60``, at any
+  separation. :func:`oxy_angle` is within ~2e-7 rad for ``r <= 5``; for far,
+  radially aligned pairs its error grows like ``~3e-7 r`` rad (the input
+  rounding of ``x`` and ``y`` already moves the true angle that much).
+* Pairwise :func:`pairwise_dist` and :func:`pairwise_oxy_angle` (the
+  ``(B1, B2)`` hot path) are matmuls, and a plain fp32 matmul's rounding
+  (``~6e-8 c |x||y|`` in ``cosh(sqrt(c) d) - 1``) swamps close pairs. They use
+  an error-free split of the matmul (5 matmuls, 6x the FLOPs of one) instead:
+  ``pairwise_dist`` is within ~3e-6 relative of the truth wherever
+  ``d > 0.05`` and ``r <= 5`` (MERU's form: 4e-3), ~1e-4 at ``r = 60``; for
+  closer pairs it degrades (~6e-4 at ``1e-3 |x|``, ``r = 5``). Use it for
+  logits and ranking, and :func:`dist` for the distance of given pairs.
+  :func:`pairwise_inner` is a single plain matmul (cheap ranking score).
+
+Element-wise functions accept any broadcastable ``(..., D)`` shapes; pairwise
+ones take ``(B1, D)`` and ``(B2, D)`` (optionally with equal leading batch dims).
 
 Guards. ``eps`` keeps MERU's signatures. Here it never shifts a value: each
 function documents what ``eps`` does, which is either the switch point to a
@@ -404,7 +409,10 @@ def inner(x: Tensor, y: Tensor, curv: Curv = 1.0) -> Tensor:
 
     ``<x, y>_L = x . y - x_time y_time = -cosh(sqrt(c) d(x, y)) / c``, computed as
     ``-(1 + 2 sinh^2(sqrt(c) d / 2)) / c`` from the cancellation-free pieces of
-    :func:`dist`, so ``c <x, y>_L + 1`` stays accurate for close points.
+    :func:`dist` and rounded once, so it is within ~1 ulp of the exact value
+    (the direct ``x . y - x_time y_time`` loses ``~c |x||y|`` ulps). An fp32
+    result near ``-1/c`` cannot hold ``c <x, y>_L + 1`` for close points, though:
+    use :func:`dist` for that.
 
     Args:
         x: ``(..., D)`` space components.
@@ -490,8 +498,11 @@ def oxy_angle(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> Tens
 
     (``Y`` from the hyperbolic law of sines, ``theta`` the angle between ``x`` and
     ``y`` at the origin), both formed without cancellation (see
-    ``_exterior_angle_terms``), so the angle is accurate to ~1e-6 rad in fp32
-    even when ``y`` is ``1e-3 |x|`` from ``x``.
+    ``_exterior_angle_terms``), so in fp32 the angle is within ~2e-7 rad of the
+    exact one for ``sqrt(c)|x| <= 5``, even when ``y`` is ``1e-3 |x|`` from ``x``.
+    For far, radially aligned pairs the error grows like ``~3e-7 sqrt(c)|x|``
+    rad: the exterior angle there is that sensitive to the rounding of the
+    inputs' components themselves.
 
     Degenerate triangles: at ``x = y`` or ``x = 0`` the angle is undefined and
     ``X = Y = 0`` exactly; the result there is 0 (the apex is taken to be inside
@@ -518,7 +529,10 @@ def oxy_angle(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> Tens
         torch.where(degenerate, torch.zeros_like(big_y), big_y),
         torch.where(degenerate, torch.ones_like(big_x), big_x),
     )
-    return torch.where(degenerate, torch.atan2(big_y, big_x).detach(), safe)
+    # X = Y = 0 only at x = y or x = 0 (X may be -0.0, and atan2(0, -0) = pi).
+    undefined = (big_x == 0) & (big_y == 0)
+    frozen = torch.where(undefined, torch.zeros_like(safe), torch.atan2(big_y, big_x)).detach()
+    return torch.where(degenerate, frozen, safe)
 
 
 # ----------------------------------------------------------------------------
@@ -716,16 +730,19 @@ def pairwise_dist(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> 
     Accuracy: MERU's ``acosh(clamp(-c <x, y>_L, min=1 + eps))`` takes
     ``x . y`` from one fp32 matmul, whose rounding (``~6e-8 |x||y|``) is the
     whole of ``z`` for close points: ~100% error when points are ``1e-3 |x|``
-    apart, and ~1e-3 relative at ``d = 0.05`` once ``|x||y| ~ 10``. Here ``z``
-    comes from ``|x - y|^2`` computed with an error-free split of the matmul
-    (``_compensated_sqdist``: five matmuls, 6x the FLOPs of one, still small
-    next to any encoder), so ``pairwise_dist`` matches :func:`dist` to ~1e-6
-    relative for ``sqrt(c)|x|`` up to ~5 and ``d > 1e-3 |x|``; the residual
-    rounding grows like ``1 + c |x|^2`` for radially separated points. Use
-    :func:`dist` for given pairs (it is exact for any separation) and this
-    for ``(B1, B2)`` logits and retrieval scores. TF32 matmuls
-    (``torch.backends.cuda.matmul.allow_tf32``) only round the small slices,
-    costing ~2^-18 relative instead of MERU-form's ~2^-11.
+    apart, and ~4e-3 relative at ``d > 0.05`` once ``sqrt(c)|x|`` reaches 5.
+    Here ``z = (c/2)(|x - y|^2 - (x_time - y_time)^2)`` with ``|x - y|^2`` and
+    ``|x|^2 - |y|^2`` from an error-free split of the matmul
+    (``_compensated_sqdist``: five matmuls, 6x the FLOPs of one, small next to
+    any encoder). Measured against float64 truth: within ~3e-6 relative
+    wherever ``d > 0.05`` and ``sqrt(c)|x| <= 5``; the remaining rounding grows
+    like ``1 + c |x|^2`` for radially separated pairs (~4e-4 at
+    ``sqrt(c)|x| = 60``) and for pairs closer than ``d ~ 0.05`` (~6e-4 at
+    ``1e-3 |x|`` apart, ``sqrt(c)|x| = 5``). Use :func:`dist` for given pairs
+    (exact at any separation) and this for ``(B1, B2)`` logits and retrieval
+    scores. With TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``) the
+    exact slices stay exact (they have at most 8 significant bits); only the
+    small remainder products lose precision (not measured here: no GPU).
 
     Guard: where ``z <= eps`` (``sqrt(c) d`` below ~``sqrt(2 eps)``) the value is
     kept but the gradient is zeroed, as acosh's slope is infinite at 1 (MERU
@@ -753,9 +770,17 @@ def pairwise_oxy_angle(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8
     of :func:`pairwise_dist` (unit coordinates, ``z = cosh(delta) - 1``):
     ``X = (t_y - t_x) - t_x z`` and ``Y = c |x||y| sin(theta) = c sqrt(G (2|x||y| - G))``
     with ``G = |x||y| (1 - cos theta) = (|x - y|^2 - (|x| - |y|)^2) / 2``.
-    Accuracy follows :func:`pairwise_dist`.
 
-    Where ``sqrt(c)|x_i| <= eps`` (apex at the origin) or ``z <= eps``
+    Accuracy: ``G`` is a difference, so its rounding (``~1e-7 |x - y|^2``)
+    reaches the angle through a square root when ``theta`` is near 0 or pi,
+    i.e. when ``y_j`` sits close to the ray through ``x_i``: measured errors up
+    to ~1e-2 rad for ``d > 0.05``, ``sqrt(c)|x| <= 5`` (~5e-2 at 60), falling
+    to ~1e-6 rad for angles well away from 0 and pi. Entailment cones far from the origin are thin
+    (half-aperture ``asin(2K / r)``, 0.04 rad at ``r = 5``), so decide cone
+    membership of specific pairs with :func:`oxy_angle` (exact); use this for
+    ranking and plots.
+
+    Where ``sqrt(c)|x_i| <= eps`` (apex at the origin) or ``sqrt(c) d_ij <= eps``
     (``y_j`` on top of ``x_i``) the angle is undefined; the result is 0 there
     with zero gradient, as for :func:`oxy_angle` at ``x = 0`` and ``x = y``.
 
@@ -763,7 +788,7 @@ def pairwise_oxy_angle(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8
         x: ``(B1, D)`` apexes (parents).
         y: ``(B2, D)`` children.
         curv: ``c > 0``.
-        eps: threshold for ``sqrt(c)|x_i|`` and ``z`` described above.
+        eps: threshold for ``sqrt(c)|x_i|`` and ``sqrt(c) d_ij`` described above.
 
     Returns:
         ``(B1, B2)`` angles in ``[0, pi]``.
@@ -775,7 +800,7 @@ def pairwise_oxy_angle(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8
     half_gap = (0.5 * (t.sq - norm_gap.square())).clamp(min=0)  # |x||y|(1 - cos theta)
     big_y = c * _sqrt_grad_floor(half_gap * (2.0 * nx * ny - half_gap).clamp(min=0), floor=0.0)
     big_x = t.dut - t.ut_x.unsqueeze(-1) * t.z
-    degenerate = (t.z <= eps) | (_sqrt(c) * nx <= eps)
+    degenerate = (t.z <= 0.5 * eps * eps) | (_sqrt(c) * nx <= eps)
     safe = torch.atan2(
         torch.where(degenerate, torch.zeros_like(big_y), big_y),
         torch.where(degenerate, torch.ones_like(big_x), big_x),
