@@ -247,8 +247,6 @@ class ModelConfig:
     logit_scale_max: float = 100.0
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_STD
-    # Local OpenCLIP checkpoint to initialise both towers from (hyperbolic fine-tuning).
-    openclip_init: str | None = None
     grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:

@@ -1,0 +1,154 @@
+"""One model for CLIP, MERU and HyCoCLIP: two towers, projections, and a lift into the geometry.
+
+``geometry="lorentz"`` (MERU, HyCoCLIP): projected features are scaled by a learnable alpha per
+modality and lifted with ``exp_map0`` onto the hyperboloid of learnable curvature ``-c``.
+``geometry="euclidean"`` (CLIP): projected features are L2-normalised. Losses live in
+``hyvl.objectives``; the model only produces :class:`Embeddings`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hyvl import lorentz
+from hyvl.config import ModelConfig
+from hyvl.models.embeddings import Embeddings
+from hyvl.models.towers import ImageTower, build_text_tower
+
+__all__ = ["Embeddings", "HyvlModel"]
+
+
+class HyvlModel(nn.Module):
+    """Image and text towers with projections into a shared Lorentz or Euclidean space.
+
+    Images enter in [0, 1], (B, 3, H, W); they are normalised inside with the stored
+    ``pixel_mean`` / ``pixel_std`` buffers. Tokens are (B, L) long tensors from
+    :func:`hyvl.models.tokenizer.get_tokenizer`.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.geometry = config.geometry
+        self.visual = ImageTower(config.vision)
+        self.textual = build_text_tower(config.text)
+        d = config.embed_dim
+        self.visual_proj = nn.Linear(self.visual.width, d, bias=False)
+        self.textual_proj = nn.Linear(self.textual.width, d, bias=False)
+        # MERU's init: std = width^-0.5 for both projections.
+        nn.init.normal_(self.visual_proj.weight, std=self.visual.width**-0.5)
+        nn.init.normal_(self.textual_proj.weight, std=self.textual.width**-0.5)
+
+        self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1))
+
+        # CLIP: temperature stored as a log, init 1/0.07, clamped at logit_scale_max.
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        self._log_logit_scale_max = math.log(config.logit_scale_max)
+        if self.geometry == "lorentz":
+            # MERU Sec. 3.2: alpha per modality, init embed_dim^-0.5 (log stored, <= 0) so that
+            # initial embeddings have norm ~1 whatever the width.
+            alpha = torch.tensor(d**-0.5).log()
+            self.visual_alpha = nn.Parameter(alpha.clone(), requires_grad=config.learn_alpha)
+            self.textual_alpha = nn.Parameter(alpha.clone(), requires_grad=config.learn_alpha)
+            # MERU: log c, init log c0, clamped to [c0/10, 10 c0] so training cannot collapse it.
+            c0 = config.curv_init
+            self.log_curv = nn.Parameter(
+                torch.tensor(math.log(c0)), requires_grad=config.learn_curv
+            )
+            self._log_curv_bounds = (math.log(c0 / 10), math.log(c0 * 10))
+        if config.grad_checkpointing:
+            self.set_grad_checkpointing(True)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def image_size(self) -> int:
+        return self.config.vision.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text.context_length
+
+    @property
+    def curv(self) -> torch.Tensor | None:
+        """Positive curvature magnitude c (0-dim tensor), or None for CLIP."""
+        if self.geometry != "lorentz":
+            return None
+        return self.log_curv.clamp(*self._log_curv_bounds).exp()
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.clamp(max=self._log_logit_scale_max).exp()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.set_grad_checkpointing(enable)
+        self.textual.set_grad_checkpointing(enable)
+
+    # ----------------------------------------------------------------- features
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [0,1] -> (B, D) projected features, before alpha / exp_map0 / norm."""
+        x = (images - self.pixel_mean) / self.pixel_std
+        return self.visual_proj(self.visual(x))
+
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) tokens -> (B, D) projected features, before alpha / exp_map0 / norm."""
+        return self.textual_proj(self.textual(tokens))
+
+    def _lift(self, feats: torch.Tensor, log_alpha: torch.Tensor | None) -> torch.Tensor:
+        # The lift runs in fp32 whatever autocast says: exp_map0's sinh overflows in fp16 and
+        # loses the small-norm regime in bf16.
+        with torch.autocast(feats.device.type, enabled=False):
+            feats = feats.float()
+            if self.geometry == "euclidean":
+                return F.normalize(feats, dim=-1)
+            feats = feats * log_alpha.float().clamp(max=0.0).exp()
+            return lorentz.exp_map0(feats, self.curv.float())
+
+    def lift_image(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) image features -> embeddings (space components, or unit vectors for CLIP)."""
+        return self._lift(feats, getattr(self, "visual_alpha", None))
+
+    def lift_text(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, D) text features -> embeddings (space components, or unit vectors for CLIP)."""
+        return self._lift(feats, getattr(self, "textual_alpha", None))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [0,1] -> (B, D) fp32 embeddings."""
+        return self.lift_image(self.image_features(images))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) tokens -> (B, D) fp32 embeddings."""
+        return self.lift_text(self.text_features(tokens))
+
+    # ----------------------------------------------------------------- training forward
+    def forward(
+        self,
+        images: torch.Tensor,
+        tokens: torch.Tensor,
+        box_images: torch.Tensor | None = None,
+        box_tokens: torch.Tensor | None = None,
+    ) -> Embeddings:
+        """Embed a batch; whole and box images share ONE tower call, as do texts and box texts.
+
+        images (B,3,H,W), tokens (B,L); box_images (B*k,3,H,W) and box_tokens (B*k,L) optional,
+        sample-major. Returns :class:`Embeddings` with (B, D) and (B*k, D) fp32 embeddings.
+        """
+        b = images.shape[0]
+        if box_images is not None:
+            images = torch.cat([images, box_images])
+        if box_tokens is not None:
+            tokens = torch.cat([tokens, box_tokens])
+        image_emb = self.encode_image(images)
+        text_emb = self.encode_text(tokens)
+        return Embeddings(
+            image=image_emb[:b],
+            text=text_emb[:b],
+            box_image=image_emb[b:] if box_images is not None else None,
+            box_text=text_emb[b:] if box_tokens is not None else None,
+            curv=self.curv,
+            logit_scale=self.logit_scale,
+        )

@@ -1,0 +1,165 @@
+"""HyvlModel: shapes, the lift, one-call batching, clamps, precision and the named configs."""
+
+import math
+
+import pytest
+import torch
+
+import hyvl
+from hyvl import lorentz
+from hyvl.errors import ConfigError
+from hyvl.models.tokenizer import get_tokenizer
+
+
+@pytest.fixture(scope="module")
+def meru():
+    torch.manual_seed(0)
+    return hyvl.create_model("meru_tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def clip():
+    torch.manual_seed(0)
+    return hyvl.create_model("clip_tiny").eval()
+
+
+def tokens(model, texts):
+    return get_tokenizer(model.config.text)(texts)
+
+
+def test_named_configs_cover_the_contract():
+    names = hyvl.list_models()
+    for family in ("clip", "meru", "hycoclip"):
+        for tower in ("vit_s", "vit_b", "vit_l", "tiny"):
+            assert f"{family}_{tower}" in names
+    with pytest.raises(ConfigError, match="did you mean 'meru_tiny'"):
+        hyvl.create_model("meru_tiyn")
+
+
+def test_mocov3_vit_s_matches_the_papers_tower():
+    model = hyvl.create_model("meru_vit_s")
+    vit = model.visual.vit
+    assert (vit.embed_dim, len(vit.blocks), vit.blocks[0].attn.num_heads) == (384, 12, 12)
+    assert vit.norm.eps == 1e-5
+    assert not vit.pos_embed.requires_grad  # fixed 2-D sin-cos
+    assert model.textual.transformer.context_length == 77
+    assert model.textual.transformer.vocab_size == 49408
+    assert model.config.text.width == 512 and model.config.text.layers == 12
+
+
+def test_lorentz_embeddings_lie_on_the_hyperboloid(meru):
+    imgs = torch.rand(3, 3, 64, 64)
+    emb = meru(imgs, tokens(meru, ["a red circle", "two blue squares", "x"]))
+    assert emb.image.shape == (3, 128) and emb.text.dtype == torch.float32
+    c = meru.curv
+    x = emb.image.double()
+    # <x, x>_L = |x|^2 - x_time^2 = -1/c
+    x_time = lorentz.time_component(x, c.double())
+    assert torch.allclose((x * x).sum(-1) - x_time**2, -1 / c.double().expand(3), atol=1e-6)
+    # MERU's alpha init keeps initial embeddings near the origin (norm ~1, not ~sqrt(D))
+    assert lorentz.dist0(emb.image, c).max() < 5
+
+
+def test_clip_embeddings_are_unit_vectors(clip):
+    emb = clip(torch.rand(2, 3, 64, 64), tokens(clip, ["a", "b"]))
+    assert torch.allclose(emb.image.norm(dim=-1), torch.ones(2), atol=1e-6)
+    assert clip.curv is None and emb.curv is None
+
+
+def test_boxes_share_one_tower_call_and_match_separate_calls(meru, monkeypatch):
+    imgs, boxes = torch.rand(2, 3, 64, 64), torch.rand(4, 3, 64, 64)
+    tok, box_tok = tokens(meru, ["a", "b"]), tokens(meru, ["c", "d", "e", "f"])
+    calls = {"visual": 0, "textual": 0}
+    for name in calls:
+        tower = getattr(meru, name)
+        original = tower.forward
+
+        def counted(x, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(x)
+
+        monkeypatch.setattr(tower, "forward", counted)
+    with torch.no_grad():
+        emb = meru(imgs, tok, box_images=boxes, box_tokens=box_tok)
+    assert calls == {"visual": 1, "textual": 1}
+    assert emb.box_image.shape == (4, 128) and emb.boxes_per_sample == 2
+    with torch.no_grad():
+        assert torch.allclose(emb.box_image, meru.encode_image(boxes), atol=1e-5)
+        assert torch.allclose(emb.text, meru.encode_text(tok), atol=1e-5)
+
+
+def test_clamps_on_curvature_alpha_and_logit_scale():
+    model = hyvl.create_model("meru_tiny", curv_init=2.0)
+    assert math.isclose(model.curv.item(), 2.0, rel_tol=1e-6)
+    with torch.no_grad():
+        model.log_curv.fill_(10.0)
+        model.log_logit_scale.fill_(10.0)
+        model.visual_alpha.fill_(3.0)
+    assert math.isclose(model.curv.item(), 20.0, rel_tol=1e-5)  # 10 c0
+    assert math.isclose(model.logit_scale.item(), 100.0, rel_tol=1e-5)
+    feats = torch.randn(2, 128)
+    # alpha is clamped at exp(0) = 1: the lift equals exp_map0 of the raw features
+    assert torch.allclose(model.lift_image(feats), lorentz.exp_map0(feats, model.curv), atol=1e-5)
+    with torch.no_grad():
+        model.log_curv.fill_(-10.0)
+    assert math.isclose(model.curv.item(), 0.2, rel_tol=1e-5)  # c0 / 10
+
+
+def test_lift_stays_fp32_under_bf16_autocast(meru):
+    imgs = torch.rand(2, 3, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = meru.image_features(imgs)
+        emb = meru.lift_image(feats)
+    assert feats.dtype == torch.bfloat16  # the tower did run in bf16
+    assert emb.dtype == torch.float32
+    assert torch.isfinite(emb).all()
+
+
+def test_pixel_normalisation_happens_inside(meru):
+    # An image equal to the pixel mean is the zero input of the tower.
+    mean_img = meru.pixel_mean.expand(1, 3, 64, 64).clone()
+    with torch.no_grad():
+        expected = meru.visual_proj(meru.visual(torch.zeros(1, 3, 64, 64)))
+        assert torch.allclose(meru.image_features(mean_img), expected, atol=1e-5)
+
+
+def test_gradients_reach_every_trainable_parameter():
+    torch.manual_seed(0)
+    model = hyvl.create_model("meru_tiny")
+    emb = model(torch.rand(2, 3, 64, 64), tokens(model, ["a b", "c"]))
+    loss = lorentz.pairwise_dist(emb.image, emb.text, emb.curv).mean() * emb.logit_scale
+    loss.backward()
+    frozen = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+    # token rows of unused words get zero gradient, not None; nothing trainable is disconnected
+    assert frozen == set()
+
+
+def test_tokenizer_pads_and_truncates_to_context_length(meru):
+    tok = get_tokenizer(meru.config.text)
+    out = tok(["a " * 100, "short"])
+    assert out.shape == (2, 32) and out.dtype == torch.long
+    assert out[0, -1] == 49407  # EOT kept last after truncation, so EOS pooling finds it
+
+
+def test_hf_text_tower_from_a_local_directory(tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "red", "circle", "blue", "square", "a"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    BertModel(cfg).save_pretrained(tmp_path)
+    model = hyvl.create_model(
+        "meru_tiny", text={"kind": "hf", "hf_name": str(tmp_path), "context_length": 8}
+    )
+    tok = get_tokenizer(model.config.text)
+    ids = tok(["a red circle", "blue square"])
+    assert ids.shape == (2, 8)
+    emb = model.encode_text(ids)
+    assert emb.shape == (2, 128) and torch.isfinite(emb).all()
