@@ -1,0 +1,112 @@
+"""``hyvl data demo | stats | make-shards``."""
+
+from __future__ import annotations
+
+import argparse
+
+from hyvl.cli.common import add_json_arg, print_table, write_json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "data",
+        help="make and inspect webdataset shards",
+        description="Make and inspect webdataset shards.",
+    )
+    sub = p.add_subparsers(dest="data_cmd", required=True)
+
+    d = sub.add_parser("demo", help="write the built-in synthetic demo dataset")
+    d.add_argument("--out", required=True, help="output directory")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--train-samples", type=int, default=4000)
+    d.set_defaults(func=run_demo)
+
+    s = sub.add_parser("stats", help="count samples, boxes and skipped samples in shards")
+    s.add_argument("shards", nargs="+", help="shard specs: paths, globs, {000..009} braces, pipe:")
+    s.add_argument(
+        "--layout", default="auto", choices=["auto", "plain", "grit", "hycoclip", "grounded"]
+    )
+    s.add_argument("--min-box-size", type=int, default=0, help="drop boxes smaller than N px")
+    add_json_arg(s)
+    s.set_defaults(func=run_stats)
+
+    m = sub.add_parser(
+        "make-shards",
+        help="write shards from an image folder + captions, COCO captions or a grounded JSONL",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Sources (exactly one):\n"
+            "  --images DIR --captions FILE.jsonl|FILE.csv   ({image, caption[, cls]})\n"
+            "  --coco CAPTIONS.json --images DIR             (COCO captions format)\n"
+            "  --grounded FILE.jsonl [--images DIR]          ({image, caption, boxes:[{bbox, text}]})"
+        ),
+    )
+    m.add_argument("--images", help="image root directory")
+    src = m.add_mutually_exclusive_group(required=True)
+    src.add_argument("--captions")
+    src.add_argument("--coco")
+    src.add_argument("--grounded")
+    m.add_argument("--out", required=True, help="output directory")
+    m.add_argument("--prefix", default="shard")
+    m.add_argument("--samples-per-shard", type=int, default=1000)
+    m.add_argument("--workers", type=int, default=1)
+    m.add_argument("--resize", type=int, default=None, help="shrink so the shorter side is <= N")
+    add_json_arg(m)
+    m.set_defaults(func=run_make_shards)
+
+
+def run_demo(args) -> int:
+    from hyvl.data.demo import make_demo
+
+    out = make_demo(args.out, seed=args.seed, train_samples=args.train_samples, progress=True)
+    print(f"demo data written to {out}")
+    return 0
+
+
+def run_stats(args) -> int:
+    from hyvl.data.stats import shard_stats
+
+    stats = shard_stats(args.shards, layout=args.layout, min_box_size=args.min_box_size)
+    rows = [{"what": k, "count": stats[k]} for k in ("shards", "samples", "with_boxes", "boxes")]
+    rows += [{"what": f"skipped: {k}", "count": v} for k, v in sorted(stats["skipped"].items())]
+    rows += [
+        {"what": f"dropped box: {k}", "count": v} for k, v in sorted(stats["dropped_boxes"].items())
+    ]
+    print_table(rows, title="shard statistics")
+    if args.json:
+        write_json(args.json, stats)
+    return 0
+
+
+def run_make_shards(args) -> int:
+    from hyvl.data import writer
+    from hyvl.errors import DataError
+
+    if args.captions:
+        if not args.images:
+            raise DataError("--captions needs --images DIR (the image root)")
+        records = writer.records_from_captions(args.images, args.captions)
+    elif args.coco:
+        if not args.images:
+            raise DataError("--coco needs --images DIR (the image root)")
+        records = writer.records_from_coco(args.coco, args.images)
+    else:
+        records = writer.records_from_grounded(args.grounded, args.images)
+    manifest = writer.write_shards(
+        records,
+        args.out,
+        prefix=args.prefix,
+        samples_per_shard=args.samples_per_shard,
+        workers=args.workers,
+        resize=args.resize,
+    )
+    rows = [
+        {"shard": s["shard"], "samples": s["samples"], "MB": s["bytes"] / 1e6}
+        for s in manifest["shards"]
+    ]
+    print_table(rows, title=f"{manifest['samples']} samples written to {args.out}")
+    for reason, n in sorted(manifest["skipped"].items()):
+        print(f"skipped {n} record(s): {reason}")
+    if args.json:
+        write_json(args.json, manifest)
+    return 0

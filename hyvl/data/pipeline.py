@@ -1,0 +1,429 @@
+"""webdataset pipelines: shard specs -> raw samples -> (shuffle) -> batches of decoded samples.
+
+Design for exact resume. Each (rank, logical worker) reads its own deterministic stream of raw
+samples (shard order and shuffle buffer seeded from ``(seed, rank, worker)``), groups RAW samples
+into batches, and seeds augmentation and box choice from ``(seed, rank, worker, batch index)``.
+Resuming at step N therefore only has to drop the first raw batches of each stream, which needs
+tar reading but no image decoding (PITFALLS: ``skip_first_batches`` would decode everything).
+DataLoader workers are visited round-robin starting at worker 0, so on resume physical worker w
+plays logical worker ``(w + N) % W``: the first batch out is exactly batch N.
+
+A sample that fails to decode is dropped from its batch and counted (so a batch can be a few
+samples short; the objectives handle unequal batches). Nothing is dropped silently: every
+batch carries the counts of what was skipped while making it, and the loader totals them.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from hyvl.config import DataConfig
+from hyvl.data.batch import Batch
+from hyvl.data.layouts import Sample, Skip, parse_sample
+from hyvl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------
+# Shard lists and raw samples
+# ------------------------------------------------------------------------------------------
+
+
+def expand_shards(spec: str | list[str]) -> list[str]:
+    """Brace expansion (``{000..009}``), ``::``-separated lists and globs; URLs pass through."""
+    import webdataset as wds
+
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for item in specs:
+        for url in wds.shardlists.expand_urls(item):
+            if url.startswith(("pipe:", "http://", "https://", "gs://", "s3://")):
+                urls.append(url)
+            elif any(ch in url for ch in "*?["):
+                matches = sorted(glob.glob(url))
+                if not matches:
+                    raise DataError(f"no shards match {url!r}")
+                urls.extend(matches)
+            else:
+                urls.append(url)
+    if not urls:
+        raise DataError(f"empty shard spec {spec!r}")
+    return urls
+
+
+class _ShardErrors:
+    """webdataset handler: count a truncated or unreadable shard, keep going (no sleep)."""
+
+    def __init__(self, counts: Counter):
+        self.counts = counts
+        self.url = ""
+        self.reported = False  # webdataset re-raises one error at two levels: count it once
+
+    def start(self, url: str) -> None:
+        self.url, self.reported = url, False
+
+    def __call__(self, exn: Exception) -> bool:
+        if not self.reported:
+            text = str(exn)
+            truncated = "end of data" in text or "EOF" in text or "truncated" in text
+            reason = "truncated_tar" if truncated else "unreadable_shard"
+            self.counts[reason] += 1
+            log.warning("%s: %s (%s); samples before it were kept", self.url, reason, exn)
+            self.reported = True
+        return True
+
+
+def raw_samples(urls: list[str], counts: Counter) -> Iterator[dict]:
+    """Raw samples of the shards in order; complete samples before a truncation still come out."""
+    from webdataset import tariterators as t
+
+    handler = _ShardErrors(counts)
+    for url in urls:
+        handler.start(url)
+        stream = t.url_opener([{"url": url}], handler=handler)
+        files = t.tar_file_expander(stream, handler=handler)
+        for sample in t.group_by_keys(files, handler=handler):
+            if sample:
+                yield sample
+
+
+def _seeded(*parts: Any) -> random.Random:
+    # A string seed goes through SHA-512: identical on every machine and Python hash seed.
+    return random.Random("-".join(str(p) for p in parts))
+
+
+def _shuffled(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
+    """Reservoir-style shuffle buffer with our own seeded RNG (webdataset's reseeds per pid)."""
+    if size <= 1:
+        yield from samples
+        return
+    buf: list[dict] = []
+    for s in samples:
+        buf.append(s)
+        if len(buf) >= size:
+            i = rng.randrange(len(buf))
+            buf[i], buf[-1] = buf[-1], buf[i]
+            yield buf.pop()
+    rng.shuffle(buf)
+    yield from buf
+
+
+# ------------------------------------------------------------------------------------------
+# Decoding a batch
+# ------------------------------------------------------------------------------------------
+
+
+class Decoder:
+    """Raw samples -> Batch: parse the layout, crop boxes, augment, tokenize."""
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        tokenizer: Any,
+        train: bool,
+        boxes_per_sample: int,
+        layout: str = "auto",
+        min_box_size: int = 0,
+        rrc_scale: tuple[float, float] = (0.5, 1.0),
+    ):
+        from hyvl.models.transforms import image_transform
+
+        self.transform = image_transform(image_size, train=train, scale=rrc_scale)
+        self.tokenizer = tokenizer
+        self.train = train
+        self.k = boxes_per_sample
+        self.layout = layout
+        self.min_box_size = min_box_size
+
+    def parse(self, raw: dict, skipped: Counter, dropped: Counter) -> Sample | None:
+        try:
+            sample, drops = parse_sample(raw, self.layout, self.min_box_size)
+        except Skip as skip:
+            skipped[skip.reason] += 1
+            log.debug("skipped %s: %s", raw.get("__key__"), skip)
+            return None
+        dropped.update(drops)
+        if self.k > 0 and sample.num_boxes == 0:
+            skipped["no_usable_box"] += 1
+            return None
+        return sample
+
+    def _boxes(self, sample: Sample, rng: random.Random):
+        """k (crop, text) pairs: chosen at random (seeded) for training, the first k for eval."""
+        items: list = [("box", b) for b in sample.boxes] + [("crop", c) for c in sample.box_crops]
+        if self.train:
+            chosen = (
+                [rng.choice(items) for _ in range(self.k)]
+                if len(items) < self.k
+                else (rng.sample(items, self.k))
+            )
+        else:
+            chosen = [items[i % len(items)] for i in range(self.k)]
+        out = []
+        for kind, item in chosen:
+            if kind == "box":
+                (x1, y1, x2, y2), text = item
+                crop = sample.image.crop((round(x1), round(y1), round(x2), round(y2)))
+            else:
+                crop, text = item
+            out.append((crop, text))
+        return out
+
+    def __call__(self, raws: list[dict], rng: random.Random) -> Batch | None:
+        skipped: Counter = Counter()
+        dropped: Counter = Counter()
+        samples = [s for s in (self.parse(r, skipped, dropped) for r in raws) if s is not None]
+        if not samples:
+            if skipped:
+                log.warning(
+                    "a whole batch of %d samples was unusable: %s", len(raws), dict(skipped)
+                )
+            return None
+        images = torch.stack([self.transform(s.image) for s in samples])
+        captions = [s.caption for s in samples]
+        batch = Batch(
+            images=images,
+            tokens=self.tokenizer(captions),
+            keys=[s.key for s in samples],
+            captions=captions,
+            skipped=dict(skipped),
+            dropped_boxes=dict(dropped),
+        )
+        if all(s.label is not None for s in samples):
+            batch.labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+        if self.k > 0:
+            pairs = [p for s in samples for p in self._boxes(s, rng)]
+            batch.box_images = torch.stack([self.transform(c) for c, _ in pairs])
+            batch.box_texts = [t for _, t in pairs]
+            batch.box_tokens = self.tokenizer(batch.box_texts)
+        return batch
+
+
+# ------------------------------------------------------------------------------------------
+# Training stream
+# ------------------------------------------------------------------------------------------
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """Infinite stream of training batches for one rank (see the module docstring)."""
+
+    def __init__(
+        self,
+        urls,
+        decoder,
+        *,
+        batch_size,
+        seed,
+        rank,
+        world_size,
+        workers,
+        resampled,
+        shuffle_buffer,
+        start_step,
+    ):
+        super().__init__()
+        self.urls, self.decoder = urls, decoder
+        self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.workers = max(1, workers)
+        self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
+        self.start_step = start_step
+
+    def _shard_order(self, logical: int) -> Iterator[str]:
+        rng = _seeded(self.seed, self.rank, logical, "shards")
+        if self.resampled:
+            while True:
+                yield rng.choice(self.urls)
+        slots = self.world_size * self.workers
+        slot = self.rank * self.workers + logical
+        epoch = 0
+        while True:
+            order = list(self.urls)
+            _seeded(self.seed, "epoch", epoch).shuffle(order)
+            yield from order[slot::slots]
+            epoch += 1
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        physical = info.id if info is not None else 0
+        logical = (physical + self.start_step) % self.workers
+        # batches i < start_step with i % W == logical were already consumed
+        done = max(0, math.ceil((self.start_step - logical) / self.workers))
+        shard_counts: Counter = Counter()
+        samples = _shuffled(
+            raw_samples(self._shard_order(logical), shard_counts),
+            self.shuffle_buffer,
+            _seeded(self.seed, self.rank, logical, "shuffle"),
+        )
+        index = 0
+        while True:
+            raws = [r for _, r in zip(range(self.batch_size), samples, strict=False)]
+            if not raws:
+                return
+            if index < done:
+                index += 1
+                continue
+            # Augmentation (torch RNG) and box choice are seeded by the batch's position.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_seeded(self.seed, self.rank, logical, index).getrandbits(63))
+                batch = self.decoder(raws, _seeded(self.seed, self.rank, logical, index, "box"))
+            index += 1
+            if batch is None:
+                continue
+            if shard_counts:
+                batch.skipped = dict(Counter(batch.skipped) + shard_counts)
+                shard_counts.clear()
+            yield batch
+
+
+class CountingLoader:
+    """Iterates a loader of Batches and totals what was skipped, across all workers."""
+
+    def __init__(self, loader, log_every: int = 100):
+        self.loader = loader
+        self.log_every = max(1, log_every)
+        self._skipped: Counter = Counter()
+        self._dropped: Counter = Counter()
+        self._logged = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in self.loader:
+            self._skipped.update(batch.skipped)
+            self._dropped.update(batch.dropped_boxes)
+            total = sum(self._skipped.values())
+            if total // self.log_every > self._logged // self.log_every:
+                log.warning("skipped %d samples so far: %s", total, dict(self._skipped))
+            self._logged = total
+            yield batch
+
+    def skipped(self) -> dict[str, int]:
+        """Samples skipped so far, by reason (merged over workers)."""
+        return dict(self._skipped)
+
+    def dropped_boxes(self) -> dict[str, int]:
+        """Boxes dropped so far (the sample was kept), by reason."""
+        return dict(self._dropped)
+
+
+def _loader(dataset, workers: int):
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,  # batches are made in the workers
+        num_workers=workers,
+        persistent_workers=False,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+
+
+def build_train_loader(
+    data_cfg: DataConfig,
+    *,
+    batch_size: int,
+    image_size: int,
+    tokenizer: Any,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    start_step: int = 0,
+    boxes_per_sample: int | None = None,
+) -> CountingLoader:
+    """Infinite iterable of training :class:`Batch` es for this rank (``batch_size`` per process).
+
+    ``start_step=N`` yields exactly the batches an uninterrupted loader yields from step N on.
+    Finite (non-resampled) mode splits shards by rank and worker so an epoch reads each sample
+    once; it needs at least ``world_size * workers`` shards.
+    """
+    urls = expand_shards(data_cfg.train_shards)
+    workers = data_cfg.workers
+    if not data_cfg.resampled and len(urls) < world_size * max(1, workers):
+        raise DataError(
+            f"{len(urls)} shard(s) in {data_cfg.train_shards!r} for {world_size} process(es) x "
+            f"{max(1, workers)} worker(s): every worker needs a shard. Use data.resampled=true, "
+            "fewer data.workers, or more shards."
+        )
+    k = data_cfg.boxes_per_sample if boxes_per_sample is None else boxes_per_sample
+    decoder = Decoder(
+        image_size=image_size,
+        tokenizer=tokenizer,
+        train=True,
+        boxes_per_sample=k,
+        layout=data_cfg.layout,
+        min_box_size=data_cfg.min_box_size,
+        rrc_scale=tuple(data_cfg.rrc_scale),
+    )
+    stream = TrainStream(
+        urls,
+        decoder,
+        batch_size=batch_size,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        workers=workers,
+        resampled=data_cfg.resampled,
+        shuffle_buffer=data_cfg.shuffle_buffer,
+        start_step=start_step,
+    )
+    return CountingLoader(_loader(stream, workers), data_cfg.skip_log_every)
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation stream
+# ------------------------------------------------------------------------------------------
+
+
+class EvalStream(torch.utils.data.IterableDataset):
+    """Every sample once, in shard order (shards split over workers, then re-read in order)."""
+
+    def __init__(self, urls, decoder, batch_size):
+        super().__init__()
+        self.urls, self.decoder, self.batch_size = urls, decoder, batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        urls = self.urls if info is None else self.urls[info.id :: info.num_workers]
+        counts: Counter = Counter()
+        samples = raw_samples(urls, counts)
+        while True:
+            raws = [r for _, r in zip(range(self.batch_size), samples, strict=False)]
+            if not raws:
+                break
+            batch = self.decoder(raws, _seeded("eval"))
+            if batch is not None:
+                batch.skipped = dict(Counter(batch.skipped) + counts)
+                counts.clear()
+                yield batch
+
+
+def build_eval_loader(
+    shards: str | list[str],
+    *,
+    batch_size: int = 64,
+    image_size: int,
+    tokenizer: Any,
+    boxes_per_sample: int = 0,
+    workers: int = 0,
+    layout: str = "auto",
+    min_box_size: int = 0,
+) -> CountingLoader:
+    """Finite loader over every sample of ``shards`` (eval transforms, first k boxes)."""
+    urls = expand_shards(shards)
+    decoder = Decoder(
+        image_size=image_size,
+        tokenizer=tokenizer,
+        train=False,
+        boxes_per_sample=boxes_per_sample,
+        layout=layout,
+        min_box_size=min_box_size,
+    )
+    workers = min(workers, len(urls))
+    return CountingLoader(_loader(EvalStream(urls, decoder, batch_size), workers))

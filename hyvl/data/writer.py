@@ -1,0 +1,254 @@
+"""Writing webdataset shards (``hyvl data make-shards`` and the demo data use this one path).
+
+Each record becomes one sample: ``KEY.jpg`` + ``KEY.json`` (``{"caption", "boxes"?, ...}``)
++ ``KEY.txt`` (the caption, so plain-text readers work) + ``KEY.cls`` when a label is given.
+Tars are written with webdataset's ``TarWriter`` and a fixed mtime, so identical input gives
+byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from hyvl.errors import DataError
+
+FIXED_MTIME = 1_700_000_000  # reproducible tars
+
+
+def safe_key(key: str) -> str:
+    """webdataset splits keys at the first dot of the basename: keys must not contain dots."""
+    return re.sub(r"[^A-Za-z0-9_\-]", "_", str(key))
+
+
+def _encode(record: dict, resize: int | None, quality: int) -> tuple[dict | None, str | None]:
+    """Record -> webdataset sample dict, or (None, skip reason)."""
+    image = record["image"]
+    try:
+        if isinstance(image, (str, Path)):
+            image = Image.open(image)
+            image.load()
+        elif isinstance(image, bytes):
+            image = Image.open(io.BytesIO(image))
+            image.load()
+        image = image.convert("RGB")
+    except FileNotFoundError:
+        return None, "missing_image"
+    except Exception:
+        return None, "corrupt_image"
+    caption = (record.get("caption") or "").strip()
+    if not caption:
+        return None, "empty_caption"
+    meta: dict[str, Any] = {"caption": caption}
+    scale = 1.0
+    if resize and min(image.size) > resize:
+        scale = resize / min(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.BICUBIC)
+    if record.get("boxes") is not None:
+        boxes = []
+        normalized = record.get("bbox_format") == "normalized"
+        for box in record["boxes"]:
+            bbox = [float(v) for v in box["bbox"]]
+            if not normalized:
+                bbox = [v * scale for v in bbox]
+            boxes.append({"bbox": [round(v, 2) for v in bbox], "text": box["text"]})
+        meta["boxes"] = boxes
+        if normalized:
+            meta["bbox_format"] = "normalized"
+    for extra in ("captions", "source"):
+        if extra in record:
+            meta[extra] = record[extra]
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    sample = {
+        "__key__": safe_key(record["key"]),
+        "jpg": buf.getvalue(),
+        "json": json.dumps(meta).encode(),
+        "txt": caption.encode(),
+    }
+    if record.get("cls") is not None:
+        sample["cls"] = str(int(record["cls"])).encode()
+    return sample, None
+
+
+def _write_one(args) -> dict:
+    import webdataset as wds
+
+    path, records, resize, quality = args
+    skipped: Counter = Counter()
+    count = 0
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "wb") as f, wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as sink:
+        for record in records:
+            sample, reason = _encode(record, resize, quality)
+            if reason:
+                skipped[reason] += 1
+                continue
+            sink.write(sample)
+            count += 1
+    tmp.replace(path)  # a shard appears whole or not at all
+    return {
+        "shard": path.name,
+        "samples": count,
+        "bytes": path.stat().st_size,
+        "skipped": dict(skipped),
+    }
+
+
+def write_shards(
+    records: Iterable[dict],
+    out_dir: str | Path,
+    *,
+    prefix: str = "shard",
+    samples_per_shard: int = 1000,
+    workers: int = 1,
+    resize: int | None = None,
+    quality: int = 90,
+    progress: bool = True,
+) -> dict:
+    """Write ``records`` as ``OUT/PREFIX-000000.tar ...``; returns (and writes) the manifest.
+
+    A record: ``{"key", "image": path | bytes | PIL.Image, "caption", "boxes"?: [{"bbox",
+    "text"}], "bbox_format"?, "cls"?}``. Unreadable images are skipped and counted.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    if samples_per_shard <= 0:
+        raise DataError("samples per shard must be positive")
+    jobs = [
+        (
+            out_dir / f"{prefix}-{i // samples_per_shard:06d}.tar",
+            records[i : i + samples_per_shard],
+            resize,
+            quality,
+        )
+        for i in range(0, len(records), samples_per_shard)
+    ]
+    bar = tqdm(total=len(jobs), desc=f"writing {out_dir}", unit="shard", disable=not progress)
+    results = []
+    if workers > 1 and len(jobs) > 1:
+        with get_context("spawn").Pool(workers) as pool:
+            for res in pool.imap(_write_one, jobs):
+                results.append(res)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(_write_one(job))
+            bar.update()
+    bar.close()
+    skipped: Counter = Counter()
+    for r in results:
+        skipped.update(r["skipped"])
+    manifest = {
+        "samples": sum(r["samples"] for r in results),
+        "shards": results,
+        "bytes": sum(r["bytes"] for r in results),
+        "skipped": dict(skipped),
+    }
+    (out_dir / f"{prefix}-manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------
+# Sources for make-shards
+# ------------------------------------------------------------------------------------------
+
+
+def records_from_captions(images_dir: str | Path, captions: str | Path) -> list[dict]:
+    """An image folder + a JSONL (``{"image", "caption"}``) or CSV (``image,caption``) file."""
+    images_dir, captions = Path(images_dir), Path(captions)
+    if not captions.is_file():
+        raise DataError(f"{captions}: no such captions file")
+    rows: list[dict] = []
+    if captions.suffix == ".csv":
+        with open(captions, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
+                raise DataError(f"{captions}: CSV needs the columns 'image' and 'caption'")
+            rows = list(reader)
+    else:
+        for n, line in enumerate(captions.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{captions}:{n}: not JSON ({err})") from err
+            if "image" not in row or "caption" not in row:
+                raise DataError(f"{captions}:{n}: needs the keys 'image' and 'caption'")
+            rows.append(row)
+    return [
+        {
+            "key": Path(r["image"]).stem,
+            "image": images_dir / r["image"],
+            "caption": r["caption"],
+            **({"cls": r["cls"]} if r.get("cls") not in (None, "") else {}),
+        }
+        for r in rows
+    ]
+
+
+def records_from_coco(captions_json: str | Path, images_dir: str | Path) -> list[dict]:
+    """COCO captions JSON: one sample per image, its first caption (all kept in json)."""
+    path = Path(captions_json)
+    try:
+        coco = json.loads(path.read_text())
+        names = {img["id"]: img["file_name"] for img in coco["images"]}
+        caps: dict[Any, list[str]] = {}
+        for ann in coco["annotations"]:
+            caps.setdefault(ann["image_id"], []).append(ann["caption"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a COCO captions file ({type(err).__name__}: {err})") from err
+    return [
+        {
+            "key": f"{image_id}",
+            "image": Path(images_dir) / names[image_id],
+            "caption": texts[0],
+            "captions": texts,
+        }
+        for image_id, texts in caps.items()
+        if image_id in names
+    ]
+
+
+def records_from_grounded(jsonl: str | Path, images_dir: str | Path | None = None) -> list[dict]:
+    """Grounded JSONL: ``{"image", "caption", "boxes": [{"bbox", "text"}], "bbox_format"?}``."""
+    path = Path(jsonl)
+    base = Path(images_dir) if images_dir else path.parent
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            image = row["image"]
+            boxes = row.get("boxes", [])
+            for b in boxes:
+                b["bbox"], b["text"]  # noqa: B018 - presence check
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(
+                f"{path}:{n}: bad grounded record ({type(err).__name__}: {err})"
+            ) from err
+        out.append(
+            {
+                "key": Path(image).stem,
+                "image": base / image,
+                "caption": row.get("caption", ""),
+                "boxes": boxes,
+                **({"bbox_format": row["bbox_format"]} if "bbox_format" in row else {}),
+            }
+        )
+    return out
