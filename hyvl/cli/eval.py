@@ -1,0 +1,142 @@
+"""``hyvl eval zeroshot | retrieval | hierarchy | isa2tsv``."""
+
+from __future__ import annotations
+
+from hyvl.cli.common import add_json_arg, print_table, write_json
+
+
+def _common(p) -> None:
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="export dir, training output dir, or MERU / HyCoCLIP .pth",
+    )
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    add_json_arg(p)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="zero-shot, retrieval and hierarchy evaluation",
+        description="Evaluate a checkpoint.",
+    )
+    sub = p.add_subparsers(dest="eval_cmd", required=True)
+
+    z = sub.add_parser(
+        "zeroshot",
+        help="zero-shot classification (top-1, top-5, mean per class)",
+        description="D: an ImageFolder dir (classnames.txt / templates.txt beside "
+        "it are used), shards with 'cls', or torchvision:NAME:ROOT (local only).",
+    )
+    _common(z)
+    z.add_argument("--classnames", help="file with one class name per line (label order)")
+    z.add_argument("--templates", help="file with one template per line, or 'imagenet' / 'simple'")
+    z.set_defaults(func=run_zeroshot)
+
+    r = sub.add_parser(
+        "retrieval",
+        help="image <-> text Recall@1/5/10",
+        description="D: a COCO captions JSON (images under --image-root, default "
+        "images/ beside it) or shards (one caption per image).",
+    )
+    _common(r)
+    r.add_argument("--image-root")
+    r.set_defaults(func=run_retrieval)
+
+    h = sub.add_parser("hierarchy", help="TIE, LCA, Jaccard, hierarchical precision / recall")
+    _common(h)
+    h.add_argument("--hierarchy", required=True, help="parent<TAB>child edges over class names")
+    h.add_argument("--classnames")
+    h.add_argument("--templates")
+    h.add_argument(
+        "--leaf-excluded",
+        action="store_true",
+        help="HyCoCLIP's published variant (ancestor sets without the class itself)",
+    )
+    h.set_defaults(func=run_hierarchy)
+
+    c = sub.add_parser(
+        "isa2tsv", help="convert a WordNet-style is-a list to parent<TAB>child names"
+    )
+    c.add_argument("isa", help="lines 'parent_id child_id'")
+    c.add_argument("--words", help="lines 'id<TAB>name, synonyms' (ImageNet words.txt)")
+    c.add_argument("--out", required=True)
+    c.set_defaults(func=run_isa2tsv)
+
+
+def _load(args):
+    import hyvl
+
+    return hyvl.load(args.checkpoint, device=args.device)
+
+
+def run_zeroshot(args) -> int:
+    from hyvl.evaluation.zeroshot import evaluate_zeroshot
+
+    model, preprocess, tokenizer = _load(args)
+    res = evaluate_zeroshot(
+        model,
+        preprocess,
+        tokenizer,
+        args.data,
+        classnames=args.classnames,
+        templates=args.templates,
+        batch_size=args.batch_size,
+    )
+    print_table(
+        [{"metric": k, "value": v} for k, v in res.items()], title=f"zero-shot: {args.data}"
+    )
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def run_retrieval(args) -> int:
+    from hyvl.evaluation.retrieval import evaluate_retrieval
+
+    model, preprocess, tokenizer = _load(args)
+    res = evaluate_retrieval(
+        model, preprocess, tokenizer, args.data, args.image_root, batch_size=args.batch_size
+    )
+    rows = [
+        {"direction": d.replace("_", " "), **res[d]} for d in ("image_to_text", "text_to_image")
+    ]
+    print_table(rows, title=f"retrieval: {res['num_images']} images, {res['num_texts']} texts")
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def run_hierarchy(args) -> int:
+    from hyvl.evaluation.hierarchy import evaluate_hierarchy
+
+    model, preprocess, tokenizer = _load(args)
+    res = evaluate_hierarchy(
+        model,
+        preprocess,
+        tokenizer,
+        args.data,
+        args.hierarchy,
+        leaf_included=not args.leaf_excluded,
+        classnames=args.classnames,
+        templates=args.templates,
+        batch_size=args.batch_size,
+    )
+    print_table([{"metric": k, "value": v} for k, v in res.items()], title="hierarchy metrics")
+    if args.json:
+        write_json(args.json, res)
+    return 0
+
+
+def run_isa2tsv(args) -> int:
+    from pathlib import Path
+
+    from hyvl.evaluation.hierarchy import convert_isa
+
+    edges = convert_isa(args.isa, args.words)
+    Path(args.out).write_text("".join(f"{p}\t{c}\n" for p, c in edges))
+    print(f"{len(edges)} edges written to {args.out}")
+    return 0

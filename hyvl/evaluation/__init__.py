@@ -1,0 +1,14 @@
+"""Evaluation: zero-shot classification, image <-> text retrieval, hierarchy metrics."""
+
+from hyvl.evaluation.hierarchy import evaluate_hierarchy, hierarchy_metrics
+from hyvl.evaluation.retrieval import evaluate_retrieval, recall_at_k
+from hyvl.evaluation.zeroshot import evaluate_zeroshot, zeroshot_classifier
+
+__all__ = [
+    "evaluate_hierarchy",
+    "evaluate_retrieval",
+    "evaluate_zeroshot",
+    "hierarchy_metrics",
+    "recall_at_k",
+    "zeroshot_classifier",
+]

@@ -1,0 +1,122 @@
+"""Image <-> text retrieval: Recall@K where a query hits when ANY of its ground truths is in the top K."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from hyvl.errors import DataError
+from hyvl.evaluation.embed import embed_images, embed_texts, similarity
+
+KS = (1, 5, 10)
+
+
+def recall_at_k(scores: torch.Tensor, positives: list[set[int]], ks=KS, chunk: int = 1024):
+    """Percent of queries (rows of ``scores``) with a positive among their top K columns.
+
+    Ties are broken by column index (a stable descending sort): with equal scores the item
+    listed first ranks first, so results never depend on the sort's mood. Computed in chunks
+    of rows, not with torchmetrics' RetrievalRecall (true recall, and O(Q x N) Python loops).
+    """
+    kmax = min(max(ks), scores.shape[1])
+    hits = {k: 0 for k in ks}
+    for start in range(0, scores.shape[0], chunk):
+        block = scores[start : start + chunk]
+        order = torch.sort(block, dim=1, descending=True, stable=True).indices[:, :kmax]
+        for row, ranked in enumerate(order.tolist()):
+            pos = positives[start + row]
+            first = next((r for r, item in enumerate(ranked) if item in pos), None)
+            for k in ks:
+                hits[k] += first is not None and first < k
+    n = scores.shape[0]
+    return {f"R@{k}": 100.0 * hits[k] / n for k in ks}
+
+
+def load_coco(captions_json: str | Path, image_root: str | Path | None = None):
+    """(image paths, captions, caption -> image index) from a COCO / Karpathy captions JSON."""
+    path = Path(captions_json)
+    root = Path(image_root) if image_root else path.parent / "images"
+    try:
+        coco = json.loads(path.read_text())
+        images = sorted(coco["images"], key=lambda im: im["id"])
+        index = {im["id"]: i for i, im in enumerate(images)}
+        anns = sorted(coco["annotations"], key=lambda a: a.get("id", 0))
+        texts = [a["caption"].strip() for a in anns]
+        owner = [index[a["image_id"]] for a in anns]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a COCO captions file ({type(err).__name__}: {err})") from err
+    paths = [root / im["file_name"] for im in images]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} image(s) missing under {root}, e.g. {missing[0]}")
+    return paths, texts, owner
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, paths, preprocess):
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            with Image.open(self.paths[i]) as im:
+                return self.preprocess(im.convert("RGB"))
+        except OSError as err:
+            raise DataError(f"{self.paths[i]}: unreadable image ({err})") from err
+
+
+def retrieval_metrics(image_emb, text_emb, owner: list[int], model) -> dict[str, Any]:
+    """CONTRACT JSON from embeddings; ``owner[t]`` is the image index of caption ``t``."""
+    scores = similarity(model, image_emb, text_emb)  # (I, T)
+    texts_of: list[set[int]] = [set() for _ in range(image_emb.shape[0])]
+    for t, i in enumerate(owner):
+        texts_of[i].add(t)
+    return {
+        "image_to_text": recall_at_k(scores, texts_of),
+        "text_to_image": recall_at_k(scores.T, [{i} for i in owner]),
+        "num_images": int(image_emb.shape[0]),
+        "num_texts": int(text_emb.shape[0]),
+    }
+
+
+@torch.no_grad()
+def evaluate_retrieval(
+    model,
+    preprocess,
+    tokenizer,
+    data: str | Path,
+    image_root: str | Path | None = None,
+    *,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Recall@1/5/10 both ways on a COCO captions JSON (+ image root) or on shards (one
+    caption per image) -> ``{"image_to_text": {...}, "text_to_image": {...}, "num_images",
+    "num_texts"}`` in percent."""
+    was_training = model.training
+    model.eval()
+    try:
+        if str(data).endswith(".json"):
+            paths, texts, owner = load_coco(data, image_root)
+            loader = torch.utils.data.DataLoader(_Files(paths, preprocess), batch_size=batch_size)
+            image_emb, _ = embed_images(model, loader, len(loader))
+        else:
+            from hyvl.data.pipeline import build_eval_loader
+
+            texts, images = [], []
+            for b in build_eval_loader(
+                str(data), batch_size=batch_size, image_size=model.image_size, tokenizer=tokenizer
+            ):
+                images.append(b.images)
+                texts.extend(b.captions)
+            image_emb, _ = embed_images(model, images, len(images))
+            owner = list(range(len(texts)))
+        text_emb = embed_texts(model, tokenizer, texts)
+    finally:
+        model.train(was_training)
+    return retrieval_metrics(image_emb, text_emb, owner, model)

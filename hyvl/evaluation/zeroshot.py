@@ -1,0 +1,150 @@
+"""Zero-shot classification: prompt-ensembled class embeddings, top-1 / top-5 / mean per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hyvl.errors import DataError
+from hyvl.evaluation.embed import embed_images, similarity
+from hyvl.evaluation.templates import read_lines, resolve_templates
+
+
+@torch.no_grad()
+def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list[str]):
+    """(C, D) class embeddings, one per class, ensembled over ``templates``.
+
+    euclidean (CLIP, open_clip): embed, normalise, average, normalise.
+    lorentz (MERU): average the projected text features in the tangent space at the origin
+    (before alpha and exp_map0), then lift the mean once.
+    """
+    device = next(model.parameters()).device
+    rows = []
+    for name in classnames:
+        tokens = tokenizer([t.format(name) for t in templates]).to(device)
+        if model.geometry == "lorentz":
+            feats = model.text_features(tokens).float().mean(0, keepdim=True)
+            rows.append(model.lift_text(feats)[0])
+        else:
+            emb = model.encode_text(tokens).float().mean(0)
+            rows.append(emb / emb.norm())
+    return torch.stack(rows).float().cpu()
+
+
+def _accuracies(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    from torchmetrics.classification import MulticlassAccuracy
+
+    c = scores.shape[1]
+    top1 = MulticlassAccuracy(num_classes=c, top_k=1, average="micro")(scores, labels)
+    top5 = MulticlassAccuracy(num_classes=c, top_k=min(5, c), average="micro")(scores, labels)
+    # macro over the classes present (torchmetrics would count absent classes as 0 otherwise)
+    per_class = MulticlassAccuracy(num_classes=c, top_k=1, average="none")(scores, labels)
+    present = torch.bincount(labels, minlength=c) > 0
+    return {
+        "top1": 100.0 * float(top1),
+        "top5": 100.0 * float(top5),
+        "mean_per_class": 100.0 * float(per_class[present].mean()),
+    }
+
+
+def load_classification_data(
+    data: str | Path,
+    preprocess,
+    classnames=None,
+    batch_size: int = 64,
+    image_size: int | None = None,
+    tokenizer=None,
+):
+    """(batches, total, classnames, folder) for an ImageFolder dir, ``torchvision:NAME:ROOT``,
+    or shards with ``cls``. Nothing is ever downloaded."""
+    spec = str(data)
+    if spec.startswith("torchvision:"):
+        import torchvision
+
+        _, name, root = spec.split(":", 2)
+        if not hasattr(torchvision.datasets, name):
+            raise DataError(f"{spec}: torchvision has no dataset {name!r}")
+        try:
+            dataset = getattr(torchvision.datasets, name)(
+                root, train=False, download=False, transform=preprocess
+            )
+        except TypeError:
+            dataset = getattr(torchvision.datasets, name)(
+                root, download=False, transform=preprocess
+            )
+        except RuntimeError as err:  # "Dataset not found or corrupted"
+            raise DataError(f"{spec}: {err} (hyvl never downloads datasets)") from err
+        names = classnames or list(dataset.classes)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+        return loader, len(loader), names, None
+    path = Path(spec)
+    if path.is_dir():
+        from torchvision.datasets import ImageFolder
+
+        dataset = ImageFolder(str(path), transform=preprocess)
+        if classnames is None:
+            if (path / "classnames.txt").is_file():
+                classnames = read_lines(path / "classnames.txt")
+            else:
+                classnames = [c.replace("_", " ") for c in dataset.classes]
+        if len(classnames) != len(dataset.classes):
+            raise DataError(
+                f"{path}: {len(dataset.classes)} class folders but {len(classnames)} class names"
+            )
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+        return loader, len(loader), classnames, path
+    # shards with cls
+    if classnames is None:
+        raise DataError(f"{spec}: shards need --classnames (one name per line, label order)")
+    from hyvl.data.pipeline import build_eval_loader
+
+    loader = build_eval_loader(
+        spec, batch_size=batch_size, image_size=image_size, tokenizer=tokenizer
+    )
+
+    def batches():
+        for b in loader:
+            if b.labels is None:
+                raise DataError(f"{spec}: samples without a 'cls' label (e.g. {b.keys[0]})")
+            yield b.images, b.labels
+
+    return batches(), None, classnames, None
+
+
+@torch.no_grad()
+def evaluate_zeroshot(
+    model,
+    preprocess,
+    tokenizer,
+    data: str | Path,
+    *,
+    classnames: list[str] | str | None = None,
+    templates: str | list[str] | None = None,
+    batch_size: int = 64,
+    return_predictions: bool = False,
+) -> dict[str, Any]:
+    """Zero-shot accuracy on ``data`` -> ``{"top1", "top5", "mean_per_class", "num_samples",
+    "num_classes"}`` in percent (CONTRACT.md)."""
+    if isinstance(classnames, (str, Path)):
+        classnames = read_lines(Path(classnames))
+    batches, total, names, folder = load_classification_data(
+        data, preprocess, classnames, batch_size, model.image_size, tokenizer
+    )
+    templates = resolve_templates(templates, folder)
+    was_training = model.training
+    model.eval()
+    try:
+        classifier = zeroshot_classifier(model, tokenizer, names, templates)
+        feats, labels = embed_images(model, batches, total)
+    finally:
+        model.train(was_training)
+    scores = similarity(model, feats, classifier)
+    result: dict[str, Any] = _accuracies(scores, labels)
+    result.update(num_samples=int(labels.numel()), num_classes=len(names))
+    if return_predictions:
+        result["_predictions"] = scores.argmax(1)
+        result["_labels"] = labels
+        result["_classnames"] = names
+    return result

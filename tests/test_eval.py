@@ -1,0 +1,204 @@
+"""Evaluation: metrics on hand-computed cases, ensembling order per geometry, data readers, CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import hyvl
+from hyvl import lorentz
+from hyvl.errors import DataError
+from hyvl.evaluation.hierarchy import Hierarchy, hierarchy_metrics
+from hyvl.evaluation.retrieval import recall_at_k
+from hyvl.evaluation.zeroshot import _accuracies, zeroshot_classifier
+
+
+def test_recall_counts_any_ground_truth_and_breaks_ties_by_index():
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.8, 0.0],  # positives {1, 3}: best is rank 3
+            [0.5, 0.5, 0.5, 0.5],  # all tied: order 0,1,2,3 -> positive {2} is rank 3
+            [0.1, 0.2, 0.3, 0.4],  # positive {3} rank 1
+        ]
+    )
+    res = recall_at_k(scores, [{1, 3}, {2}, {3}], ks=(1, 2, 3))
+    assert res == {"R@1": pytest.approx(100 / 3), "R@2": pytest.approx(100 / 3), "R@3": 100.0}
+    # several captions per image: the best-ranked one counts
+    assert recall_at_k(torch.tensor([[0.1, 0.9, 0.2]]), [{0, 1}], ks=(1,)) == {"R@1": 100.0}
+
+
+def test_accuracies_top5_and_mean_per_class():
+    scores = torch.tensor(
+        [[5.0, 4, 3, 2, 1, 0], [0, 1, 2, 3, 4, 5], [1, 0.5, 0, 0.1, 0.2, 0.3], [0, 0, 0, 0, 0, 1]]
+    )
+    labels = torch.tensor([0, 0, 1, 5])
+    acc = _accuracies(scores, labels)
+    # correct: sample 0 (class 0) and sample 3 (class 5) -> top1 50%
+    assert acc["top1"] == pytest.approx(50.0)
+    # top5: sample 1's class 0 has the lowest score -> miss; sample 2's class 1 is second
+    assert acc["top5"] == pytest.approx(75.0)
+    # per class present: class 0 -> 1/2, class 1 -> 0, class 5 -> 1: mean 50%
+    assert acc["mean_per_class"] == pytest.approx(50.0)
+
+
+def test_hierarchy_metrics_by_hand():
+    tree = Hierarchy(
+        [
+            *[("root", "animal"), ("root", "thing")],
+            ("animal", "dog"),
+            ("animal", "cat"),
+            ("dog", "puppy"),
+            ("thing", "rock"),
+        ]
+    )
+    res = hierarchy_metrics(["dog", "cat"], ["dog", "dog"], tree)
+    # dog->dog: TIE 0, LCA 0, J 1, P 1, R 1; cat vs dog: TIE 2, sets {cat,animal,root} vs
+    # {dog,animal,root}: inter 2, union 4 -> J .5, P 2/3, R 2/3, LCA 1
+    assert res["TIE"] == pytest.approx(1.0) and res["LCA"] == pytest.approx(0.5)
+    assert res["jaccard"] == pytest.approx(0.75)
+    assert res["hier_precision"] == pytest.approx((1 + 2 / 3) / 2)
+    # HyCoCLIP's variant: leaves excluded: dog vs cat have identical ancestors -> perfect Jaccard
+    old = hierarchy_metrics(["cat"], ["dog"], tree, leaf_included=False)
+    assert old["jaccard"] == 1.0 and old["LCA"] == 1.0
+    new = hierarchy_metrics(["cat"], ["dog"], tree)
+    assert new["jaccard"] == pytest.approx(0.5)
+    assert hierarchy_metrics(["puppy"], ["rock"], tree)["TIE"] == 5
+    with pytest.raises(DataError, match="not in the hierarchy"):
+        hierarchy_metrics(["wolf"], ["dog"], tree)
+
+
+class FakeModel(torch.nn.Module):
+    """Text features are fixed per prompt, so the ensembling order is visible."""
+
+    def __init__(self, geometry, table):
+        super().__init__()
+        self.geometry = geometry
+        self.table = table
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.curv = torch.tensor(1.0) if geometry == "lorentz" else None
+
+    def text_features(self, tokens):
+        return torch.stack([self.table[int(t)] for t in tokens])
+
+    def lift_text(self, feats):
+        return lorentz.exp_map0(feats, self.curv)
+
+    def encode_text(self, tokens):
+        f = self.text_features(tokens)
+        if self.geometry == "lorentz":
+            return self.lift_text(f)
+        return f / f.norm(dim=-1, keepdim=True)
+
+
+def fake_tokenizer(texts):
+    return torch.tensor([0 if t.startswith("a") else 1 for t in texts])
+
+
+def test_ensembling_order_per_geometry():
+    table = {0: torch.tensor([3.0, 0.0]), 1: torch.tensor([0.0, 1.0])}
+    templates = ["a {}", "the {}"]
+    lor = zeroshot_classifier(FakeModel("lorentz", table), fake_tokenizer, ["x"], templates)
+    # MERU: mean of tangent features (1.5, 0.5), then ONE exp_map0
+    assert torch.allclose(lor[0], lorentz.exp_map0(torch.tensor([1.5, 0.5]), 1.0), atol=1e-6)
+    euc = zeroshot_classifier(FakeModel("euclidean", table), fake_tokenizer, ["x"], templates)
+    # CLIP: normalise each (1,0),(0,1), average (.5,.5), normalise
+    assert torch.allclose(euc[0], torch.tensor([2**-0.5, 2**-0.5]), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("export")
+    hyvl.save(hyvl.create_model("meru_tiny"), path)
+    return path
+
+
+def _imagefolder(root):
+    for c, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (40, 30), colour).save(root / f"c{c}" / f"{i}.png")
+    (root / "classnames.txt").write_text("red thing\nblue thing\n")
+    (root / "templates.txt").write_text("a {}.\n")
+
+
+def _coco(root):
+    (root / "images").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(4):
+        Image.new("RGB", (32, 32), (60 * i, 0, 0)).save(root / "images" / f"{i}.jpg")
+        images.append({"id": 10 + i, "file_name": f"{i}.jpg"})
+        for j in range(2):
+            anns.append({"id": len(anns), "image_id": 10 + i, "caption": f"image {i} caption {j}"})
+    (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "hyvl", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export):
+    _imagefolder(tmp_path / "zs")
+    _coco(tmp_path / "rt")
+    (tmp_path / "h.tsv").write_text("thing\tred thing\nthing\tblue thing\n")
+    out = run_cli(
+        "eval",
+        "zeroshot",
+        "--checkpoint",
+        export,
+        "--data",
+        tmp_path / "zs",
+        "--json",
+        tmp_path / "z.json",
+    )
+    assert out.returncode == 0, out.stderr
+    z = json.loads((tmp_path / "z.json").read_text())
+    assert set(z) == {"top1", "top5", "mean_per_class", "num_samples", "num_classes"}
+    assert z["num_samples"] == 6 and z["num_classes"] == 2 and z["top5"] == 100.0
+    assert "top1" in out.stdout
+
+    out = run_cli(
+        "eval",
+        "retrieval",
+        "--checkpoint",
+        export,
+        "--data",
+        tmp_path / "rt" / "captions.json",
+        "--json",
+        tmp_path / "r.json",
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert (r["num_images"], r["num_texts"]) == (4, 8)
+    assert set(r["image_to_text"]) == {"R@1", "R@5", "R@10"}
+    assert r["image_to_text"]["R@10"] == 100.0  # only 8 texts: the top 10 holds them all
+
+    out = run_cli(
+        "eval",
+        "hierarchy",
+        "--checkpoint",
+        export,
+        "--data",
+        tmp_path / "zs",
+        "--hierarchy",
+        tmp_path / "h.tsv",
+        "--json",
+        tmp_path / "h.json",
+    )
+    assert out.returncode == 0, out.stderr
+    h = json.loads((tmp_path / "h.json").read_text())
+    assert {"TIE", "LCA", "jaccard", "hier_precision", "hier_recall"} <= set(h)
+    assert 0 <= h["TIE"] <= 2
+
+
+def test_cli_errors_are_clear(tmp_path, export):
+    (tmp_path / "bad.json").write_text(
+        '{"images": [{"id": 1, "file_name": "nope.jpg"}], "annotations": []}'
+    )
+    out = run_cli("eval", "retrieval", "--checkpoint", export, "--data", tmp_path / "bad.json")
+    assert out.returncode == 2 and "missing" in out.stderr and "Traceback" not in out.stderr
