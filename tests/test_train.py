@@ -1,0 +1,199 @@
+"""`hyvl train` end to end on tiny models: outputs, exact resume after kill -9, bf16 on CPU,
+non-finite steps, config errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import hyvl
+from hyvl.config import load_run_config
+from hyvl.train import checkpoint as ckpt
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    from hyvl.data.demo import make_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    make_demo(out, seed=0)
+    return out
+
+
+def tiny_overrides(demo_data, **extra):
+    values = {
+        "data.train_shards": str(demo_data / "train" / "*.tar"),
+        "data.workers": 1,
+        "data.shuffle_buffer": 64,
+        "model.vision.image_size": 32,
+        "train.batch_size": 8,
+        "train.max_steps": 6,
+        "train.warmup_steps": 2,
+        "train.checkpoint_every": 2,
+        "train.keep_last": 2,
+        "train.log_every": 1,
+        "train.eval_every": 0,
+        "eval.zeroshot": "",
+        "eval.retrieval": "",
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def run_train(config, out, overrides, env=None):
+    cmd = [
+        sys.executable,
+        "-m",
+        "hyvl",
+        "train",
+        "--config",
+        str(config),
+        "--output-dir",
+        str(out),
+        *overrides,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_run_then_kill_during_checkpoint_and_resume_exactly(tmp_path, demo_data):
+    config = ROOT / "configs" / "hycoclip_tiny.yaml"
+    overrides = tiny_overrides(demo_data)
+
+    reference = tmp_path / "reference"
+    done = run_train(config, reference, [*overrides, "train.trackers=[tensorboard]"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    # progress bar shows the loss terms, lr, curvature, logit scale, throughput, skips
+    for key in ("loss=", "lr=", "curv=", "logit_scale=", "samples_per_s=", "skipped_samples="):
+        assert key in done.stderr
+    assert load_run_config(reference / "config.yaml").train.max_steps == 6
+    assert list(reference.rglob("events.out.tfevents.*")), "tensorboard tracker wrote nothing"
+    ref = read_metrics(reference)
+    assert [r["step"] for r in ref] == [1, 2, 3, 4, 5, 6]
+    assert all(set(r) >= {"loss", "contrastive", "lr", "curv", "logit_scale"} for r in ref)
+    assert [s for s, _ in ckpt.list_checkpoints(reference)] == [4, 6]  # last K=2 kept
+    model, preprocess, tokenizer = hyvl.load(reference)
+    emb = model.encode_text(tokenizer(["a cat"]))
+    assert emb.shape[0] == 1 and torch.isfinite(emb).all()
+
+    crashed = tmp_path / "crashed"
+    killed = run_train(config, crashed, overrides, env={ckpt.KILL_ENV: "4"})
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL halfway through writing step 4
+    assert (crashed / "checkpoints" / ".tmp-step_0000004").is_dir()
+    assert [s for s, _ in ckpt.list_checkpoints(crashed)] == [2]
+
+    resumed = run_train(config, crashed, overrides)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "step_0000002" in resumed.stderr
+    got = read_metrics(crashed)
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(ref, got, strict=True):
+        for key in ("loss", "contrastive", "lr", "curv", "logit_scale", "grad_norm"):
+            assert a[key] == b[key], (a["step"], key, a[key], b[key])  # bitwise, not approx
+    assert not (crashed / "checkpoints" / ".tmp-step_0000004").exists()
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    out = run_train(ROOT / "configs" / "meru_tiny.yaml", tmp_path, ["train.max_step=3"])
+    assert out.returncode == 2
+    assert "unknown config key 'train.max_step'" in out.stderr and "train.max_steps" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bf16_autocast_on_cpu_trains_without_nonfinite(tmp_path, demo_data):
+    from hyvl.train.loop import train
+
+    cfg = load_run_config(
+        ROOT / "configs" / "meru_tiny.yaml",
+        tiny_overrides(
+            demo_data,
+            **{
+                "train.max_steps": 50,
+                "train.mixed_precision": "bf16",
+                "train.checkpoint_every": 50,
+            },
+        ),
+    )
+    train(cfg, tmp_path)
+    records = read_metrics(tmp_path)
+    assert len(records) == 50
+    assert all(r["loss"] is not None and r["optimizer_stepped"] for r in records)
+    model = hyvl.load(tmp_path)[0]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_bf16_loss_at_init_is_close_to_fp32():
+    from hyvl.train.loop import TrainModule, build_model_and_objective
+
+    cfg = load_run_config(
+        None, ["model=meru_tiny", "model.vision.image_size=32", "objective.kind=meru"]
+    )
+    model, tokenizer, objective = build_model_and_objective(cfg)
+    core = TrainModule(model, objective)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, 32, 32, generator=g)
+    tokens = tokenizer([f"a photo of thing {i}" for i in range(8)])
+    with torch.no_grad():
+        fp32 = core(images, tokens)["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = core(images, tokens)["loss"]
+    assert bf16.dtype == torch.float32  # losses are computed in fp32 even under autocast
+    assert bf16.item() != fp32.item()  # autocast really ran the towers in bf16
+    assert bf16.item() == pytest.approx(fp32.item(), rel=2e-2)
+
+
+def test_nonfinite_loss_skips_steps_then_stops(tmp_path, demo_data, monkeypatch):
+    from torch import nn
+
+    import hyvl.train.loop as loop
+
+    build = loop.build_model_and_objective
+
+    class PoisonAfter(nn.Module):
+        """The real objective, returning NaN from the 3rd call on."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, emb):
+            self.calls += 1
+            out = self.inner(emb)
+            if self.calls >= 3:
+                out = {k: v * float("nan") for k, v in out.items()}
+            return out
+
+    def poisoned(cfg):
+        model, tokenizer, objective = build(cfg)
+        return model, tokenizer, PoisonAfter(objective)
+
+    monkeypatch.setattr(loop, "build_model_and_objective", poisoned)
+    cfg = load_run_config(
+        ROOT / "configs" / "clip_tiny.yaml",
+        tiny_overrides(
+            demo_data, **{"train.max_steps": 20, "train.max_nonfinite": 3, "train.log_every": 10}
+        ),
+    )
+    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
+        loop.train(cfg, tmp_path)
+    records = read_metrics(tmp_path)
+    # Non-finite steps are always logged (even between log_every), with loss null, not stepped.
+    assert [r["step"] for r in records] == [3, 4, 5]
+    assert all(r["loss"] is None and not r["optimizer_stepped"] for r in records)
+    # the checkpoint written during the streak holds the last good weights, not NaN
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 4]
+    from safetensors.torch import load_file
+
+    state = load_file(str(ckpt.step_dir(tmp_path, 4) / ckpt.STATE))
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
