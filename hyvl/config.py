@@ -66,7 +66,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _check_type(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=False))
+            )
         item = args[0] if args else Any
         out = [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out

@@ -8,7 +8,9 @@ from hyvl.cli.common import format_table
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "hyvl", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hyvl", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_and_version():
@@ -34,7 +36,9 @@ def test_import_is_light():
 
 
 def test_table_alignment():
-    text = format_table([{"metric": "top1", "value": 12.5}, {"metric": "top5", "value": 100.0}], title="t")
+    text = format_table(
+        [{"metric": "top1", "value": 12.5}, {"metric": "top5", "value": 100.0}], title="t"
+    )
     lines = text.splitlines()
     assert lines[0] == "t"
     assert lines[1].split() == ["metric", "value"]

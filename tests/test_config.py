@@ -11,10 +11,20 @@ def test_contract_keys_exist_and_override(tmp_path):
     cfg_file.write_text("model: clip_tiny\ntrain:\n  max_steps: 5\n")
     cfg = load_run_config(
         cfg_file,
-        ["train.batch_size=8", "train.checkpoint_every=2", "train.seed=3", "data.train_shards=a/{0..3}.tar"],
+        [
+            "train.batch_size=8",
+            "train.checkpoint_every=2",
+            "train.seed=3",
+            "data.train_shards=a/{0..3}.tar",
+        ],
     )
     assert cfg.model == "clip_tiny"
-    assert (cfg.train.max_steps, cfg.train.batch_size, cfg.train.checkpoint_every, cfg.train.seed) == (5, 8, 2, 3)
+    assert (
+        cfg.train.max_steps,
+        cfg.train.batch_size,
+        cfg.train.checkpoint_every,
+        cfg.train.seed,
+    ) == (5, 8, 2, 3)
     assert cfg.data.train_shards == "a/{0..3}.tar"
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON to FILE")
+    parser.add_argument(
+        "--json", metavar="FILE", default=None, help="also write the results as JSON to FILE"
+    )
 
 
 def write_json(path: str | Path | None, obj: Any) -> None:
@@ -43,7 +45,10 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
 
     def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        return "  ".join(
+            v.rjust(w) if i else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=False))
+        )
 
     out = [title] if title else []
     out.append(line(columns))

@@ -1,0 +1,38 @@
+"""``hyvl index build``: embed images (folder or shards) and/or texts into an index directory."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "index",
+        help="build an embedding index for retrieval",
+        description="Build or extend an embedding index.",
+    )
+    sub = p.add_subparsers(dest="index_cmd", required=True)
+    b = sub.add_parser("build", help="embed images and/or texts into INDEX")
+    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--images", help="an image folder (searched recursively) or shards")
+    b.add_argument("--texts", help="a text file, one text per line")
+    b.add_argument("--out", required=True, help="index directory")
+    b.add_argument("--append", action="store_true", help="add to an existing index at --out")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.set_defaults(func=run_build)
+
+
+def run_build(args) -> int:
+    from pathlib import Path
+
+    from hyvl.cli.common import print_table
+    from hyvl.search.index import EmbeddingIndex, build_index
+
+    new = build_index(args.checkpoint, args.images, args.texts, args.batch_size)
+    if args.append and Path(args.out, "meta.json").is_file():
+        new = EmbeddingIndex.load(args.out).append(new)
+    new.save(args.out)
+    counts = {}
+    for item in new.items:
+        counts[item["kind"]] = counts.get(item["kind"], 0) + 1
+    rows = [{"kind": k, "items": v} for k, v in sorted(counts.items())]
+    print_table(rows, title=f"index {args.out} ({new.geometry}, curv {new.curv})")
+    return 0

@@ -1,0 +1,57 @@
+"""``hyvl retrieve``: text -> image, image -> text and image -> image search in an index."""
+
+from __future__ import annotations
+
+from hyvl.cli.common import add_json_arg, print_table, write_json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "retrieve",
+        help="search an index with a text or an image",
+        description="Nearest items by Lorentz distance (cosine distance for CLIP). Backends: "
+        "torch (exact), faiss (exact IndexFlatIP through the Lorentz inner-product reduction), "
+        "hnsw / ivf (approximate, for large indexes).",
+    )
+    p.add_argument("--index", required=True)
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--text")
+    q.add_argument("--image")
+    p.add_argument(
+        "--kind",
+        choices=["image", "text"],
+        help="what to return (default: images for --text, texts for --image)",
+    )
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--backend", default="torch", choices=["torch", "faiss", "hnsw", "ivf"])
+    p.add_argument("--checkpoint", help="override the model recorded in the index")
+    add_json_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+    from PIL import Image
+
+    from hyvl.errors import DataError
+    from hyvl.search.index import EmbeddingIndex, load_index_model
+
+    index = EmbeddingIndex.load(args.index)
+    model, preprocess, tokenizer = load_index_model(index, args.checkpoint)
+    with torch.no_grad():
+        if args.text is not None:
+            query = model.encode_text(tokenizer([args.text]))
+            kind = args.kind or "image"
+        else:
+            try:
+                with Image.open(args.image) as im:
+                    query = model.encode_image(preprocess(im.convert("RGB")).unsqueeze(0))
+            except OSError as err:
+                raise DataError(f"{args.image}: unreadable image ({err})") from err
+            kind = args.kind or "text"
+    hits = index.search(query, args.k, kind=kind, backend=args.backend)[0]
+    results = [{"rank": h["rank"], "item": h["item"], "distance": h["distance"]} for h in hits]
+    print_table(results, title=f"{kind}s nearest to {args.text or args.image!r} ({args.backend})")
+    if args.json:
+        write_json(args.json, {"results": results})
+    return 0

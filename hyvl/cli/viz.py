@@ -1,0 +1,47 @@
+"""``hyvl viz norms | disk``: pictures of a Lorentz model's embeddings (PNG + JSON numbers)."""
+
+from __future__ import annotations
+
+from hyvl.cli.common import add_json_arg, print_table, write_json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "viz",
+        help="distance-to-origin histograms and Poincare-disk pictures",
+        description="Embed a sample of (grounded) shards and draw them.",
+    )
+    sub = p.add_subparsers(dest="viz_cmd", required=True)
+    for name, helptext in (
+        ("norms", "histograms of distance to the origin per kind"),
+        ("disk", "a 2-D Poincare-disk picture coloured by kind"),
+    ):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--checkpoint", required=True)
+        s.add_argument("--data", required=True, help="shards (e.g. DEMO/val/*.tar)")
+        s.add_argument("--out", required=True, help="PNG file")
+        s.add_argument("--max-samples", type=int, default=512)
+        add_json_arg(s)
+        s.set_defaults(func=run, viz=name)
+
+
+def run(args) -> int:
+    import torch
+
+    import hyvl
+    from hyvl.viz import embed_kinds, plot_disk, plot_norms
+
+    model, _, tokenizer = hyvl.load(args.checkpoint)
+    with torch.no_grad():
+        embs = embed_kinds(model, tokenizer, args.data, args.max_samples)
+        curv = model.curv.float()
+        stats = (plot_norms if args.viz == "norms" else plot_disk)(embs, curv, args.out)
+    rows = [
+        {"kind": k, **{m: v for m, v in stats[k].items() if not isinstance(v, list)}}
+        for k in ("box_text", "text", "box_image", "image")
+        if k in stats
+    ]
+    print_table(rows, title=f"{args.viz}: {args.out}")
+    if args.json:
+        write_json(args.json, stats)
+    return 0

@@ -1,0 +1,170 @@
+"""Exact and approximate top-k search in Lorentz (or Euclidean) space.
+
+The reduction. For a fixed curvature c the Lorentz distance is a decreasing function of the
+Lorentzian inner product, ``d(q, y) = acosh(-c <q, y>_L) / sqrt(c)`` with
+``<q, y>_L = q_s . y_s - q_0 y_0``. So ``argmin_y d(q, y) = argmax_y (q_0, q_s) . (-y_0, y_s)``:
+a plain maximum-inner-product search over the augmented vectors ``(-y_0, y_s)`` ranks exactly by
+distance, and FAISS's ``IndexFlatIP`` serves it. FAISS ranks in fp32 inner products; hyvl then
+re-ranks a few extra candidates by :func:`hyvl.lorentz.dist` with ties broken by item index, so
+the exact backends return the brute-force order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hyvl import lorentz
+from hyvl.errors import HyvlError
+
+RERANK_SLACK = 8  # extra FAISS candidates re-ranked exactly
+
+
+def augment_items(y: torch.Tensor, curv: float) -> torch.Tensor:
+    """(N, D) space components -> (N, D+1) vectors ``(-y_0, y_s)`` for inner-product search."""
+    return (
+        torch.cat([-lorentz.time_component(y, curv).unsqueeze(-1), y], dim=-1).float().contiguous()
+    )
+
+
+def augment_queries(q: torch.Tensor, curv: float) -> torch.Tensor:
+    """(Q, D) -> (Q, D+1) vectors ``(q_0, q_s)``."""
+    return (
+        torch.cat([lorentz.time_component(q, curv).unsqueeze(-1), q], dim=-1).float().contiguous()
+    )
+
+
+def distances(q: torch.Tensor, y: torch.Tensor, geometry: str, curv: float | None):
+    """Element-wise distance of matched rows: Lorentz distance, or cosine distance for CLIP."""
+    if geometry == "lorentz":
+        return lorentz.dist(q, y, curv)
+    return 1.0 - (q * y).sum(-1)
+
+
+def _stable_topk(dist: torch.Tensor, k: int, offset: int = 0):
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+    return dist.gather(1, order), order + offset
+
+
+def brute_force(queries, items, k, geometry, curv, chunk: int = 65536):
+    """(Q, k) distances and indices from full pairwise distances; ties -> lower index first."""
+    best_d, best_i = None, None
+    for start in range(0, items.shape[0], chunk):
+        block = items[start : start + chunk]
+        if geometry == "lorentz":
+            d = lorentz.pairwise_dist(queries, block, curv)
+        else:
+            d = 1.0 - queries @ block.T
+        d, i = _stable_topk(d, min(k, d.shape[1]), start)
+        if best_d is None:
+            best_d, best_i = d, i
+        else:
+            # earlier blocks hold lower indices: concatenating them first keeps ties stable
+            cat_d, cat_i = torch.cat([best_d, d], 1), torch.cat([best_i, i], 1)
+            order = torch.sort(cat_d, dim=1, stable=True).indices[:, :k]
+            best_d, best_i = cat_d.gather(1, order), cat_i.gather(1, order)
+    return best_d, best_i
+
+
+class TorchBackend:
+    """Exact: chunked ``pairwise_dist`` (the brute force itself)."""
+
+    name = "torch"
+
+    def __init__(self, items: torch.Tensor, geometry: str, curv: float | None):
+        self.items, self.geometry, self.curv = items.float(), geometry, curv
+
+    def search(self, queries: torch.Tensor, k: int):
+        return brute_force(queries.float(), self.items, k, self.geometry, self.curv)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:
+        raise HyvlError(
+            "the FAISS backends need faiss: pip install 'hyvl[faiss]' (faiss-cpu)"
+        ) from err
+    return faiss
+
+
+class FaissBackend:
+    """FAISS over the augmented vectors: ``flat`` (exact, IndexFlatIP), ``hnsw`` or ``ivf``."""
+
+    def __init__(
+        self,
+        items,
+        geometry,
+        curv,
+        kind: str = "flat",
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        hnsw_m: int = 32,
+        ef_search: int = 64,
+    ):
+        faiss = _faiss()
+        self.name = f"faiss-{kind}"
+        self.items, self.geometry, self.curv, self.kind = items.float(), geometry, curv, kind
+        vecs = augment_items(self.items, curv) if geometry == "lorentz" else self.items
+        if kind != "flat":
+            # Graph and cluster indexes need a metric; the augmented item norms vary widely, so
+            # MIPS is turned into L2 search (Bachrach et al. 2014): append sqrt(M^2 - |y|^2) to
+            # items and 0 to queries; then |q - y|^2 = |q|^2 + M^2 - 2 q.y ranks like q.y.
+            sq = (vecs * vecs).sum(-1)
+            extra = (sq.max() - sq).clamp_min(0).sqrt().unsqueeze(-1)
+            vecs = torch.cat([vecs, extra], dim=-1).contiguous()
+        dim = vecs.shape[1]
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_L2)
+            index.hnsw.efSearch = ef_search
+        elif kind == "ivf":
+            nlist = nlist or max(1, int(vecs.shape[0] ** 0.5))
+            quantizer = faiss.IndexFlatL2(dim)
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_L2)
+            index.train(vecs.numpy())
+            # a third of the lists: the MIPS->L2 extra coordinate makes clusters track norms
+            index.nprobe = nprobe or max(8, nlist // 3)
+            self._quantizer = quantizer  # keep it alive as long as the index
+        else:
+            raise HyvlError(f"unknown FAISS index kind {kind!r} (flat, hnsw, ivf)")
+        index.add(vecs.numpy())
+        self.index = index
+
+    def candidates(self, queries: torch.Tensor, n: int):
+        q = augment_queries(queries.float(), self.curv) if self.geometry == "lorentz" else queries
+        if self.kind != "flat":
+            q = torch.cat([q, torch.zeros(q.shape[0], 1)], dim=-1)
+        _, idx = self.index.search(q.float().contiguous().numpy(), n)
+        return torch.from_numpy(idx).long()
+
+    def search(self, queries: torch.Tensor, k: int):
+        n_items = self.items.shape[0]
+        k = min(k, n_items)
+        idx = self.candidates(queries, min(n_items, k + RERANK_SLACK))
+        valid = idx >= 0  # approximate indexes may return fewer than asked (-1)
+        safe = idx.clamp_min(0)
+        d = distances(queries.float().unsqueeze(1), self.items[safe], self.geometry, self.curv)
+        d = torch.where(valid, d, torch.full_like(d, float("inf")))
+        # ties -> lower item index: sort candidates by index first, then stably by distance
+        by_index = torch.sort(safe, dim=1, stable=True).indices
+        d, safe = d.gather(1, by_index), safe.gather(1, by_index)
+        order = torch.sort(d, dim=1, stable=True).indices[:, :k]
+        return d.gather(1, order), safe.gather(1, order)
+
+
+def make_backend(name: str, items, geometry, curv):
+    if name == "torch":
+        return TorchBackend(items, geometry, curv)
+    if name in ("faiss", "flat"):
+        return FaissBackend(items, geometry, curv, "flat")
+    if name in ("hnsw", "ivf"):
+        return FaissBackend(items, geometry, curv, name)
+    raise HyvlError(f"unknown backend {name!r}: torch, faiss, hnsw or ivf")
+
+
+def recall_vs_exact(approx, exact_idx: torch.Tensor, queries: torch.Tensor, k: int) -> float:
+    """Mean fraction of the exact top-k that ``approx`` also returns (recall@k, in [0, 1])."""
+    _, got = approx.search(queries, k)
+    hits = [len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(got, exact_idx, strict=True)]
+    return sum(hits) / len(hits)

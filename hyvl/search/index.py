@@ -1,0 +1,206 @@
+"""An on-disk embedding index: fp32 embeddings + item metadata + the model they came from.
+
+Layout of ``INDEX/``: ``embeddings.safetensors`` (tensor ``embeddings`` (N, D)),
+``items.jsonl`` (one ``{"kind": "image"|"text", "item": path/key/text, "caption"?}`` per row)
+and ``meta.json`` (``checkpoint``, ``geometry``, ``curv``, ``embed_dim``, ``hyvl_version``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hyvl.errors import CheckpointError, DataError, HyvlError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+class EmbeddingIndex:
+    def __init__(self, embeddings: torch.Tensor, items: list[dict], meta: dict[str, Any]):
+        if embeddings.shape[0] != len(items):
+            raise HyvlError(f"{embeddings.shape[0]} embeddings but {len(items)} items")
+        self.embeddings = embeddings.float().contiguous()
+        self.items = items
+        self.meta = meta
+        self._backends: dict = {}
+
+    @property
+    def geometry(self) -> str:
+        return self.meta["geometry"]
+
+    @property
+    def curv(self) -> float | None:
+        return self.meta.get("curv")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def rows(self, kind: str | None) -> torch.Tensor:
+        """Row numbers of the items of ``kind`` (all rows for None)."""
+        return torch.tensor(
+            [i for i, it in enumerate(self.items) if kind is None or it["kind"] == kind],
+            dtype=torch.long,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({"embeddings": self.embeddings}, str(directory / "embeddings.safetensors"))
+        with open(directory / "items.jsonl", "w") as f:
+            for item in self.items:
+                f.write(json.dumps(item) + "\n")
+        (directory / "meta.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> EmbeddingIndex:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        files = ["embeddings.safetensors", "items.jsonl", "meta.json"]
+        missing = [f for f in files if not (directory / f).is_file()]
+        if missing:
+            raise DataError(f"{directory}: not a hyvl index (missing {', '.join(missing)})")
+        emb = load_file(str(directory / "embeddings.safetensors"))["embeddings"]
+        items = [json.loads(line) for line in (directory / "items.jsonl").read_text().splitlines()]
+        meta = json.loads((directory / "meta.json").read_text())
+        return cls(emb, items, meta)
+
+    def append(self, other: EmbeddingIndex) -> EmbeddingIndex:
+        """A new index with ``other``'s rows after this one's; both must share model space."""
+        for key in ("geometry", "embed_dim"):
+            if self.meta.get(key) != other.meta.get(key):
+                raise HyvlError(
+                    f"cannot append: {key} {other.meta.get(key)!r} != {self.meta.get(key)!r}"
+                )
+        if self.curv is not None and abs(self.curv - (other.curv or 0)) > 1e-6 * self.curv:
+            raise HyvlError(
+                f"cannot append: embeddings of curvature {other.curv} into an index of curvature "
+                f"{self.curv} (a different checkpoint?)"
+            )
+        return EmbeddingIndex(
+            torch.cat([self.embeddings, other.embeddings]), self.items + other.items, self.meta
+        )
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self, queries: torch.Tensor, k: int = 10, kind: str | None = None, backend: str = "torch"
+    ) -> list[list[dict]]:
+        """Top-k items of ``kind`` for each query row: ``[{"rank", "item", "distance", ...}]``."""
+        from hyvl.search.backends import make_backend
+
+        key = (backend, kind)
+        if key not in self._backends:
+            rows = self.rows(kind)
+            if len(rows) == 0:
+                raise DataError(f"the index holds no {kind} items")
+            self._backends[key] = (
+                rows,
+                make_backend(backend, self.embeddings[rows], self.geometry, self.curv),
+            )
+        rows, engine = self._backends[key]
+        dist, idx = engine.search(queries.float(), k)
+        results = []
+        for d_row, i_row in zip(dist.tolist(), idx.tolist(), strict=True):
+            results.append(
+                [
+                    {"rank": r + 1, "distance": d, "row": int(rows[i]), **self.items[int(rows[i])]}
+                    for r, (d, i) in enumerate(zip(d_row, i_row, strict=True))
+                ]
+            )
+        return results
+
+
+def _image_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+
+
+@torch.no_grad()
+def build_index(
+    checkpoint: str | Path,
+    images: str | Path | None = None,
+    texts: str | Path | None = None,
+    batch_size: int = 64,
+) -> EmbeddingIndex:
+    """Embed an image folder (or shards) and/or a text file (one text per line)."""
+    import hyvl
+    from hyvl.evaluation.embed import embed_images, embed_texts
+
+    if images is None and texts is None:
+        raise HyvlError("nothing to index: give --images and/or --texts")
+    model, preprocess, tokenizer = hyvl.load(checkpoint)
+    parts, items = [], []
+    if images is not None:
+        root = Path(images)
+        if root.is_dir():
+            from hyvl.evaluation.retrieval import _Files
+
+            files = _image_files(root)
+            if not files:
+                raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+            loader = torch.utils.data.DataLoader(_Files(files, preprocess), batch_size=batch_size)
+            emb, _ = embed_images(model, loader, len(loader))
+            items += [{"kind": "image", "item": str(p)} for p in files]
+        else:
+            from hyvl.data.pipeline import build_eval_loader
+
+            batches, keys, captions = [], [], []
+            for b in build_eval_loader(
+                str(images), batch_size=batch_size, image_size=model.image_size, tokenizer=tokenizer
+            ):
+                batches.append(b.images)
+                keys += b.keys
+                captions += b.captions
+            emb, _ = embed_images(model, batches, len(batches))
+            items += [
+                {"kind": "image", "item": k, "caption": c}
+                for k, c in zip(keys, captions, strict=True)
+            ]
+        parts.append(emb)
+    if texts is not None:
+        path = Path(texts)
+        if not path.is_file():
+            raise DataError(f"{path}: no such texts file")
+        lines = [t.strip() for t in path.read_text().splitlines() if t.strip()]
+        if not lines:
+            raise DataError(f"{path}: no texts in it")
+        parts.append(embed_texts(model, tokenizer, lines))
+        items += [{"kind": "text", "item": t} for t in lines]
+    meta = {
+        "checkpoint": str(Path(checkpoint).resolve())
+        if Path(checkpoint).exists()
+        else str(checkpoint),
+        "geometry": model.geometry,
+        "curv": model.curv.item() if model.curv is not None else None,
+        "embed_dim": model.config.embed_dim,
+        "hyvl_version": hyvl.__version__,
+    }
+    return EmbeddingIndex(torch.cat(parts), items, meta)
+
+
+def load_index_model(index: EmbeddingIndex, checkpoint: str | Path | None = None):
+    """The model behind ``index`` (its recorded checkpoint unless one is given)."""
+    import hyvl
+
+    ref = checkpoint or index.meta.get("checkpoint")
+    try:
+        model, preprocess, tokenizer = hyvl.load(ref)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"the index's model could not be loaded ({err}); pass --checkpoint"
+        ) from err
+    if (
+        model.curv is not None
+        and index.curv is not None
+        and abs(model.curv.item() - index.curv) > 1e-5 * index.curv
+    ):
+        raise HyvlError(
+            f"{ref}: curvature {model.curv.item():.6g} differs from the index's {index.curv:.6g}"
+        )
+    return model, preprocess, tokenizer
