@@ -213,6 +213,11 @@ class VisionConfig:
     pretrained: str | None = None
     drop_path_rate: float = 0.0
     timm_kwargs: dict = field(default_factory=dict)
+    # LayerNorm eps (None = timm's 1e-6). MERU / HyCoCLIP build every ViT with eps 1e-5.
+    ln_eps: float | None = None
+    # Fixed (frozen) 2-D sin-cos position embedding of MoCo v3 (Chen et al. 2021), which MERU /
+    # HyCoCLIP use for every ViT; False = timm's learned position embedding.
+    sincos_pos_embed: bool = False
 
 
 @dataclass

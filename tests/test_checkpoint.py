@@ -2,9 +2,11 @@
 
 import pickle
 import re
+from collections import OrderedDict
 
 import pytest
 import torch
+from torch import nn
 
 import hyvl
 from hyvl.config import IMAGENET_MEAN, IMAGENET_STD
@@ -35,59 +37,169 @@ def test_training_output_dir_resolves_to_its_export(tmp_path):
     assert loaded.geometry == "euclidean" and loaded.curv is None
 
 
-def _meru_state(model):
-    """The model's weights under MERU's / HyCoCLIP's key names and conventions."""
-    out = {}
-    for key, value in model.state_dict().items():
-        new = key
-        new = new.replace("visual.vit.", "visual.")
-        new = new.replace("textual.transformer.transformer.resblocks.", "textual.resblocks.")
-        new = new.replace("textual.transformer.token_embedding.", "textual.token_embed.")
-        new = new.replace("textual.transformer.positional_embedding", "textual.posit_embed")
-        new = new.replace("textual.transformer.ln_final.", "textual.ln_final.")
-        new = {"log_curv": "curv", "log_logit_scale": "logit_scale"}.get(new, new)
-        out[new] = value.clone()
-    out["textual.attn_mask"] = torch.ones(8, 8, dtype=torch.bool).triu(1)
-    out["pixel_mean"] = out["pixel_mean"].view(3, 1, 1)
-    out["pixel_std"] = out["pixel_std"].view(3, 1, 1)
-    return out
+class _MeruBlock(nn.Module):
+    """MERU's text block, under its key names (meru/encoders/text_encoders.py)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_1 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(width, 4 * width)),
+                    ("gelu", nn.GELU()),
+                    ("c_proj", nn.Linear(4 * width, width)),
+                ]
+            )
+        )
+        self.ln_2 = nn.LayerNorm(width)
+
+    def forward(self, x, mask):
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
+        return x + self.mlp(self.ln_2(x))
 
 
-def _small_meru_like(curv=0.7):
-    torch.manual_seed(1)
-    return hyvl.create_model(
-        {
-            "geometry": "lorentz",
-            "embed_dim": 32,
-            "curv_init": curv,
-            "vision": {"timm_name": "vit_small_mocov3_patch16_224", "image_size": 32, "depth": 1},
-            "text": {"context_length": 8, "vocab_size": 100, "width": 64, "layers": 1, "heads": 1},
-        }
-    ).eval()
+class _MeruText(nn.Module):
+    def __init__(self, vocab: int, context: int, width: int, layers: int):
+        super().__init__()
+        self.token_embed = nn.Embedding(vocab, width)
+        self.posit_embed = nn.Parameter(torch.randn(context, width) * 0.1)
+        self.resblocks = nn.ModuleList(_MeruBlock(width, width // 64) for _ in range(layers))
+        self.ln_final = nn.LayerNorm(width)
+        self.register_buffer("attn_mask", torch.ones(context, context, dtype=torch.bool).triu(1))
+
+    def forward(self, tokens):
+        n = tokens.shape[1]
+        x = self.token_embed(tokens) + self.posit_embed[:n]
+        for block in self.resblocks:
+            x = block(x, self.attn_mask[:n, :n])
+        return self.ln_final(x)
 
 
-def test_meru_pth_is_converted(tmp_path):
-    model = _small_meru_like()
-    torch.save({"model": _meru_state(model), "iteration": 10}, tmp_path / "meru.pth")
-    loaded, _, _ = hyvl.load(tmp_path / "meru.pth")
-    assert loaded.geometry == "lorentz"
-    assert loaded.config.vision.depth == 1 and loaded.config.embed_dim == 32
-    images = torch.rand(2, 3, 32, 32)
-    tokens = torch.randint(1, 99, (2, 8))
+class _MeruReference(nn.Module):
+    """An independent MERU / HyCoCLIP / MERU-CLIP model with the published key layout."""
+
+    def __init__(self, lorentz: bool, pixel_mean=IMAGENET_MEAN, curv=0.7):
+        super().__init__()
+        from timm.models.vision_transformer import VisionTransformer
+
+        self.lorentz = lorentz
+        self.visual = VisionTransformer(
+            img_size=32,
+            patch_size=16,
+            embed_dim=384,
+            depth=1,
+            num_heads=12,
+            num_classes=0,
+            norm_layer=nn.LayerNorm,
+        )
+        self.textual = _MeruText(vocab=100, context=8, width=64, layers=2)
+        self.visual_proj = nn.Linear(384, 32, bias=False)
+        self.textual_proj = nn.Linear(64, 32, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(1 / 0.07).log())
+        if lorentz:
+            self.curv = nn.Parameter(torch.tensor(curv).log())
+            self.visual_alpha = nn.Parameter(torch.tensor(-1.5))
+            self.textual_alpha = nn.Parameter(torch.tensor(-1.2))
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(-1, 1, 1))
+        with torch.no_grad():  # random everything, so a wrongly mapped weight shows
+            for name, p in self.named_parameters():
+                if name not in ("curv", "visual_alpha", "textual_alpha", "logit_scale"):
+                    p.copy_(
+                        torch.randn_like(p) * 0.2 + (1.0 if name.endswith("ln_1.weight") else 0)
+                    )
+
+    def _lift(self, x, log_alpha):
+        if not self.lorentz:
+            return x / x.norm(dim=-1, keepdim=True)
+        x = x.double() * log_alpha.double().exp()
+        rc = self.curv.double().exp().sqrt() * x.norm(dim=-1, keepdim=True)
+        return torch.sinh(rc) * x / rc  # exp_map0, space components
+
+    def encode_image(self, images):
+        feats = self.visual((images - self.pixel_mean) / self.pixel_std)
+        return self._lift(self.visual_proj(feats), getattr(self, "visual_alpha", None))
+
+    def encode_text(self, tokens):
+        feats = self.textual(tokens)[torch.arange(tokens.shape[0]), tokens.argmax(-1)]
+        return self._lift(self.textual_proj(feats), getattr(self, "textual_alpha", None))
+
+
+def _reference_pth(path, lorentz=True, pixel_mean=IMAGENET_MEAN):
+    torch.manual_seed(3)
+    ref = _MeruReference(lorentz, pixel_mean).eval()
+    torch.save({"model": ref.state_dict(), "iteration": 10}, path)
+    return ref
+
+
+def _inputs():
+    torch.manual_seed(4)
+    images = torch.rand(3, 3, 32, 32)
+    tokens = torch.zeros(3, 8, dtype=torch.long)
+    for i, n in enumerate((3, 8, 5)):  # EOS (the largest id, 99) last, zero padding after
+        tokens[i, : n - 1] = torch.randint(1, 98, (n - 1,))
+        tokens[i, n - 1] = 99
+    return images, tokens
+
+
+@pytest.mark.parametrize("lorentz", [True, False], ids=["meru", "meru_clip"])
+def test_published_pth_reproduces_the_reference_model(tmp_path, lorentz):
+    ref = _reference_pth(tmp_path / "ref.pth", lorentz)
+    loaded, _, _ = hyvl.load(tmp_path / "ref.pth")
+    assert loaded.geometry == ("lorentz" if lorentz else "euclidean")
+    assert loaded.config.vision.depth == 1 and loaded.config.text.layers == 2
+    assert loaded.config.embed_dim == 32 and loaded.visual.vit.norm.eps == 1e-5
+    images, tokens = _inputs()
     with torch.no_grad():
-        assert torch.allclose(loaded.encode_image(images), model.encode_image(images), atol=1e-6)
-        assert torch.allclose(loaded.encode_text(tokens), model.encode_text(tokens), atol=1e-6)
-    assert abs(loaded.curv.item() - 0.7) < 1e-6
+        torch.testing.assert_close(
+            loaded.encode_image(images).double(),
+            ref.encode_image(images).double(),
+            atol=1e-6,
+            rtol=1e-6,
+        )
+        torch.testing.assert_close(
+            loaded.encode_text(tokens).double(),
+            ref.encode_text(tokens).double(),
+            atol=1e-6,
+            rtol=1e-6,
+        )
+    if lorentz:
+        assert abs(loaded.curv.item() - 0.7) < 1e-6
+    # and it survives a round trip through hyvl's own format
+    hyvl.save(loaded, tmp_path / "export")
+    again, _, _ = hyvl.load(tmp_path / "export")
+    with torch.no_grad():
+        assert torch.equal(again.encode_image(images), loaded.encode_image(images))
 
 
-def test_hycoclip_pixel_mean_bug_is_repaired(tmp_path, caplog):
-    state = _meru_state(_small_meru_like())
-    state["pixel_mean"] = torch.tensor(IMAGENET_STD).view(3, 1, 1)  # as released
-    torch.save({"model": state}, tmp_path / "hycoclip.pth")
+def test_hycoclip_pixel_mean_bug_is_detected_and_the_trained_values_kept(tmp_path, caplog):
+    # HyCoCLIP's released weights store the ImageNet std as the pixel mean and were trained so.
+    ref = _reference_pth(tmp_path / "hycoclip.pth", pixel_mean=IMAGENET_STD)
     with caplog.at_level("WARNING"):
         loaded, _, _ = hyvl.load(tmp_path / "hycoclip.pth")
-    assert torch.allclose(loaded.pixel_mean.flatten(), torch.tensor(IMAGENET_MEAN))
-    assert "HyCoCLIP bug" in caplog.text
+    assert "HyCoCLIP constructor bug" in caplog.text and "hycoclip.pth" in caplog.text
+    assert torch.allclose(loaded.pixel_mean.flatten(), torch.tensor(IMAGENET_STD))
+    images, _ = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.encode_image(images).double(),
+            ref.encode_image(images).double(),
+            atol=1e-6,
+            rtol=1e-6,
+        )
+
+
+def test_pth_with_mismatched_keys_lists_them(tmp_path):
+    ref = _MeruReference(lorentz=True)
+    state = ref.state_dict()
+    state.pop("textual.ln_final.weight")
+    state["textual.extra.weight"] = torch.zeros(2)
+    torch.save({"model": state}, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match=r"broken\.pth.*ln_final\.weight.*extra\.weight"):
+        hyvl.load(tmp_path / "broken.pth")
 
 
 def test_errors_name_the_file_and_the_problem(tmp_path):

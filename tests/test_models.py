@@ -8,6 +8,7 @@ import torch
 import hyvl
 from hyvl import lorentz
 from hyvl.errors import ConfigError
+from hyvl.models import get_model_config
 from hyvl.models.tokenizer import get_tokenizer
 
 
@@ -41,7 +42,8 @@ def test_mocov3_vit_s_matches_the_papers_tower():
     vit = model.visual.vit
     assert (vit.embed_dim, len(vit.blocks), vit.blocks[0].attn.num_heads) == (384, 12, 12)
     assert vit.norm.eps == 1e-5
-    assert not vit.pos_embed.requires_grad  # fixed 2-D sin-cos
+    assert not vit.pos_embed.requires_grad  # fixed 2-D sin-cos, MoCo v3's table
+    assert torch.equal(vit.pos_embed, _mocov3_pos_embed(14, 14, 384))
     assert model.textual.transformer.context_length == 77
     assert model.textual.transformer.vocab_size == 49408
     assert model.config.text.width == 512 and model.config.text.layers == 12
@@ -113,6 +115,46 @@ def test_lift_stays_fp32_under_bf16_autocast(meru):
     assert feats.dtype == torch.bfloat16  # the tower did run in bf16
     assert emb.dtype == torch.float32
     assert torch.isfinite(emb).all()
+    # the lift itself was computed in fp32: same bits as lifting the bf16 features outside autocast
+    assert torch.equal(emb, meru.lift_image(feats.float()))
+
+
+def test_init_follows_meru():
+    torch.manual_seed(0)
+    model = hyvl.create_model("meru_tiny")
+    d = model.config.embed_dim
+    assert math.isclose(model.visual_alpha.item(), math.log(d**-0.5), rel_tol=1e-6)
+    assert math.isclose(model.textual_alpha.item(), math.log(d**-0.5), rel_tol=1e-6)
+    assert math.isclose(model.logit_scale.item(), 1 / 0.07, rel_tol=1e-5)
+    assert math.isclose(model.curv.item(), 1.0, rel_tol=1e-6)
+    for proj, width in ((model.visual_proj, model.visual.width), (model.textual_proj, 128)):
+        assert proj.bias is None
+        assert abs(proj.weight.std().item() - width**-0.5) < 0.1 * width**-0.5
+
+
+def _mocov3_pos_embed(h, w, dim):
+    """MoCo v3 / MERU build_timm_vit, transcribed: meshgrid(w, h), [sin w, cos w, sin h, cos h]."""
+    grid_w, grid_h = torch.meshgrid(
+        torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="ij"
+    )
+    omega = 1.0 / (10000.0 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4)))
+    out_w = torch.einsum("m,d->md", grid_w.flatten(), omega)
+    out_h = torch.einsum("m,d->md", grid_h.flatten(), omega)
+    table = torch.cat([out_w.sin(), out_w.cos(), out_h.sin(), out_h.cos()], dim=1)
+    return torch.cat([torch.zeros(1, dim), table])[None]
+
+
+def test_paper_towers_use_merus_vit_settings():
+    for name in ("meru_vit_b", "hycoclip_vit_l", "clip_vit_s"):
+        vision = get_model_config(name).vision
+        assert vision.ln_eps == 1e-5 and vision.sincos_pos_embed and vision.image_size == 224
+    model = hyvl.create_model(
+        "meru_tiny", vision={"ln_eps": 1e-5, "sincos_pos_embed": True, "image_size": 32}
+    )
+    vit = model.visual.vit
+    assert vit.norm.eps == 1e-5 and vit.blocks[0].norm1.eps == 1e-5
+    assert not vit.pos_embed.requires_grad
+    assert torch.equal(vit.pos_embed, _mocov3_pos_embed(4, 4, 128))
 
 
 def test_pixel_normalisation_happens_inside(meru):

@@ -172,13 +172,19 @@ def _convert_meru(state: dict[str, torch.Tensor], path: Path) -> tuple[ModelConf
     if max(mean) > 1.0:  # stored on the 0-255 scale
         mean, std = tuple(v / 255 for v in mean), tuple(v / 255 for v in std)
     if all(abs(a - b) < 1e-4 for a, b in zip(mean, IMAGENET_STD, strict=True)):
-        # HyCoCLIP's constructor passes its arguments by position, so its released weights
-        # store the ImageNet std as the pixel mean. The model was trained with the intended
-        # ImageNet mean (its data pipeline normalises separately); restore it.
+        # HyCoCLIP's constructor passes (..., entail_weight, pixel_mean, pixel_std) by position
+        # to MERU(..., entail_weight, use_boxes, pixel_mean, pixel_std), so its buffer holds the
+        # ImageNet std as the mean. Its data pipeline only does ToTensor and the model
+        # normalises with these buffers, so the released weights were trained AND evaluated
+        # with this mean: keeping it is what reproduces them. Say so, once, loudly.
         log.warning(
-            "%s: pixel_mean equals the ImageNet std (HyCoCLIP bug); using ImageNet mean", path
+            "%s: pixel_mean equals the ImageNet std (%s), the HyCoCLIP constructor bug; kept, "
+            "because these weights were trained with it. Fine-tune from them unchanged; models "
+            "trained with hyvl use the ImageNet mean %s.",
+            path,
+            IMAGENET_STD,
+            IMAGENET_MEAN,
         )
-        mean = IMAGENET_MEAN
     out["pixel_mean"] = torch.tensor(mean).view(1, 3, 1, 1)
     out["pixel_std"] = torch.tensor(std).view(1, 3, 1, 1)
 
@@ -193,6 +199,9 @@ def _convert_meru(state: dict[str, torch.Tensor], path: Path) -> tuple[ModelConf
                 "image_size": image_size,
                 "patch_size": int(patch),
                 "depth": depth,
+                # MERU's build_timm_vit: LayerNorm eps 1e-5, frozen MoCo v3 sin-cos positions.
+                "ln_eps": 1e-5,
+                "sincos_pos_embed": True,
             },
             "text": {
                 "context_length": int(context),

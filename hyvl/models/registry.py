@@ -13,11 +13,14 @@ from typing import Any
 from hyvl.config import ModelConfig, from_dict, to_dict
 from hyvl.errors import ConfigError
 
-# Image towers of the papers (MERU Table 1, HyCoCLIP Sec. 4): MoCo-v3 ViT-S/16, ViT-B/16, ViT-L/16.
+# Image towers of the papers (MERU Table 1, HyCoCLIP Sec. 4): MoCo-v3 ViT-S/16, ViT-B/16, ViT-L/16,
+# all built as MERU's build_timm_vit does: LayerNorm eps 1e-5 and a frozen 2-D sin-cos position
+# embedding (CLIP baselines of both papers too).
+_PAPER_VIT = {"image_size": 224, "ln_eps": 1e-5, "sincos_pos_embed": True}
 _TOWERS: dict[str, dict[str, Any]] = {
-    "vit_s": {"vision": {"timm_name": "vit_small_mocov3_patch16_224", "image_size": 224}},
-    "vit_b": {"vision": {"timm_name": "vit_base_patch16_224", "image_size": 224}},
-    "vit_l": {"vision": {"timm_name": "vit_large_patch16_224", "image_size": 224}},
+    "vit_s": {"vision": {"timm_name": "vit_small_mocov3_patch16_224", **_PAPER_VIT}},
+    "vit_b": {"vision": {"timm_name": "vit_base_patch16_224", **_PAPER_VIT}},
+    "vit_l": {"vision": {"timm_name": "vit_large_patch16_224", **_PAPER_VIT}},
     # Trains on 2 CPU cores: 64 px images in 8 px patches, 4-layer towers of width 128.
     "tiny": {
         "embed_dim": 128,

@@ -22,13 +22,28 @@ from hyvl.errors import CheckpointError, ConfigError
 MOCOV3_VIT_S = "vit_small_mocov3_patch16_224"
 
 
-def _sincos_2d(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """MoCo v3's fixed 2-D sin-cos position embedding, (grid*grid, dim)."""
-    from timm.layers import build_sincos2d_pos_embed
+def mocov3_sincos_2d(
+    grid_h: int, grid_w: int, dim: int, temperature: float = 10000.0
+) -> torch.Tensor:
+    """MoCo v3's fixed 2-D sin-cos position embedding, (grid_h * grid_w, dim).
 
-    # timm's builder gives the (h, w) grid in row-major order with [sin_h, cos_h, sin_w, cos_w]
-    # blocks, the same frequencies as MoCo v3 (temperature 10000, dim/4 bands per axis).
-    return build_sincos2d_pos_embed([grid, grid], dim=dim, temperature=temperature)
+    Written out rather than taken from timm: timm's builder orders the sin/cos blocks and the
+    axes differently, and MERU / HyCoCLIP checkpoints carry MoCo v3's exact table. For patch
+    ``m = i * grid_w + j`` (row-major, as timm's patch tokens) the row is
+    ``[sin(i w), cos(i w), sin(j w), cos(j w)]`` with ``w_k = temperature^(-k / (dim/4))``.
+    """
+    if dim % 4:
+        raise ConfigError(f"a 2-D sin-cos position embedding needs width % 4 == 0, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float32),
+        torch.arange(grid_w, dtype=torch.float32),
+        indexing="ij",
+    )
+    out_i = rows.flatten()[:, None] * omega[None]
+    out_j = cols.flatten()[:, None] * omega[None]
+    return torch.cat([out_i.sin(), out_i.cos(), out_j.sin(), out_j.cos()], dim=1)
 
 
 class ImageTower(nn.Module):
@@ -49,28 +64,42 @@ class ImageTower(nn.Module):
         ):
             if value is not None:
                 kwargs[key] = value
+        if cfg.ln_eps is not None:
+            kwargs["norm_layer"] = partial(nn.LayerNorm, eps=cfg.ln_eps)
         if cfg.timm_name == MOCOV3_VIT_S:
             from timm.models.vision_transformer import VisionTransformer
 
-            arch = dict(patch_size=16, embed_dim=384, depth=12, num_heads=12, mlp_ratio=4.0)
+            # MoCo v3's ViT-S: 12 heads (not timm's 6), CLS pooling, LayerNorm eps 1e-5.
+            arch = dict(
+                patch_size=16,
+                embed_dim=384,
+                depth=12,
+                num_heads=12,
+                mlp_ratio=4.0,
+                norm_layer=partial(nn.LayerNorm, eps=1e-5),
+                global_pool="token",
+            )
             arch.update(kwargs)
-            self.vit = VisionTransformer(
-                global_pool="token", norm_layer=partial(nn.LayerNorm, eps=1e-5), **arch
-            )
-            grid = self.vit.patch_embed.grid_size[0]
-            fixed = torch.cat(
-                [torch.zeros(1, self.vit.embed_dim), _sincos_2d(grid, self.vit.embed_dim)]
-            )
-            self.vit.pos_embed.data.copy_(fixed.unsqueeze(0))
-            self.vit.pos_embed.requires_grad_(False)
+            self.vit = VisionTransformer(**arch)
         else:
             try:
                 self.vit = timm.create_model(cfg.timm_name, pretrained=False, **kwargs)
             except RuntimeError as err:  # timm: "Unknown model (...)"
                 raise ConfigError(f"model.vision.timm_name={cfg.timm_name!r}: {err}") from err
+        if cfg.sincos_pos_embed or cfg.timm_name == MOCOV3_VIT_S:
+            self._fix_sincos_pos_embed()
         if cfg.pretrained:
             self.load_local_weights(cfg.pretrained)
         self.width = self.vit.num_features
+
+    def _fix_sincos_pos_embed(self) -> None:
+        vit = self.vit
+        grid_h, grid_w = vit.patch_embed.grid_size
+        table = mocov3_sincos_2d(grid_h, grid_w, vit.embed_dim)
+        extra = vit.pos_embed.shape[1] - table.shape[0]  # prefix tokens (CLS) get zeros
+        table = torch.cat([torch.zeros(extra, vit.embed_dim), table])
+        vit.pos_embed.data.copy_(table.unsqueeze(0))
+        vit.pos_embed.requires_grad_(False)
 
     def load_local_weights(self, path: str) -> None:
         """Initialise the tower from a local timm state dict (.safetensors or .pth/.bin)."""
