@@ -236,6 +236,8 @@ class TextConfig:
     # Hugging Face text tower: a local directory or hub name (only loaded when kind == "hf").
     hf_name: str | None = None
     hf_pooling: Literal["cls", "mean", "eos"] = "cls"
+    # QuickGELU activations, as OpenAI's CLIP weights need (open_clip's "-quickgelu" models).
+    quick_gelu: bool = False
 
 
 @dataclass
@@ -256,6 +258,10 @@ class ModelConfig:
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_STD
     grad_checkpointing: bool = False
+    # A local open_clip CLIP state dict (.pt/.bin/.safetensors) to initialise both towers, both
+    # projections and the logit scale from (hyperbolic fine-tuning of a pretrained CLIP). Only
+    # read when the model is built; exports store the weights and drop the path.
+    openclip_init: str | None = None
 
     def __post_init__(self) -> None:
         if self.embed_dim <= 0:

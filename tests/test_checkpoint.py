@@ -234,3 +234,65 @@ def test_export_with_mismatched_weights_is_an_error(tmp_path):
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
     with pytest.raises(CheckpointError, match="do not match config.json"):
         hyvl.load(tmp_path / "a")
+
+
+def _small_openclip(quick_gelu):
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    torch.manual_seed(5)
+    clip = CLIP(
+        embed_dim=32,
+        vision_cfg=CLIPVisionCfg(layers=1, width=64, head_width=32, patch_size=16, image_size=32),
+        text_cfg=CLIPTextCfg(context_length=8, vocab_size=100, width=64, heads=1, layers=1),
+        quick_gelu=quick_gelu,
+    ).eval()
+    with torch.no_grad():  # random everything, so a wrongly mapped weight shows
+        for p in clip.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return clip
+
+
+@pytest.mark.parametrize("quick_gelu", [False, True], ids=["gelu", "quickgelu"])
+def test_openclip_weights_initialise_the_towers(tmp_path, quick_gelu):
+    from open_clip import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    from safetensors.torch import save_file
+
+    clip = _small_openclip(quick_gelu)
+    save_file(
+        {k: v.contiguous() for k, v in clip.state_dict().items()}, tmp_path / "oc.safetensors"
+    )
+    timm_name = "vit_base_patch16_clip_quickgelu_224" if quick_gelu else "vit_base_patch16_clip_224"
+    spec = {
+        "geometry": "euclidean",
+        "embed_dim": 32,
+        "openclip_init": str(tmp_path / "oc.safetensors"),
+        "pixel_mean": list(OPENAI_DATASET_MEAN),
+        "pixel_std": list(OPENAI_DATASET_STD),
+        "vision": {"timm_name": timm_name, "image_size": 32, "width": 64, "depth": 1, "heads": 2},
+        "text": {"context_length": 8, "vocab_size": 100, "width": 64, "layers": 1, "heads": 1}
+        | {"quick_gelu": quick_gelu},
+    }
+    model = hyvl.create_model(spec).eval()
+    images, tokens = _inputs()
+    mean = torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want_img = clip.encode_image((images - mean) / std, normalize=True)
+        want_txt = clip.encode_text(tokens, normalize=True)
+        torch.testing.assert_close(model.encode_image(images), want_img, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.encode_text(tokens), want_txt, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(model.logit_scale, clip.logit_scale.exp())
+    # hyperbolic fine-tuning starts from the same towers; the export no longer needs the file
+    meru = hyvl.create_model(spec | {"geometry": "lorentz"})
+    assert torch.equal(meru.visual_proj.weight, model.visual_proj.weight)
+    hyvl.save(meru, tmp_path / "export")
+    (tmp_path / "oc.safetensors").unlink()
+    loaded, _, _ = hyvl.load(tmp_path / "export")
+    assert loaded.config.openclip_init is None
+    assert torch.equal(loaded.visual_proj.weight, meru.visual_proj.weight)
+
+
+def test_openclip_init_with_the_wrong_architecture_is_an_error(tmp_path):
+    torch.save(_small_openclip(False).state_dict(), tmp_path / "oc.pt")
+    with pytest.raises(CheckpointError, match=r"oc\.pt: shapes differ"):
+        hyvl.create_model("clip_tiny", openclip_init=str(tmp_path / "oc.pt"))

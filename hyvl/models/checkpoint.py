@@ -40,7 +40,11 @@ def save(model, directory: str | Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     save_model(model, str(directory / WEIGHTS))
-    meta = {"format": FORMAT, "hyvl_version": hyvl.__version__, "model": to_dict(model.config)}
+    config = to_dict(model.config)
+    # The weights are in the file: an export must not depend on the init files it started from.
+    config["openclip_init"] = None
+    config["vision"]["pretrained"] = None
+    meta = {"format": FORMAT, "hyvl_version": hyvl.__version__, "model": config}
     (directory / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
@@ -108,6 +112,90 @@ def _load_export(directory: Path):
             f", unexpected {sorted(unexpected)[:5]}"
         )
     return model
+
+
+# ------------------------------------------------------------------------------------------
+# open_clip CLIP weights as the starting point (hyperbolic fine-tuning of a pretrained CLIP)
+# ------------------------------------------------------------------------------------------
+
+# open_clip's VisionTransformer names -> timm's (the CLIP ViTs in timm: "vit_*_clip_*", which
+# have timm's pre-norm); order matters ("ln_pre" before "ln_").
+_OPENCLIP_VISION_SWAPS = [
+    ("conv1.", "patch_embed.proj."),
+    ("positional_embedding", "pos_embed"),
+    ("transformer.resblocks.", "blocks."),
+    ("ln_pre.", "norm_pre."),
+    ("ln_post.", "norm."),
+    (".ln_1.", ".norm1."),
+    (".ln_2.", ".norm2."),
+    ("attn.in_proj_", "attn.qkv."),
+    ("attn.out_proj.", "attn.proj."),
+    ("mlp.c_fc.", "mlp.fc1."),
+    ("mlp.c_proj.", "mlp.fc2."),
+]
+
+
+def _openclip_to_hyvl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if any(k.startswith("text.") for k in state):  # open_clip's CustomTextCLIP
+        state = {(k[5:] if k.startswith("text.") else k): v for k, v in state.items()}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key == "visual.proj":
+            out["visual_proj.weight"] = value.t()
+        elif key == "text_projection":
+            out["textual_proj.weight"] = value.t()
+        elif key == "logit_scale":
+            out["log_logit_scale"] = value.reshape(())
+        elif key.startswith("visual."):
+            new = key[len("visual.") :]
+            for old, repl in _OPENCLIP_VISION_SWAPS:
+                new = new.replace(old, repl)
+            if new == "class_embedding":
+                new, value = "cls_token", value.view(1, 1, -1)
+            elif new == "pos_embed":
+                value = value.unsqueeze(0)
+            out["visual.vit." + new] = value
+        elif key in ("attn_mask", "logit_bias"):
+            continue  # a causal-mask buffer open_clip rebuilds; SigLIP's bias has no place here
+        else:
+            out["textual.transformer." + key] = value
+    return out
+
+
+def init_from_openclip(model, path: str | Path) -> None:
+    """Load towers, projections and logit scale of ``model`` from a local open_clip CLIP state dict.
+
+    The model's config must describe the same architecture: a timm CLIP ViT
+    (e.g. ``vit_base_patch16_clip_224``, or ``..._quickgelu_...`` with ``text.quick_gelu``) with
+    open_clip's widths and depths, and ``pixel_mean`` / ``pixel_std`` set to the values the CLIP
+    was trained with (open_clip.OPENAI_DATASET_MEAN / _STD for OpenAI weights). Alpha and
+    curvature keep their MERU init.
+    """
+    path = Path(path)
+    state = _openclip_to_hyvl(read_state_dict(path))
+    if "visual_proj.weight" not in state or "textual_proj.weight" not in state:
+        raise CheckpointError(
+            f"{path}: not an open_clip CLIP state dict (no visual.proj / text_projection)"
+        )
+    own = model.state_dict()
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{path}: shapes differ from model config {model.config.name!r}: {mismatched[:4]}"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Only the geometry's own scalars and the pixel buffers may stay at their init.
+    allowed = {"visual_alpha", "textual_alpha", "log_curv", "pixel_mean", "pixel_std"}
+    missing = [k for k in missing if k not in allowed]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: does not fit model config {model.config.name!r} (open_clip init); missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
 
 
 # ------------------------------------------------------------------------------------------

@@ -61,6 +61,10 @@ class HyvlModel(nn.Module):
                 torch.tensor(math.log(c0)), requires_grad=config.learn_curv
             )
             self._log_curv_bounds = (math.log(c0 / 10), math.log(c0 * 10))
+        if config.openclip_init:
+            from hyvl.models.checkpoint import init_from_openclip
+
+            init_from_openclip(self, config.openclip_init)
         if config.grad_checkpointing:
             self.set_grad_checkpointing(True)
 

@@ -126,7 +126,7 @@ class OpenCLIPTextTower(nn.Module):
 
     def __init__(self, cfg: TextConfig):
         super().__init__()
-        from open_clip.transformer import TextTransformer
+        from open_clip.transformer import QuickGELU, TextTransformer
 
         self.transformer = TextTransformer(
             context_length=cfg.context_length,
@@ -137,6 +137,7 @@ class OpenCLIPTextTower(nn.Module):
             mlp_ratio=cfg.mlp_ratio,
             output_dim=None,  # the model owns the projection (bias-free, MERU's init)
             pool_type="argmax",  # CLIP's BPE gives EOT the largest id, so argmax finds it
+            **({"act_layer": QuickGELU} if cfg.quick_gelu else {}),
         )
         self.width = cfg.width
 
