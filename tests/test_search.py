@@ -80,6 +80,16 @@ def test_approximate_backends_report_recall():
         assert 0.5 < r <= 1.0
 
 
+def test_index_reports_recall_of_approximate_backends():
+    y = points(1500, scale=0.3)
+    meta = {"geometry": "lorentz", "curv": 0.7, "embed_dim": 16}
+    index = EmbeddingIndex(y, [{"kind": "image", "item": str(i)} for i in range(len(y))], meta)
+    recall, n = index.approximate_recall(5, backend="hnsw", sample=40)
+    assert n == 40 and 0.5 < recall <= 1.0
+    # the exact FAISS backend has recall 1 by construction
+    assert index.approximate_recall(5, backend="faiss", sample=40)[0] == 1.0
+
+
 def test_index_round_trip_append_and_mismatch(tmp_path):
     meta = {"geometry": "lorentz", "curv": 0.7, "embed_dim": 16, "checkpoint": "x"}
     a = EmbeddingIndex(points(4), [{"kind": "image", "item": f"i{i}"} for i in range(4)], meta)
@@ -132,6 +142,13 @@ def run_cli(*args):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in args])
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def res_blue(tmp_path):
+    out = run_cli("retrieve", "--index", tmp_path / "idx", "--text", "blue", "-k", "2",
+                  "--json", tmp_path / "b.json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads((tmp_path / "b.json").read_text())["results"]
 
 
 def test_cli_index_retrieve_traverse_viz(tmp_path):
@@ -187,6 +204,14 @@ def test_cli_index_retrieve_traverse_viz(tmp_path):
     assert out.returncode == 0, out.stderr
     top = json.loads((tmp_path / "i.json").read_text())["results"][0]
     assert top["item"].endswith("0.png") and top["distance"] < 1e-3
+    out = run_cli(
+        "retrieve", "--index", tmp_path / "idx", "--text", "blue", "--backend", "hnsw",
+        "-k", "2", "--json", tmp_path / "h.json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    hnsw = json.loads((tmp_path / "h.json").read_text())
+    assert hnsw["recall_vs_exact"]["queries"] == 3 and "recall@2" in out.stdout
+    assert [r["item"] for r in hnsw["results"]] == [r["item"] for r in res_blue(tmp_path)]
     out = run_cli(
         "traverse",
         "--index",

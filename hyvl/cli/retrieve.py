@@ -52,6 +52,11 @@ def run(args) -> int:
     hits = index.search(query, args.k, kind=kind, backend=args.backend)[0]
     results = [{"rank": h["rank"], "item": h["item"], "distance": h["distance"]} for h in hits]
     print_table(results, title=f"{kind}s nearest to {args.text or args.image!r} ({args.backend})")
+    out = {"results": results}
+    if args.backend in ("hnsw", "ivf"):
+        recall, n = index.approximate_recall(args.k, kind=kind, backend=args.backend)
+        print(f"{args.backend}: recall@{args.k} vs exact on {n} sampled queries: {recall:.3f}")
+        out["recall_vs_exact"] = {"k": args.k, "recall": recall, "queries": n}
     if args.json:
-        write_json(args.json, {"results": results})
+        write_json(args.json, out)
     return 0

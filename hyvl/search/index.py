@@ -116,6 +116,24 @@ class EmbeddingIndex:
             )
         return results
 
+    def approximate_recall(
+        self, k: int, kind: str | None = None, backend: str = "hnsw", sample: int = 100
+    ) -> tuple[float, int]:
+        """Recall@k of an approximate backend against the exact one, over ``sample`` indexed
+        items (seeded choice) used as queries. Returns ``(recall in [0, 1], queries used)``."""
+        rows = self.rows(kind)
+        g = torch.Generator().manual_seed(0)
+        pick = rows[torch.randperm(len(rows), generator=g)[:sample]]
+        queries = self.embeddings[pick]
+        k = min(k, len(rows))
+        exact = self.search(queries, k, kind=kind, backend="torch")
+        approx = self.search(queries, k, kind=kind, backend=backend)
+        hits = [
+            len({h["row"] for h in a} & {h["row"] for h in e}) / k
+            for a, e in zip(approx, exact, strict=True)
+        ]
+        return sum(hits) / len(hits), len(hits)
+
 
 def _image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
