@@ -150,3 +150,95 @@ def plot_disk(embs, curv, out: str | Path) -> dict[str, Any]:
             for k, v in coords.items()
         },
     }
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+@torch.no_grad()
+def embed_image_folder(model, preprocess, tokenizer, root: str | Path, max_samples: int = 512):
+    """An ImageFolder (one sub-folder of images per class) -> embeddings for a class picture.
+
+    Takes up to ``max_samples`` images spread evenly over the classes. Class names come from
+    ``root/classnames.txt`` (one per line, in sorted folder order) when present, else from the
+    folder names. Returns ``(images (N, D), labels (N,), class_texts (C, D), classnames)``; the
+    class texts are the class names themselves, embedded by the text tower.
+    """
+    from hyvl.errors import DataError
+    from hyvl.evaluation.embed import embed_images, embed_texts
+
+    if model.geometry != "lorentz":
+        raise HyvlError("this picture needs a Lorentz model (MERU / HyCoCLIP)")
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not folders:
+        raise DataError(
+            f"{root}: --color-by class needs an image folder with one sub-folder per class"
+        )
+    names = [f.name.replace("_", " ") for f in folders]
+    listed = root / "classnames.txt"
+    if listed.is_file():
+        lines = [t.strip() for t in listed.read_text().splitlines() if t.strip()]
+        if len(lines) != len(folders):
+            raise DataError(f"{listed}: {len(lines)} names for {len(folders)} class folders")
+        names = lines
+    per_class = max(1, -(-max_samples // len(folders)))
+    paths, labels = [], []
+    for c, folder in enumerate(folders):
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += files[:per_class]
+        labels += [c] * len(files[:per_class])
+    if not paths:
+        raise DataError(f"{root}: no images in the class folders")
+
+    from PIL import Image
+
+    def load(path):
+        try:
+            with Image.open(path) as im:
+                return preprocess(im.convert("RGB"))
+        except OSError as err:
+            raise DataError(f"{path}: unreadable image ({err})") from err
+
+    batches = [torch.stack([load(p) for p in paths[i : i + 64]]) for i in range(0, len(paths), 64)]
+    model.eval()
+    images, _ = embed_images(model, batches, len(batches))
+    texts = embed_texts(model, tokenizer, names, desc="class names")
+    return images, torch.tensor(labels), texts, names
+
+
+def plot_disk_classes(images, labels, class_texts, classnames, curv, out: str | Path):
+    """Poincare-disk picture: images coloured by class, each class name as a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coords = disk_coordinates({"image": images, "text": class_texts}, curv)
+    radius = float(curv) ** -0.5
+    cmap = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.add_patch(plt.Circle((0, 0), radius, fill=False, color="black", lw=1))
+    per_class = {}
+    for c, name in enumerate(classnames):
+        colour = cmap(c % 20)
+        xy = coords["image"][labels == c]
+        ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.6, color=colour, label=name)
+        t = coords["text"][c]
+        ax.scatter([t[0]], [t[1]], marker="*", s=140, color=colour, edgecolors="black", lw=0.5)
+        per_class[name] = {
+            "count": len(xy),
+            "mean_radius": float(xy.norm(dim=-1).mean()) if len(xy) else None,
+            "text_radius": float(t.norm()),
+        }
+    ax.scatter([0], [0], marker="+", color="black", s=60)
+    ax.set_xlim(-radius * 1.05, radius * 1.05)
+    ax.set_ylim(-radius * 1.05, radius * 1.05)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, markerscale=2)
+    ax.set_title("images by class; stars: class-name texts", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return {"curv": float(curv), "disk_radius": radius, "classes": per_class}

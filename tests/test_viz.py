@@ -78,3 +78,21 @@ def test_cli_viz_writes_png_and_numbers(tmp_path):
     assert sum(norms["text"]["hist"]) == 40
     disk = json.loads((tmp_path / "disk.json").read_text())
     assert all(disk[k]["mean_radius"] < disk["disk_radius"] for k in ("image", "text"))
+    # colour by class: an image folder, one sub-folder per class, class names as stars
+    code, out, err = run_cli(
+        "viz", "disk", "--color-by", "class", "--checkpoint", tmp_path / "ckpt",
+        "--data", tmp_path / "demo" / "zeroshot", "--out", tmp_path / "classes.png",
+        "--json", tmp_path / "classes.json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "classes.png").read_bytes()[:4] == b"\x89PNG"
+    classes = json.loads((tmp_path / "classes.json").read_text())["classes"]
+    names = (tmp_path / "demo" / "zeroshot" / "classnames.txt").read_text().split("\n")
+    assert list(classes) == [n for n in names if n] and "red circle" in out
+    assert all(c["count"] == 1 and c["text_radius"] < 1.0 for c in classes.values())
+    # shards are no class folder: a clear error, no traceback
+    code, _, err = run_cli(
+        "viz", "disk", "--color-by", "class", "--checkpoint", tmp_path / "ckpt",
+        "--data", tmp_path / "demo" / "val" / "*.tar", "--out", tmp_path / "x.png",
+    )  # fmt: skip
+    assert code == 2 and "one sub-folder per class" in err

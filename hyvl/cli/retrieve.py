@@ -51,7 +51,12 @@ def run(args) -> int:
             kind = args.kind or "text"
     hits = index.search(query, args.k, kind=kind, backend=args.backend)[0]
     results = [{"rank": h["rank"], "item": h["item"], "distance": h["distance"]} for h in hits]
-    print_table(results, title=f"{kind}s nearest to {args.text or args.image!r} ({args.backend})")
+    # shard items are keys: show their captions too (the JSON keeps CONTRACT's three fields)
+    shown = [
+        {**r, "caption": h["caption"]} if "caption" in h else r
+        for r, h in zip(results, hits, strict=True)
+    ]
+    print_table(shown, title=f"{kind}s nearest to {args.text or args.image!r} ({args.backend})")
     out = {"results": results}
     if args.backend in ("hnsw", "ivf"):
         recall, n = index.approximate_recall(args.k, kind=kind, backend=args.backend)

@@ -14,13 +14,23 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="viz_cmd", required=True)
     for name, helptext in (
         ("norms", "histograms of distance to the origin per kind"),
-        ("disk", "a 2-D Poincare-disk picture coloured by kind"),
+        ("disk", "a 2-D Poincare-disk picture coloured by kind or class"),
     ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--checkpoint", required=True)
-        s.add_argument("--data", required=True, help="shards (e.g. DEMO/val/*.tar)")
+        s.add_argument(
+            "--data", required=True, help="shards (e.g. DEMO/val/*.tar), or a class folder"
+        )
         s.add_argument("--out", required=True, help="PNG file")
         s.add_argument("--max-samples", type=int, default=512)
+        if name == "disk":
+            s.add_argument(
+                "--color-by",
+                choices=["kind", "class"],
+                default="kind",
+                help="kind: images, texts, boxes from shards; class: --data is an image folder "
+                "with one sub-folder per class (e.g. DEMO/zeroshot), class names drawn as stars",
+            )
         add_json_arg(s)
         s.set_defaults(func=run, viz=name)
 
@@ -31,7 +41,19 @@ def run(args) -> int:
     import hyvl
     from hyvl.viz import embed_kinds, plot_disk, plot_norms
 
-    model, _, tokenizer = hyvl.load(args.checkpoint)
+    model, preprocess, tokenizer = hyvl.load(args.checkpoint)
+    if getattr(args, "color_by", "kind") == "class":
+        from hyvl.viz import embed_image_folder, plot_disk_classes
+
+        images, labels, texts, names = embed_image_folder(
+            model, preprocess, tokenizer, args.data, args.max_samples
+        )
+        stats = plot_disk_classes(images, labels, texts, names, model.curv.item(), args.out)
+        rows = [{"class": name, **v} for name, v in stats["classes"].items()]
+        print_table(rows, title=f"disk by class: {args.out}")
+        if args.json:
+            write_json(args.json, stats)
+        return 0
     with torch.no_grad():
         embs = embed_kinds(model, tokenizer, args.data, args.max_samples)
         curv = model.curv.float()
