@@ -104,6 +104,16 @@ def test_index_round_trip_append_and_mismatch(tmp_path):
         b.append(EmbeddingIndex(points(1), [{"kind": "text", "item": "t"}], {**meta, "curv": 1.0}))
     with pytest.raises(DataError, match="not a hyvl index"):
         EmbeddingIndex.load(tmp_path)
+    # a damaged index names the file and the problem
+    (tmp_path / "a" / "items.jsonl").write_text('{"kind": "image", "item": "i0"}\n{oops\n')
+    with pytest.raises(DataError, match=r"items.jsonl line 2: not JSON"):
+        EmbeddingIndex.load(tmp_path / "a")
+    (tmp_path / "a" / "items.jsonl").write_text('{"kind": "image", "item": "i0"}\n')
+    with pytest.raises(DataError, match="4 embeddings but 1 lines"):
+        EmbeddingIndex.load(tmp_path / "a")
+    (tmp_path / "a" / "embeddings.safetensors").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="embeddings.safetensors: unreadable"):
+        EmbeddingIndex.load(tmp_path / "a")
 
 
 def test_traversal_moves_to_the_origin_and_reads_generic_texts():

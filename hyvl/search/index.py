@@ -67,9 +67,26 @@ class EmbeddingIndex:
         missing = [f for f in files if not (directory / f).is_file()]
         if missing:
             raise DataError(f"{directory}: not a hyvl index (missing {', '.join(missing)})")
-        emb = load_file(str(directory / "embeddings.safetensors"))["embeddings"]
-        items = [json.loads(line) for line in (directory / "items.jsonl").read_text().splitlines()]
-        meta = json.loads((directory / "meta.json").read_text())
+        try:
+            emb = load_file(str(directory / "embeddings.safetensors"))["embeddings"]
+        except Exception as err:  # safetensors raises its own error types for corrupt headers
+            raise DataError(f"{directory / 'embeddings.safetensors'}: unreadable ({err})") from err
+        items = []
+        for n, line in enumerate((directory / "items.jsonl").read_text().splitlines(), 1):
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{directory / 'items.jsonl'} line {n}: not JSON ({err})") from err
+        try:
+            meta = json.loads((directory / "meta.json").read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{directory / 'meta.json'}: not JSON ({err})") from err
+        if "geometry" not in meta:
+            raise DataError(f"{directory / 'meta.json'}: no 'geometry' (not a hyvl index?)")
+        if emb.shape[0] != len(items):
+            raise DataError(
+                f"{directory}: {emb.shape[0]} embeddings but {len(items)} lines in items.jsonl"
+            )
         return cls(emb, items, meta)
 
     def append(self, other: EmbeddingIndex) -> EmbeddingIndex:
