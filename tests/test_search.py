@@ -220,7 +220,7 @@ def test_cli_index_retrieve_traverse_viz(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     hnsw = json.loads((tmp_path / "h.json").read_text())
-    assert hnsw["recall_vs_exact"]["queries"] == 3 and "recall@2" in out.stdout
+    assert hnsw["recall_vs_exact"]["queries"] == 100 and "recall@2" in out.stdout
     assert [r["item"] for r in hnsw["results"]] == [r["item"] for r in res_blue(tmp_path)]
     out = run_cli(
         "traverse",
