@@ -88,6 +88,10 @@ def test_index_reports_recall_of_approximate_backends():
     assert n == 40 and 0.5 < recall <= 1.0
     # the exact FAISS backend has recall 1 by construction
     assert index.approximate_recall(5, backend="faiss", sample=40)[0] == 1.0
+    # IVF probing every list is exhaustive, hence exact after the re-rank
+    assert index.approximate_recall(5, backend="ivf", sample=40, nlist=16, nprobe=16)[0] == 1.0
+    with pytest.raises(HyvlError, match="takes no options"):
+        index.search(y[:1], 5, backend="torch", nprobe=4)
 
 
 def test_index_round_trip_append_and_mismatch(tmp_path):

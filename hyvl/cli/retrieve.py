@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--backend", default="torch", choices=["torch", "faiss", "hnsw", "ivf"])
     p.add_argument("--checkpoint", help="override the model recorded in the index")
+    p.add_argument("--nprobe", type=int, help="ivf: lists searched (default max(8, nlist/3))")
+    p.add_argument("--ef-search", type=int, help="hnsw: search breadth (default 64)")
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -49,7 +51,12 @@ def run(args) -> int:
             except OSError as err:
                 raise DataError(f"{args.image}: unreadable image ({err})") from err
             kind = args.kind or "text"
-    hits = index.search(query, args.k, kind=kind, backend=args.backend)[0]
+    options = {}
+    if args.backend == "ivf":
+        options["nprobe"] = args.nprobe
+    if args.backend == "hnsw":
+        options["ef_search"] = args.ef_search
+    hits = index.search(query, args.k, kind=kind, backend=args.backend, **options)[0]
     results = [{"rank": h["rank"], "item": h["item"], "distance": h["distance"]} for h in hits]
     # shard items are keys: show their captions too (the JSON keeps CONTRACT's three fields)
     shown = [
@@ -59,7 +66,7 @@ def run(args) -> int:
     print_table(shown, title=f"{kind}s nearest to {args.text or args.image!r} ({args.backend})")
     out = {"results": results}
     if args.backend in ("hnsw", "ivf"):
-        recall, n = index.approximate_recall(args.k, kind=kind, backend=args.backend)
+        recall, n = index.approximate_recall(args.k, kind=kind, backend=args.backend, **options)
         print(f"{args.backend}: recall@{args.k} vs exact on {n} sampled queries: {recall:.3f}")
         out["recall_vs_exact"] = {"k": args.k, "recall": recall, "queries": n}
     if args.json:

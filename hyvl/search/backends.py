@@ -193,13 +193,17 @@ class FaissBackend:
         return d.gather(1, order), safe.gather(1, order)
 
 
-def make_backend(name: str, items, geometry, curv):
+def make_backend(name: str, items, geometry, curv, **options):
+    """``options`` tune the approximate FAISS indexes (``nlist``, ``nprobe``, ``hnsw_m``,
+    ``ef_search``); the exact backends take none."""
+    if name in ("torch", "faiss", "flat") and options:
+        raise HyvlError(f"the exact {name} backend takes no options (got {sorted(options)})")
     if name == "torch":
         return TorchBackend(items, geometry, curv)
     if name in ("faiss", "flat"):
         return FaissBackend(items, geometry, curv, "flat")
     if name in ("hnsw", "ivf"):
-        return FaissBackend(items, geometry, curv, name)
+        return FaissBackend(items, geometry, curv, name, **options)
     raise HyvlError(f"unknown backend {name!r}: torch, faiss, hnsw or ivf")
 
 

@@ -107,19 +107,28 @@ class EmbeddingIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, queries: torch.Tensor, k: int = 10, kind: str | None = None, backend: str = "torch"
+        self,
+        queries: torch.Tensor,
+        k: int = 10,
+        kind: str | None = None,
+        backend: str = "torch",
+        **options,
     ) -> list[list[dict]]:
-        """Top-k items of ``kind`` for each query row: ``[{"rank", "item", "distance", ...}]``."""
+        """Top-k items of ``kind`` for each query row: ``[{"rank", "item", "distance", ...}]``.
+
+        ``options`` tune approximate backends (``nprobe``, ``nlist``, ``ef_search``, ``hnsw_m``).
+        """
         from hyvl.search.backends import make_backend
 
-        key = (backend, kind)
+        options = {k_: v for k_, v in options.items() if v is not None}
+        key = (backend, kind, tuple(sorted(options.items())))
         if key not in self._backends:
             rows = self.rows(kind)
             if len(rows) == 0:
                 raise DataError(f"the index holds no {kind} items")
             self._backends[key] = (
                 rows,
-                make_backend(backend, self.embeddings[rows], self.geometry, self.curv),
+                make_backend(backend, self.embeddings[rows], self.geometry, self.curv, **options),
             )
         rows, engine = self._backends[key]
         dist, idx = engine.search(queries.float(), k)
@@ -134,7 +143,12 @@ class EmbeddingIndex:
         return results
 
     def approximate_recall(
-        self, k: int, kind: str | None = None, backend: str = "hnsw", sample: int = 100
+        self,
+        k: int,
+        kind: str | None = None,
+        backend: str = "hnsw",
+        sample: int = 100,
+        **options,
     ) -> tuple[float, int]:
         """Recall@k of an approximate backend against the exact one on ``sample`` queries.
 
@@ -155,7 +169,7 @@ class EmbeddingIndex:
             queries = torch.nn.functional.normalize(a + b, dim=-1)
         k = min(k, len(rows))
         exact = self.search(queries, k, kind=kind, backend="torch")
-        approx = self.search(queries, k, kind=kind, backend=backend)
+        approx = self.search(queries, k, kind=kind, backend=backend, **options)
         hits = [
             len({h["row"] for h in x} & {h["row"] for h in e}) / k
             for x, e in zip(approx, exact, strict=True)
