@@ -1,0 +1,291 @@
+"""Step-time, memory and precision benchmarks: CLIP vs MERU vs HyCoCLIP vs the published structure.
+
+Every number is measured in this run, side by side: the objectives share identical tiny towers
+and batches, repetitions of the variants are interleaved (A B C D A B C D ...) so drifting
+machine load hits all alike, and medians are reported.
+
+    python tools/bench.py --quick          # < 2 minutes on 2 CPU cores
+    python tools/bench.py --json out.json  # full mode
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from hycoclip_reference import reference_step_loss  # noqa: E402
+
+import hyvl  # noqa: E402
+from hyvl.cli.common import print_table  # noqa: E402
+from hyvl.config import ObjectiveConfig  # noqa: E402
+from hyvl.models.embeddings import Embeddings  # noqa: E402
+from hyvl.objectives import compute_objective  # noqa: E402
+
+KINDS = ("clip", "meru", "hycoclip")
+
+
+def make_batch(model, b: int, boxes: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    s, L = model.image_size, model.context_length
+    images = torch.rand(b, 3, s, s, generator=g)
+    tokens = torch.randint(1, 49000, (b, L), generator=g)
+    tokens[:, -1] = 49407
+    if not boxes:
+        return images, tokens, None, None
+    return images, tokens, torch.rand(b, 3, s, s, generator=g), tokens.roll(1, 0)
+
+
+class Variant:
+    """One thing to time: a model + its loss + AdamW, with the same init for every variant."""
+
+    def __init__(self, name: str, b: int, autocast: str | None = None):
+        self.name = name
+        kind = "hycoclip" if name == "reference" else name
+        torch.manual_seed(0)
+        self.model = hyvl.create_model(f"{kind}_tiny")
+        self.cfg = ObjectiveConfig(kind=kind)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.batch = make_batch(self.model, b, boxes=kind == "hycoclip")
+        self.autocast = autocast
+
+    def loss(self):
+        if self.name == "reference":
+            return reference_step_loss(self.model, *self.batch)
+        emb = self.model(*self.batch[:2], box_images=self.batch[2], box_tokens=self.batch[3])
+        return compute_objective(emb, self.cfg, self.model.geometry, distributed_gather=False)[
+            "loss"
+        ]
+
+    def step(self) -> float:
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast == "bf16"):
+            loss = self.loss()
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t
+
+
+def interleaved(variants: list[Variant], reps: int, warmup: int = 1) -> dict[str, float]:
+    for v in variants:
+        for _ in range(warmup):
+            v.step()
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(reps):
+        for v in variants:
+            times[v.name].append(v.step())
+    return {k: statistics.median(t) for k, t in times.items()}
+
+
+def lift_loss_share(b: int, reps: int) -> dict[str, float]:
+    """Median time of lift + loss (forward and backward) on fixed tower features, per kind."""
+    out = {}
+    for kind in ("meru", "hycoclip"):
+        torch.manual_seed(0)
+        model = hyvl.create_model(f"{kind}_tiny")
+        d = model.config.embed_dim
+        n = 2 if kind == "hycoclip" else 1
+        feats_i = torch.randn(b * n, d, requires_grad=True)
+        feats_t = torch.randn(b * n, d, requires_grad=True)
+        cfg = ObjectiveConfig(kind=kind)
+        times = []
+        for r in range(reps + 1):
+            t = time.perf_counter()
+            img, txt = model.lift_image(feats_i), model.lift_text(feats_t)
+            emb = Embeddings(
+                img[:b],
+                txt[:b],
+                img[b:] if n == 2 else None,
+                txt[b:] if n == 2 else None,
+                model.curv,
+                model.logit_scale,
+            )
+            compute_objective(emb, cfg, "lorentz", distributed_gather=False)["loss"].backward()
+            if r:
+                times.append(time.perf_counter() - t)
+        out[kind] = statistics.median(times)
+    return out
+
+
+def loss_only_scaling(sizes, d: int = 512, reps: int = 3) -> list[dict]:
+    rows = []
+    for b in sizes:
+        row = {"batch": b}
+        for kind in KINDS:
+            geometry = "euclidean" if kind == "clip" else "lorentz"
+            g = torch.Generator().manual_seed(0)
+            n = 2 if kind == "hycoclip" else 1
+            x = torch.randn(b * n, d, generator=g) * 0.05
+            y = torch.randn(b * n, d, generator=g) * 0.05
+            times = []
+            for _ in range(reps):
+                xi, yi = x.clone().requires_grad_(), y.clone().requires_grad_()
+                t = time.perf_counter()
+                if geometry == "lorentz":
+                    a, c = hyvl.lorentz.exp_map0(xi), hyvl.lorentz.exp_map0(yi)
+                    curv = torch.tensor(1.0)
+                else:
+                    a, c = (
+                        torch.nn.functional.normalize(xi, dim=-1),
+                        torch.nn.functional.normalize(yi, dim=-1),
+                    )
+                    curv = None
+                emb = Embeddings(
+                    a[:b],
+                    c[:b],
+                    a[b:] if n == 2 else None,
+                    c[b:] if n == 2 else None,
+                    curv,
+                    torch.tensor(10.0),
+                )
+                compute_objective(
+                    emb, ObjectiveConfig(kind=kind), geometry, distributed_gather=False
+                )["loss"].backward()
+                times.append(time.perf_counter() - t)
+            row[f"{kind}_ms"] = 1000 * statistics.median(times)
+        rows.append(row)
+    return rows
+
+
+def peak_memory(kind: str, b: int, steps: int = 2) -> float:
+    """Peak RSS growth (MB) of a fresh process during ``steps`` training steps: CPU tensors live in
+    process memory, and a fresh process per variant keeps allocator caches from leaking across."""
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import gc, resource, sys; sys.path.insert(0, {here!r}); import bench; "
+        f"v = bench.Variant({kind!r}, {b}); gc.collect(); "
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        f"[v.step() for _ in range({steps})]; "
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def precision(b: int, reps: int) -> dict[str, float]:
+    fp32, bf16 = Variant("hycoclip", b), Variant("hycoclip", b, autocast="bf16")
+    with torch.no_grad():
+        l32 = float(fp32.loss())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            l16 = float(bf16.loss())
+    fp32.name, bf16.name = "fp32", "bf16"
+    t = interleaved([fp32, bf16], reps)
+    return {
+        "fp32_s": t["fp32"],
+        "bf16_s": t["bf16"],
+        "bf16_over_fp32": t["bf16"] / t["fp32"],
+        "loss_fp32": l32,
+        "loss_bf16": l16,
+        "loss_abs_diff": abs(l32 - l16),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--quick", action="store_true", help="fewer repetitions, < 2 minutes")
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+    started = time.perf_counter()
+    reps = {64: 5, 256: 3} if args.quick else {64: 15, 256: 7}
+    res: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "load_before": os.getloadavg()[0],
+        },
+        "quick": args.quick,
+        "step_seconds": {},
+    }
+    for b, n in reps.items():
+        variants = [Variant(k, b) for k in (*KINDS, "reference")]
+        res["step_seconds"][str(b)] = interleaved(variants, n)
+    t256 = res["step_seconds"]["256"]
+    t64 = res["step_seconds"]["64"]
+    res["meru_over_clip"] = t256["meru"] / t256["clip"]
+    res["hycoclip_over_clip"] = t256["hycoclip"] / t256["clip"]
+    res["hycoclip_over_reference"] = t256["hycoclip"] / t256["reference"]
+    res["ratios_b64"] = {
+        "meru_over_clip": t64["meru"] / t64["clip"],
+        "hycoclip_over_clip": t64["hycoclip"] / t64["clip"],
+        "hycoclip_over_reference": t64["hycoclip"] / t64["reference"],
+    }
+    share = lift_loss_share(256, reps[256] + 2)
+    res["lift_loss_share"] = {k: share[k] / t256[k] for k in share}
+    res["peak_rss_mb_b256"] = {k: peak_memory(k, 256) for k in (*KINDS, "reference")}
+    res["precision_b64"] = precision(64, reps[64])
+    sizes = [64, 256, 1024] if args.quick else [64, 256, 1024, 4096]
+    res["loss_only"] = loss_only_scaling(sizes)
+    res["seconds"] = time.perf_counter() - started
+    res["machine"]["load_after"] = os.getloadavg()[0]
+
+    rows = [
+        {"batch": b, **{f"{k} s/step": v for k, v in res["step_seconds"][b].items()}}
+        for b in res["step_seconds"]
+    ]
+    print_table(rows, title="train step (forward + backward + AdamW), median, tiny towers")
+    goals = [
+        {"ratio": "meru_over_clip (B=256)", "measured": res["meru_over_clip"], "goal": "<= 1.03"},
+        {
+            "ratio": "hycoclip_over_clip (B=256)",
+            "measured": res["hycoclip_over_clip"],
+            "goal": "<= 2.05",
+        },
+        {
+            "ratio": "hycoclip_over_reference (B=256)",
+            "measured": res["hycoclip_over_reference"],
+            "goal": "<= 0.90",
+        },
+        {
+            "ratio": "meru_over_clip (B=64)",
+            "measured": res["ratios_b64"]["meru_over_clip"],
+            "goal": "<= 1.03",
+        },
+        {
+            "ratio": "hycoclip_over_clip (B=64)",
+            "measured": res["ratios_b64"]["hycoclip_over_clip"],
+            "goal": "<= 2.05",
+        },
+        {
+            "ratio": "hycoclip_over_reference (B=64)",
+            "measured": res["ratios_b64"]["hycoclip_over_reference"],
+            "goal": "<= 0.90",
+        },
+    ]
+    print_table(goals, title="ratios")
+    print_table(
+        [{"objective": k, "lift+loss share of step": v} for k, v in res["lift_loss_share"].items()]
+    )
+    print_table(
+        [
+            {"variant": k, "peak RSS growth MB (B=256)": v}
+            for k, v in res["peak_rss_mb_b256"].items()
+        ]
+    )
+    print_table(
+        [{k: v for k, v in res["precision_b64"].items()}],
+        title="HyCoCLIP step, fp32 vs bf16 autocast (B=64)",
+    )
+    print_table(res["loss_only"], title="loss only (lift + objective, fwd + bwd), D=512, ms")
+    print(f"machine: {res['machine']}; total {res['seconds']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
