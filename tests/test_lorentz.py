@@ -157,7 +157,7 @@ def geometry_cases(draw):
 
 
 HYP = settings(
-    max_examples=200,
+    max_examples=60,  # derandomized; ~20 s for the whole file on an idle 2-core machine
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],

@@ -31,7 +31,10 @@ def tiny_overrides(demo_data, **extra):
         "data.train_shards": str(demo_data / "train" / "*.tar"),
         "data.workers": 1,
         "data.shuffle_buffer": 64,
+        # Smaller than *_tiny so the suite stays fast: 32 px, 2-layer towers.
         "model.vision.image_size": 32,
+        "model.vision.depth": 2,
+        "model.text.layers": 2,
         "train.batch_size": 8,
         "train.max_steps": 6,
         "train.warmup_steps": 2,

@@ -239,18 +239,35 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.start_step = start_step
 
-    def _shard_order(self, logical: int) -> Iterator[str]:
-        rng = _seeded(self.seed, self.rank, logical, "shards")
+    def _samples(self, logical: int, shard_counts: Counter) -> Iterator[dict]:
+        """Raw samples for one logical worker, shuffled through the buffer.
+
+        Finite mode shuffles each epoch on its own (the buffer drains at the epoch's end), so
+        the first epoch's samples are exactly this slot's shards, each sample once; an epoch
+        that yields nothing at all ends the stream instead of spinning forever.
+        """
+        shuffle_rng = _seeded(self.seed, self.rank, logical, "shuffle")
         if self.resampled:
-            while True:
-                yield rng.choice(self.urls)
+            rng = _seeded(self.seed, self.rank, logical, "shards")
+            shards = iter(lambda: rng.choice(self.urls), None)
+            yield from _shuffled(
+                raw_samples(shards, shard_counts), self.shuffle_buffer, shuffle_rng
+            )
+            return
         slots = self.world_size * self.workers
         slot = self.rank * self.workers + logical
         epoch = 0
         while True:
             order = list(self.urls)
             _seeded(self.seed, "epoch", epoch).shuffle(order)
-            yield from order[slot::slots]
+            n = 0
+            for sample in _shuffled(
+                raw_samples(order[slot::slots], shard_counts), self.shuffle_buffer, shuffle_rng
+            ):
+                n += 1
+                yield sample
+            if n == 0:
+                return
             epoch += 1
 
     def __iter__(self) -> Iterator[Batch]:
@@ -260,11 +277,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         # batches i < start_step with i % W == logical were already consumed
         done = max(0, math.ceil((self.start_step - logical) / self.workers))
         shard_counts: Counter = Counter()
-        samples = _shuffled(
-            raw_samples(self._shard_order(logical), shard_counts),
-            self.shuffle_buffer,
-            _seeded(self.seed, self.rank, logical, "shuffle"),
-        )
+        samples = self._samples(logical, shard_counts)
         index = 0
         while True:
             raws = [r for _, r in zip(range(self.batch_size), samples, strict=False)]
