@@ -132,15 +132,17 @@ class EmbeddingIndex:
             )
         rows, engine = self._backends[key]
         dist, idx = engine.search(queries.float(), k)
-        results = []
-        for d_row, i_row in zip(dist.tolist(), idx.tolist(), strict=True):
-            results.append(
-                [
-                    {"rank": r + 1, "distance": d, "row": int(rows[i]), **self.items[int(rows[i])]}
-                    for r, (d, i) in enumerate(zip(d_row, i_row, strict=True))
-                ]
-            )
-        return results
+        # Map to index rows with one tensor gather and build the dicts from Python ints: indexing
+        # a tensor element by element costs microseconds per result.
+        found = rows[idx].tolist()
+        items = self.items
+        return [
+            [
+                {"rank": r + 1, "distance": d, "row": i, **items[i]}
+                for r, (d, i) in enumerate(zip(d_row, i_row, strict=True))
+            ]
+            for d_row, i_row in zip(dist.tolist(), found, strict=True)
+        ]
 
     def approximate_recall(
         self,
