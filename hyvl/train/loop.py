@@ -629,7 +629,15 @@ def _full_model(
 
 
 def _postfix(record: dict[str, Any]) -> dict[str, str]:
-    keys = [k for k in record if k not in ("step", "optimizer_stepped", "grad_norm")]
+    """The bar shows the totals (loss, contrastive, entail), lr, curvature, logit scale,
+    samples/s and skipped samples; the per-direction terms (``contrastive_image_text``, ...)
+    would wrap the line several times, so they go to metrics.jsonl only."""
+    keys = [
+        k
+        for k in record
+        if k not in ("step", "optimizer_stepped", "grad_norm")
+        and not k.startswith(("contrastive_", "entail_"))
+    ]
     out = {}
     for key in keys:
         value = record[key]
