@@ -32,6 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="which model (default hycoclip)",
     )
     p.add_argument(
+        "--all",
+        dest="model",
+        action="store_const",
+        const="all",
+        help="train all three side by side with the same budget (same as --model all)",
+    )
+    p.add_argument(
         "--steps",
         type=int,
         default=DEFAULT_STEPS,
