@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
         "zeroshot",
         help="zero-shot classification (top-1, top-5, mean per class)",
         description="D: an ImageFolder dir (classnames.txt / templates.txt beside "
-        "it are used), shards with 'cls', or torchvision:NAME:ROOT (local only).",
+        "it are used), shards with 'cls', or torchvision:NAME:ROOT[:SPLIT] (already on disk; default: the test split).",
     )
     _common(z)
     z.add_argument("--classnames", help="file with one class name per line (label order)")

@@ -49,6 +49,44 @@ def _accuracies(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     }
 
 
+def _torchvision_dataset(spec: str, preprocess):
+    """``torchvision:NAME:ROOT[:SPLIT]`` -> the dataset's evaluation split, never downloaded.
+
+    torchvision's datasets name their split in two ways: ``train=`` (CIFAR, MNIST, ...) or
+    ``split=`` (Food101, DTD, STL10, ImageNet, ...). Without SPLIT we take ``train=False`` or
+    ``split="test"`` (``"val"`` for ImageNet), so a dataset whose default is its training split is
+    never evaluated on it by accident.
+    """
+    import inspect
+
+    import torchvision
+
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or not parts[1] or not parts[2]:
+        raise DataError(f"{spec}: expected torchvision:NAME:ROOT[:SPLIT]")
+    name, root = parts[1], parts[2]
+    split = parts[3] if len(parts) == 4 else None
+    cls = getattr(torchvision.datasets, name, None)
+    if not isinstance(cls, type):
+        raise DataError(f"{spec}: torchvision has no dataset {name!r}")
+    params = inspect.signature(cls.__init__).parameters
+    kwargs: dict[str, Any] = {"transform": preprocess}
+    if "download" in params:
+        kwargs["download"] = False
+    if "split" in params:
+        kwargs["split"] = split or ("val" if name == "ImageNet" else "test")
+    elif "train" in params:
+        if split not in (None, "train", "test"):
+            raise DataError(f"{spec}: {name} has only the splits 'train' and 'test'")
+        kwargs["train"] = split == "train"
+    elif split is not None:
+        raise DataError(f"{spec}: {name} has no split argument; drop ':{split}'")
+    try:
+        return cls(root, **kwargs)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:  # "Dataset not found", bad split
+        raise DataError(f"{spec}: {err} (hyvl never downloads datasets)") from err
+
+
 def load_classification_data(
     data: str | Path,
     preprocess,
@@ -61,21 +99,7 @@ def load_classification_data(
     or shards with ``cls``. Nothing is ever downloaded."""
     spec = str(data)
     if spec.startswith("torchvision:"):
-        import torchvision
-
-        _, name, root = spec.split(":", 2)
-        if not hasattr(torchvision.datasets, name):
-            raise DataError(f"{spec}: torchvision has no dataset {name!r}")
-        try:
-            dataset = getattr(torchvision.datasets, name)(
-                root, train=False, download=False, transform=preprocess
-            )
-        except TypeError:
-            dataset = getattr(torchvision.datasets, name)(
-                root, download=False, transform=preprocess
-            )
-        except RuntimeError as err:  # "Dataset not found or corrupted"
-            raise DataError(f"{spec}: {err} (hyvl never downloads datasets)") from err
+        dataset = _torchvision_dataset(spec, preprocess)
         names = classnames or list(dataset.classes)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
         return loader, len(loader), names, None
