@@ -30,7 +30,11 @@ def traverse(
 
     MERU's traversal: a text t "entails" a point p when ``oxy_angle(t, p) <= half_aperture(t)``.
     Returns one dict per step: ``{"step", "dist0", "text" (row or None), "distance"}``.
+    A learnable curvature (``model.curv``) may be passed as is: nothing here needs gradients.
     """
+    if torch.is_tensor(curv):
+        curv = curv.detach()
+    points, texts = points.detach(), texts.detach()
     d = lorentz.pairwise_dist(points, texts, curv)  # (S, T)
     out = []
     for s in range(points.shape[0]):
