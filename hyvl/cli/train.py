@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EPILOG = """\
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     except FloatingPointError as err:  # the run diverged: say so plainly, no traceback
         print(str(err), file=sys.stderr)
         return 1
+    if int(os.environ.get("RANK", "0")) != 0:  # several processes: the main one reports
+        return 0
     last = summary["last"]
     loss = last.get("loss")
     loss_text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
