@@ -227,12 +227,18 @@ def test_two_processes_fp32_add_no_error_beyond_rounding(
     """In fp32 the 2-rank gradients are as close to the float64 truth as 1-rank fp32 ones.
 
     (A world-size factor or a wrong target would be off by O(1), far above this bound.)
+    The one-process fp32 error can be luckily tiny for a gradient that sums many terms of
+    both signs (seen: 8e-8 on log_curv on one CPU, 2e-6 on the 2-rank sum): the rounding
+    level is therefore floored at 1e-5 of the gradient's size, still 4-5 orders of magnitude
+    below a scaling mistake.
     """
     _, truth = _one_process(cfg_kw, geometry, sizes, torch.float64)
     _, single = _one_process(cfg_kw, geometry, sizes, torch.float32)
     for res in two_process_results:
         grads = res[f"{name}-{torch.float32}"]["grads"]
         for param, grad in truth.items():
-            rounding = _max_err(single[param], grad)
+            rounding = max(_max_err(single[param], grad), 1e-5 * grad.abs().max().item())
             err = _max_err(grads[param], grad)
-            assert err <= 4 * rounding + 1e-6, f"{param}: {err:.2e} vs one-process {rounding:.2e}"
+            assert err <= 4 * rounding + 1e-6, (
+                f"{param}: {err:.2e} vs rounding level {rounding:.2e}"
+            )
