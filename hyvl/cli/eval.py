@@ -13,7 +13,12 @@ def _common(p) -> None:
     )
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="default: cuda when available, else cpu. Under torchrun / accelerate launch each "
+        "process takes its own GPU (or the CPU with --device cpu) and they split the work",
+    )
     add_json_arg(p)
 
 
@@ -67,68 +72,103 @@ def add_parser(subparsers) -> None:
     c.set_defaults(func=run_isa2tsv)
 
 
-def _load(args):
-    import hyvl
+class _Session:
+    """The model, and this process's share of the work when several processes were started.
 
-    return hyvl.load(args.checkpoint, device=args.device)
+    Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) accelerate's PartialState
+    joins the processes (NCCL on GPUs, gloo on the CPU); each embeds its share and only the
+    first prints and writes JSON, with results identical to one process.
+    """
+
+    def __init__(self, args):
+        import os
+
+        import torch
+
+        import hyvl
+        from hyvl.evaluation.embed import Shard
+
+        self.state = None
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=device == "cpu")
+            device = self.state.device
+        self.shard = Shard.from_accelerate(self.state) if self.state else Shard()
+        self.model, self.preprocess, self.tokenizer = hyvl.load(args.checkpoint, device=device)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.state is not None:
+            self.state.destroy_process_group()
+
+    def report(self, args, rows, title, result) -> int:
+        if self.shard.is_main:
+            print_table(rows, title=title)
+            if args.json:
+                write_json(args.json, result)
+        return 0
 
 
 def run_zeroshot(args) -> int:
     from hyvl.evaluation.zeroshot import evaluate_zeroshot
 
-    model, preprocess, tokenizer = _load(args)
-    res = evaluate_zeroshot(
-        model,
-        preprocess,
-        tokenizer,
-        args.data,
-        classnames=args.classnames,
-        templates=args.templates,
-        batch_size=args.batch_size,
-    )
-    print_table(
-        [{"metric": k, "value": v} for k, v in res.items()], title=f"zero-shot: {args.data}"
-    )
-    if args.json:
-        write_json(args.json, res)
-    return 0
+    with _Session(args) as s:
+        res = evaluate_zeroshot(
+            s.model,
+            s.preprocess,
+            s.tokenizer,
+            args.data,
+            classnames=args.classnames,
+            templates=args.templates,
+            batch_size=args.batch_size,
+            shard=s.shard,
+        )
+        rows = [{"metric": k, "value": v} for k, v in res.items()]
+        return s.report(args, rows, f"zero-shot: {args.data}", res)
 
 
 def run_retrieval(args) -> int:
     from hyvl.evaluation.retrieval import evaluate_retrieval
 
-    model, preprocess, tokenizer = _load(args)
-    res = evaluate_retrieval(
-        model, preprocess, tokenizer, args.data, args.image_root, batch_size=args.batch_size
-    )
-    rows = [
-        {"direction": d.replace("_", " "), **res[d]} for d in ("image_to_text", "text_to_image")
-    ]
-    print_table(rows, title=f"retrieval: {res['num_images']} images, {res['num_texts']} texts")
-    if args.json:
-        write_json(args.json, res)
-    return 0
+    with _Session(args) as s:
+        res = evaluate_retrieval(
+            s.model,
+            s.preprocess,
+            s.tokenizer,
+            args.data,
+            args.image_root,
+            batch_size=args.batch_size,
+            shard=s.shard,
+        )
+        rows = [
+            {"direction": d.replace("_", " "), **res[d]} for d in ("image_to_text", "text_to_image")
+        ]
+        title = f"retrieval: {res['num_images']} images, {res['num_texts']} texts"
+        return s.report(args, rows, title, res)
 
 
 def run_hierarchy(args) -> int:
     from hyvl.evaluation.hierarchy import evaluate_hierarchy
 
-    model, preprocess, tokenizer = _load(args)
-    res = evaluate_hierarchy(
-        model,
-        preprocess,
-        tokenizer,
-        args.data,
-        args.hierarchy,
-        leaf_included=not args.leaf_excluded,
-        classnames=args.classnames,
-        templates=args.templates,
-        batch_size=args.batch_size,
-    )
-    print_table([{"metric": k, "value": v} for k, v in res.items()], title="hierarchy metrics")
-    if args.json:
-        write_json(args.json, res)
-    return 0
+    with _Session(args) as s:
+        res = evaluate_hierarchy(
+            s.model,
+            s.preprocess,
+            s.tokenizer,
+            args.data,
+            args.hierarchy,
+            leaf_included=not args.leaf_excluded,
+            classnames=args.classnames,
+            templates=args.templates,
+            batch_size=args.batch_size,
+            shard=s.shard,
+        )
+        rows = [{"metric": k, "value": v} for k, v in res.items()]
+        return s.report(args, rows, "hierarchy metrics", res)
 
 
 def run_isa2tsv(args) -> int:

@@ -27,6 +27,7 @@ class Batch:
     labels: torch.Tensor | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     dropped_boxes: dict[str, int] = field(default_factory=dict)
+    index: int = -1  # position in an eval stream (counted before decoding); -1 in training
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -46,4 +47,5 @@ class Batch:
             labels=move(self.labels),
             skipped=self.skipped,
             dropped_boxes=self.dropped_boxes,
+            index=self.index,
         )

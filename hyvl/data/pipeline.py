@@ -16,6 +16,7 @@ batch carries the counts of what was skipped while making it, and the loader tot
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import math
 import random
@@ -395,24 +396,34 @@ def build_train_loader(
 
 
 class EvalStream(torch.utils.data.IterableDataset):
-    """Every sample once, in shard order (shards split over workers, then re-read in order)."""
+    """Every sample once, in shard order (shards split over workers, then re-read in order).
 
-    def __init__(self, urls, decoder, batch_size):
+    Batches are cut from the raw samples before decoding, so their composition does not
+    depend on which samples turn out unusable. With ``world > 1`` this process decodes only
+    the batches ``i`` with ``i % world == rank`` (``Batch.index`` = i) and skips the others'
+    unread: several processes share an evaluation without decoding anything twice.
+    """
+
+    def __init__(self, urls, decoder, batch_size, rank: int = 0, world: int = 1):
         super().__init__()
         self.urls, self.decoder, self.batch_size = urls, decoder, batch_size
+        self.rank, self.world = rank, world
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         urls = self.urls if info is None else self.urls[info.id :: info.num_workers]
         counts: Counter = Counter()
         samples = raw_samples(urls, counts)
-        while True:
+        for index in itertools.count():
             raws = [r for _, r in zip(range(self.batch_size), samples, strict=False)]
             if not raws:
                 break
+            if index % self.world != self.rank:
+                continue
             batch = self.decoder(raws, _seeded("eval"))
             if batch is not None:
                 batch.skipped = dict(Counter(batch.skipped) + counts)
+                batch.index = index
                 counts.clear()
                 yield batch
 
@@ -427,8 +438,16 @@ def build_eval_loader(
     workers: int = 0,
     layout: str = "auto",
     min_box_size: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> CountingLoader:
-    """Finite loader over every sample of ``shards`` (eval transforms, first k boxes)."""
+    """Finite loader over every sample of ``shards`` (eval transforms, first k boxes).
+
+    ``rank`` / ``world``: only this process's batches of a shared evaluation (see EvalStream).
+    """
+    if world > 1 and workers > 0:
+        # workers split the shards among themselves, so batch indices would differ per worker
+        raise ValueError("build_eval_loader: a shared evaluation (world > 1) needs workers=0")
     urls = expand_shards(shards)
     decoder = Decoder(
         image_size=image_size,
@@ -439,4 +458,4 @@ def build_eval_loader(
         min_box_size=min_box_size,
     )
     workers = min(workers, len(urls))
-    return CountingLoader(_loader(EvalStream(urls, decoder, batch_size), workers))
+    return CountingLoader(_loader(EvalStream(urls, decoder, batch_size, rank, world), workers))

@@ -1,10 +1,12 @@
 """Evaluation: zero-shot classification, image <-> text retrieval, hierarchy metrics."""
 
+from hyvl.evaluation.embed import Shard
 from hyvl.evaluation.hierarchy import evaluate_hierarchy, hierarchy_metrics
 from hyvl.evaluation.retrieval import evaluate_retrieval, recall_at_k
 from hyvl.evaluation.zeroshot import evaluate_zeroshot, zeroshot_classifier
 
 __all__ = [
+    "Shard",
     "evaluate_hierarchy",
     "evaluate_retrieval",
     "evaluate_zeroshot",

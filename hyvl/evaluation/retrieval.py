@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from hyvl.errors import DataError
-from hyvl.evaluation.embed import embed_images, embed_texts, similarity
+from hyvl.evaluation.embed import Shard, embed_images, embed_texts, similarity
 
 KS = (1, 5, 10)
 
@@ -94,29 +94,50 @@ def evaluate_retrieval(
     image_root: str | Path | None = None,
     *,
     batch_size: int = 64,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Recall@1/5/10 both ways on a COCO captions JSON (+ image root) or on shards (one
     caption per image) -> ``{"image_to_text": {...}, "text_to_image": {...}, "num_images",
-    "num_texts"}`` in percent."""
+    "num_texts"}`` in percent.
+
+    ``shard`` (e.g. ``Shard.from_accelerate()`` under torchrun): the processes split the
+    image and text batches and every process returns the one-process result."""
+    shard = shard or Shard()
     was_training = model.training
     model.eval()
     try:
         if str(data).endswith(".json"):
             paths, texts, owner = load_coco(data, image_root)
-            loader = torch.utils.data.DataLoader(_Files(paths, preprocess), batch_size=batch_size)
-            image_emb, _ = embed_images(model, loader, len(loader))
+            n = (len(paths) + batch_size - 1) // batch_size
+            batches = shard.batches(_Files(paths, preprocess), batch_size)
+            image_emb, _ = embed_images(model, batches, shard.count(n), shard=shard)
+            text_emb = embed_texts(model, tokenizer, texts, shard=shard)
         else:
-            from hyvl.data.pipeline import build_eval_loader
-
-            texts, images = [], []
-            for b in build_eval_loader(
-                str(data), batch_size=batch_size, image_size=model.image_size, tokenizer=tokenizer
-            ):
-                images.append(b.images)
-                texts.extend(b.captions)
-            image_emb, _ = embed_images(model, images, len(images))
-            owner = list(range(len(texts)))
-        text_emb = embed_texts(model, tokenizer, texts)
+            image_emb, text_emb = _embed_shards(model, tokenizer, data, batch_size, shard)
+            owner = list(range(image_emb.shape[0]))
     finally:
         model.train(was_training)
+    if image_emb.shape[0] == 0:
+        raise DataError(f"{data}: no usable image-text pairs")
     return retrieval_metrics(image_emb, text_emb, owner, model)
+
+
+def _embed_shards(model, tokenizer, data, batch_size: int, shard: Shard):
+    """Images and their captions from shards, a text batch per image batch (same rows)."""
+    from hyvl.data.pipeline import build_eval_loader
+    from hyvl.evaluation.embed import progress
+
+    device = next(model.parameters()).device
+    loader = build_eval_loader(
+        str(data),
+        batch_size=batch_size,
+        image_size=model.image_size,
+        tokenizer=tokenizer,
+        rank=shard.rank,
+        world=shard.world,
+    )
+    images, texts = [], []
+    for b in progress(loader, None, "embedding image-text pairs", shard):
+        images.append((b.index, model.encode_image(b.images.to(device)), None))
+        texts.append((b.index, model.encode_text(b.tokens.to(device)), None))
+    return shard.gather(images)[0], shard.gather(texts)[0]

@@ -8,29 +8,35 @@ from typing import Any
 import torch
 
 from hyvl.errors import DataError
-from hyvl.evaluation.embed import embed_images, similarity
+from hyvl.evaluation.embed import Shard, embed_images, similarity
 from hyvl.evaluation.templates import read_lines, resolve_templates
 
 
 @torch.no_grad()
-def zeroshot_classifier(model, tokenizer, classnames: list[str], templates: list[str]):
+def zeroshot_classifier(
+    model, tokenizer, classnames: list[str], templates: list[str], shard: Shard | None = None
+):
     """(C, D) class embeddings, one per class, ensembled over ``templates``.
 
     euclidean (CLIP, open_clip): embed, normalise, average, normalise.
     lorentz (MERU): average the projected text features in the tangent space at the origin
     (before alpha and exp_map0), then lift the mean once.
+    With a ``shard``, each process embeds the classes ``c % world == rank`` and all get all.
     """
+    shard = shard or Shard()
     device = next(model.parameters()).device
-    rows = []
-    for name in classnames:
-        tokens = tokenizer([t.format(name) for t in templates]).to(device)
+    mine = [c for c in range(len(classnames)) if shard.mine(c)]
+    parts = []
+    for c in mine:
+        tokens = tokenizer([t.format(classnames[c]) for t in templates]).to(device)
         if model.geometry == "lorentz":
             feats = model.text_features(tokens).float().mean(0, keepdim=True)
-            rows.append(model.lift_text(feats)[0])
+            row = model.lift_text(feats)[0]
         else:
             emb = model.encode_text(tokens).float().mean(0)
-            rows.append(emb / emb.norm())
-    return torch.stack(rows).float().cpu()
+            row = emb / emb.norm()
+        parts.append((c, row[None], None))
+    return shard.gather(parts)[0]
 
 
 def _accuracies(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -94,15 +100,18 @@ def load_classification_data(
     batch_size: int = 64,
     image_size: int | None = None,
     tokenizer=None,
+    shard: Shard | None = None,
 ):
     """(batches, total, classnames, folder) for an ImageFolder dir, ``torchvision:NAME:ROOT``,
-    or shards with ``cls``. Nothing is ever downloaded."""
+    or shards with ``cls``. ``batches`` yields ``(batch_index, (images, labels))`` of this
+    process's share (``shard``; all of them by default); ``total`` counts them when known.
+    Nothing is ever downloaded."""
+    shard = shard or Shard()
     spec = str(data)
     if spec.startswith("torchvision:"):
         dataset = _torchvision_dataset(spec, preprocess)
         names = classnames or list(dataset.classes)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-        return loader, len(loader), names, None
+        return _share(dataset, batch_size, shard), names, None
     path = Path(spec)
     if path.is_dir():
         from torchvision.datasets import ImageFolder
@@ -117,24 +126,33 @@ def load_classification_data(
             raise DataError(
                 f"{path}: {len(dataset.classes)} class folders but {len(classnames)} class names"
             )
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-        return loader, len(loader), classnames, path
+        return _share(dataset, batch_size, shard), classnames, path
     # shards with cls
     if classnames is None:
         raise DataError(f"{spec}: shards need --classnames (one name per line, label order)")
     from hyvl.data.pipeline import build_eval_loader
 
     loader = build_eval_loader(
-        spec, batch_size=batch_size, image_size=image_size, tokenizer=tokenizer
+        spec,
+        batch_size=batch_size,
+        image_size=image_size,
+        tokenizer=tokenizer,
+        rank=shard.rank,
+        world=shard.world,
     )
 
     def batches():
         for b in loader:
             if b.labels is None:
                 raise DataError(f"{spec}: samples without a 'cls' label (e.g. {b.keys[0]})")
-            yield b.images, b.labels
+            yield b.index, (b.images, b.labels)
 
-    return batches(), None, classnames, None
+    return (batches(), None), classnames, None
+
+
+def _share(dataset, batch_size: int, shard: Shard):
+    total = shard.count((len(dataset) + batch_size - 1) // batch_size)
+    return shard.batches(dataset, batch_size), total
 
 
 @torch.no_grad()
@@ -148,22 +166,29 @@ def evaluate_zeroshot(
     templates: str | list[str] | None = None,
     batch_size: int = 64,
     return_predictions: bool = False,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Zero-shot accuracy on ``data`` -> ``{"top1", "top5", "mean_per_class", "num_samples",
-    "num_classes"}`` in percent (CONTRACT.md)."""
+    "num_classes"}`` in percent (CONTRACT.md).
+
+    ``shard`` (e.g. ``Shard.from_accelerate()`` under torchrun): the processes split the
+    class texts and the image batches and every process returns the one-process result."""
     if isinstance(classnames, (str, Path)):
         classnames = read_lines(Path(classnames))
-    batches, total, names, folder = load_classification_data(
-        data, preprocess, classnames, batch_size, model.image_size, tokenizer
+    shard = shard or Shard()
+    (batches, total), names, folder = load_classification_data(
+        data, preprocess, classnames, batch_size, model.image_size, tokenizer, shard
     )
     templates = resolve_templates(templates, folder)
     was_training = model.training
     model.eval()
     try:
-        classifier = zeroshot_classifier(model, tokenizer, names, templates)
-        feats, labels = embed_images(model, batches, total)
+        classifier = zeroshot_classifier(model, tokenizer, names, templates, shard)
+        feats, labels = embed_images(model, batches, total, shard=shard)
     finally:
         model.train(was_training)
+    if labels is None:
+        raise DataError(f"{data}: no usable samples to classify")
     scores = similarity(model, feats, classifier)
     result: dict[str, Any] = _accuracies(scores, labels)
     result.update(num_samples=int(labels.numel()), num_classes=len(names))

@@ -1,0 +1,143 @@
+"""Evaluation shared by 2 processes (torchrun + gloo) == evaluation in 1 process, exactly.
+
+The same file is the worker script: ``python tests/test_eval_distributed.py WORLD OUT`` runs
+every evaluation on the demo world in one process (plain python) or, under torchrun, in
+several; rank 0 writes the results and the raw embeddings, every rank writes what it got.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import hyvl
+from hyvl.data.demo import make_demo
+
+# Batch sizes chosen so the shares are uneven: 24 zero-shot images in batches of 5 (3 + 2
+# batches), 10 retrieval images in batches of 3 (2 + 2, the last one short), 20 captions in
+# one text batch (rank 1 has no text rows at all), 30 val samples in batches of 4 (4 + 4).
+ZS_BATCH, RT_BATCH, VAL_BATCH = 5, 3, 4
+
+
+def worker(world: Path, out: Path) -> None:
+    from safetensors.torch import save_file
+    from torchvision.datasets import ImageFolder
+
+    from hyvl.evaluation import evaluate_hierarchy, evaluate_retrieval, evaluate_zeroshot
+    from hyvl.evaluation.embed import Shard, embed_images, embed_texts
+
+    state = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=True)
+    shard = Shard.from_accelerate(state) if state else Shard()
+    model, preprocess, tokenizer = hyvl.load(world / "export")
+    results = {
+        "zeroshot": evaluate_zeroshot(
+            model, preprocess, tokenizer, world / "zeroshot", batch_size=ZS_BATCH, shard=shard
+        ),
+        "retrieval_coco": evaluate_retrieval(
+            model,
+            preprocess,
+            tokenizer,
+            world / "retrieval" / "captions.json",
+            batch_size=RT_BATCH,
+            shard=shard,
+        ),
+        "retrieval_shards": evaluate_retrieval(
+            model, preprocess, tokenizer, world / "val" / "*.tar", batch_size=VAL_BATCH, shard=shard
+        ),
+        "hierarchy": evaluate_hierarchy(
+            model,
+            preprocess,
+            tokenizer,
+            world / "zeroshot",
+            world / "hierarchy.tsv",
+            batch_size=ZS_BATCH,
+            shard=shard,
+        ),
+    }
+    folder = ImageFolder(str(world / "zeroshot"), transform=preprocess)
+    images, labels = embed_images(
+        model, shard.batches(folder, ZS_BATCH), shard=shard, desc="zero-shot images"
+    )
+    texts = embed_texts(model, tokenizer, [f"caption {i}" for i in range(9)], 2, shard=shard)
+    (out / f"results_rank{shard.rank}.json").write_text(json.dumps(results))
+    if shard.is_main:
+        save_file(
+            {"images": images, "labels": labels, "texts": texts},
+            str(out / "embeddings.safetensors"),
+        )
+    if state is not None:
+        state.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = make_demo(
+        tmp_path_factory.mktemp("world"),
+        train_samples=16,
+        val_samples=30,
+        zeroshot_per_class=2,
+        retrieval_images=10,
+        samples_per_shard=16,
+    )
+    torch.manual_seed(0)
+    hyvl.save(hyvl.create_model("meru_tiny"), root / "export")
+    return root
+
+
+def _run(cmd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun gives each process
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, **kw)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+
+
+def test_two_processes_give_the_one_process_results_exactly(world, tmp_path):
+    from safetensors.torch import load_file
+
+    script = str(Path(__file__).resolve())
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    _run([sys.executable, script, str(world), str(tmp_path / "one")])
+    _run([*TORCHRUN, "2", script, str(world), str(tmp_path / "two")])
+
+    want = json.loads((tmp_path / "one" / "results_rank0.json").read_text())
+    assert want["zeroshot"]["num_samples"] == 24 and want["retrieval_coco"]["num_texts"] == 20
+    assert want["retrieval_shards"]["num_images"] == 30
+    for rank in (0, 1):  # every process returns the whole result, not its share's
+        got = json.loads((tmp_path / "two" / f"results_rank{rank}.json").read_text())
+        assert got == want, rank
+
+    one = load_file(str(tmp_path / "one" / "embeddings.safetensors"))
+    two = load_file(str(tmp_path / "two" / "embeddings.safetensors"))
+    assert one["images"].shape == (24, 128) and one["texts"].shape[0] == 9
+    assert one["labels"].tolist() == sorted(one["labels"].tolist())  # ImageFolder order kept
+    for name in one:  # the same rows, in the same order, bit for bit
+        assert torch.equal(one[name], two[name]), name
+
+
+def test_cli_two_processes_print_once_and_write_the_same_json(world, tmp_path):
+    args = ["eval", "zeroshot", "--checkpoint", str(world / "export"), "--batch-size", "5"]
+    args += ["--data", str(world / "zeroshot"), "--device", "cpu"]
+    one = _run([sys.executable, "-m", "hyvl", *args, "--json", str(tmp_path / "one.json")])
+    two = _run([*TORCHRUN, "2", "-m", "hyvl", *args, "--json", str(tmp_path / "two.json")])
+    assert json.loads((tmp_path / "two.json").read_text()) == json.loads(
+        (tmp_path / "one.json").read_text()
+    )
+    assert one.stdout.count("mean_per_class") == two.stdout.count("mean_per_class") == 1
+
+
+if __name__ == "__main__":
+    worker(Path(sys.argv[1]), Path(sys.argv[2]))
