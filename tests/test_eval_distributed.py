@@ -83,7 +83,7 @@ def worker(world: Path, out: Path) -> None:
 def world(tmp_path_factory):
     root = make_demo(
         tmp_path_factory.mktemp("world"),
-        train_samples=16,
+        train_samples=64,
         val_samples=30,
         zeroshot_per_class=2,
         retrieval_images=10,
@@ -137,6 +137,60 @@ def test_cli_two_processes_print_once_and_write_the_same_json(world, tmp_path):
         (tmp_path / "one.json").read_text()
     )
     assert one.stdout.count("mean_per_class") == two.stdout.count("mean_per_class") == 1
+
+
+def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, tmp_path):
+    """Training's periodic evaluation is shared by the processes and equals ``hyvl eval``."""
+    root = Path(__file__).resolve().parents[1]
+    overrides = {
+        "data.train_shards": str(world / "train" / "*.tar"),
+        "data.workers": 0,
+        "model.vision.image_size": 32,
+        "model.vision.depth": 2,
+        "model.text.layers": 2,
+        "train.cpu": "true",
+        "train.batch_size": 8,
+        "train.max_steps": 2,
+        "train.warmup_steps": 1,
+        "train.checkpoint_every": 2,
+        "train.eval_every": 2,
+        "eval.zeroshot": str(world / "zeroshot"),
+        "eval.retrieval": str(world / "retrieval" / "captions.json"),
+        "eval.batch_size": 5,
+    }
+    out = tmp_path / "run"
+    cmd = ["-m", "hyvl", "train", "--config", str(root / "configs" / "meru_tiny.yaml")]
+    cmd += ["--output-dir", str(out), *(f"{k}={v}" for k, v in overrides.items())]
+    _run([*TORCHRUN, "2", *cmd])
+    lines = (out / "eval.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # written once (by the main process), at step 2
+    periodic = json.loads(lines[0])
+    assert periodic["step"] == 2
+    assert periodic["zeroshot"]["num_samples"] == 24  # all of it, not one process's share
+    assert periodic["retrieval"]["num_texts"] == 20
+
+    # The export written at step 2 holds the weights that were evaluated.
+    common = ["--checkpoint", str(out), "--batch-size", "5"]
+    for kind, data in (
+        ("zeroshot", world / "zeroshot"),
+        ("retrieval", world / "retrieval" / "captions.json"),
+    ):
+        json_out = tmp_path / f"{kind}.json"
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "hyvl",
+                "eval",
+                kind,
+                *common,
+                "--data",
+                str(data),
+                "--json",
+                str(json_out),
+            ]
+        )
+        assert json.loads(json_out.read_text()) == periodic[kind], kind
 
 
 if __name__ == "__main__":

@@ -380,12 +380,18 @@ def export_model(model: nn.Module, output_dir: Path) -> Path:
 # --------------------------------------------------------------------------------------
 
 
-def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig) -> dict[str, Any]:
-    """Zero-shot and retrieval on the configured val sets (main process only)."""
+def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None) -> dict[str, Any]:
+    """Zero-shot and retrieval on the configured val sets, with the functions of ``hyvl eval``.
+
+    ``shard``: every process calls this with its :class:`~hyvl.evaluation.Shard` and they
+    split the work (results identical to one process, returned on every process); without
+    one, the caller's process does it all.
+    """
     from hyvl.models.transforms import image_transform
 
     results: dict[str, Any] = {}
     preprocess = image_transform(model.image_size, train=False)
+    batch_size = cfg.eval.batch_size
     was_training = model.training
     model.eval()
     try:
@@ -393,17 +399,49 @@ def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig) -> dict[str, Any]
             from hyvl.evaluation.zeroshot import evaluate_zeroshot
 
             results["zeroshot"] = evaluate_zeroshot(
-                model, preprocess, tokenizer, cfg.eval.zeroshot, batch_size=cfg.eval.batch_size
+                model,
+                preprocess,
+                tokenizer,
+                cfg.eval.zeroshot,
+                templates=cfg.eval.templates or None,
+                batch_size=batch_size,
+                shard=shard,
             )
         if cfg.eval.retrieval:
             from hyvl.evaluation.retrieval import evaluate_retrieval
 
             captions = Path(cfg.eval.retrieval)
             results["retrieval"] = evaluate_retrieval(
-                model, preprocess, tokenizer, captions, captions.parent / "images"
+                model,
+                preprocess,
+                tokenizer,
+                captions,
+                captions.parent / "images",
+                batch_size=batch_size,
+                shard=shard,
             )
     finally:
         model.train(was_training)
+    return results
+
+
+def periodic_eval(accelerator: Any, core: TrainModule, fsdp_model: Any, wrapped, tokenizer, cfg):
+    """Evaluation during training, on every process; the results are the main process's.
+
+    With replicated weights (one process, DDP) the processes split the work through a Shard,
+    so nobody idles at a barrier (a long evaluation on rank 0 alone can outlast the NCCL
+    timeout of the others). Under FSDP no process holds the whole model: the full weights are
+    gathered (a collective) and the main process evaluates them alone.
+    """
+    from hyvl.evaluation.embed import Shard
+
+    if fsdp_model is None:
+        shard = Shard(accelerator.process_index, accelerator.num_processes)
+        results = evaluate(core.model, tokenizer, cfg, shard)
+    else:
+        full = _full_model(accelerator, wrapped, core, fsdp_model)
+        results = {} if full is None else evaluate(full.to(accelerator.device), tokenizer, cfg)
+    accelerator.wait_for_everyone()
     return results
 
 
@@ -576,12 +614,11 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
                 and tcfg.eval_every > 0
                 and (step % tcfg.eval_every == 0 or step == tcfg.max_steps)
             ):
+                results = periodic_eval(accelerator, core, fsdp_model, wrapped, tokenizer, cfg)
                 if main:
-                    results = evaluate(core.model, tokenizer, cfg)
                     eval_file = eval_file or open(output_dir / "eval.jsonl", "a")  # noqa: SIM115
                     eval_file.write(json.dumps({"step": step, **results}) + "\n")
                     eval_file.flush()
-                accelerator.wait_for_everyone()
 
             if step % tcfg.checkpoint_every == 0 or step == tcfg.max_steps:
                 ckpt.save_checkpoint(
@@ -594,8 +631,9 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
                     keep_last=tcfg.keep_last,
                     fsdp_model=fsdp_model,
                 )
+                full = _full_model(accelerator, wrapped, core, fsdp_model)  # all processes
                 if main:
-                    export_model(_full_model(accelerator, wrapped, core, fsdp_model), output_dir)
+                    export_model(full, output_dir)
                 accelerator.wait_for_everyone()
     finally:
         bar.close()
@@ -615,13 +653,19 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
 
 def _full_model(
     accelerator: Any, wrapped: nn.Module, core: TrainModule, fsdp_model: Any
-) -> nn.Module:
-    """The plain model with full weights (gathered from shards under FSDP) for export."""
+) -> nn.Module | None:
+    """The plain model with full weights (gathered from shards under FSDP) for export.
+
+    Under FSDP the gathering is a collective: every process must call this, and only the
+    main process gets a model back (None elsewhere; accelerate gathers to rank 0 only).
+    """
     if fsdp_model is None:
         return core.model
     import hyvl
 
     state = accelerator.get_state_dict(wrapped)
+    if not accelerator.is_main_process:
+        return None
     model_state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     model = hyvl.create_model(core.model.config)
     model.load_state_dict(model_state)
