@@ -105,70 +105,68 @@ class _Session:
         if self.state is not None:
             self.state.destroy_process_group()
 
-    def report(self, args, rows, title, result) -> int:
-        if self.shard.is_main:
-            print_table(rows, title=title)
-            if args.json:
-                write_json(args.json, result)
-        return 0
+
+def _evaluate(args, evaluate, *data, **kwargs) -> tuple[dict, bool]:
+    """``evaluate(model, preprocess, tokenizer, *data, **kwargs)`` in a _Session ->
+    (results, whether this process reports them)."""
+    with _Session(args) as s:
+        res = evaluate(
+            s.model,
+            s.preprocess,
+            s.tokenizer,
+            *data,
+            batch_size=args.batch_size,
+            shard=s.shard,
+            **kwargs,
+        )
+        return res, s.shard.is_main
+
+
+def _report(args, main: bool, rows, title: str, res: dict) -> int:
+    if main:
+        print_table(rows, title=title)
+        if args.json:
+            write_json(args.json, res)
+    return 0
+
+
+def _metric_rows(res: dict) -> list[dict]:
+    return [{"metric": k, "value": v} for k, v in res.items()]
 
 
 def run_zeroshot(args) -> int:
     from hyvl.evaluation.zeroshot import evaluate_zeroshot
 
-    with _Session(args) as s:
-        res = evaluate_zeroshot(
-            s.model,
-            s.preprocess,
-            s.tokenizer,
-            args.data,
-            classnames=args.classnames,
-            templates=args.templates,
-            batch_size=args.batch_size,
-            shard=s.shard,
-        )
-        rows = [{"metric": k, "value": v} for k, v in res.items()]
-        return s.report(args, rows, f"zero-shot: {args.data}", res)
+    res, main = _evaluate(
+        args, evaluate_zeroshot, args.data, classnames=args.classnames, templates=args.templates
+    )
+    return _report(args, main, _metric_rows(res), f"zero-shot: {args.data}", res)
 
 
 def run_retrieval(args) -> int:
     from hyvl.evaluation.retrieval import evaluate_retrieval
 
-    with _Session(args) as s:
-        res = evaluate_retrieval(
-            s.model,
-            s.preprocess,
-            s.tokenizer,
-            args.data,
-            args.image_root,
-            batch_size=args.batch_size,
-            shard=s.shard,
-        )
-        rows = [
-            {"direction": d.replace("_", " "), **res[d]} for d in ("image_to_text", "text_to_image")
-        ]
-        title = f"retrieval: {res['num_images']} images, {res['num_texts']} texts"
-        return s.report(args, rows, title, res)
+    res, main = _evaluate(args, evaluate_retrieval, args.data, args.image_root)
+    rows = [
+        {"direction": d.replace("_", " "), **res[d]} for d in ("image_to_text", "text_to_image")
+    ]
+    title = f"retrieval: {res['num_images']} images, {res['num_texts']} texts"
+    return _report(args, main, rows, title, res)
 
 
 def run_hierarchy(args) -> int:
     from hyvl.evaluation.hierarchy import evaluate_hierarchy
 
-    with _Session(args) as s:
-        res = evaluate_hierarchy(
-            s.model,
-            s.preprocess,
-            s.tokenizer,
-            args.data,
-            args.hierarchy,
-            leaf_included=not args.leaf_excluded,
-            classnames=args.classnames,
-            templates=args.templates,
-            batch_size=args.batch_size,
-            shard=s.shard,
-        )
-        rows = [{"metric": k, "value": v} for k, v in res.items()]
-        return s.report(args, rows, "hierarchy metrics", res)
+    res, main = _evaluate(
+        args,
+        evaluate_hierarchy,
+        args.data,
+        args.hierarchy,
+        leaf_included=not args.leaf_excluded,
+        classnames=args.classnames,
+        templates=args.templates,
+    )
+    return _report(args, main, _metric_rows(res), "hierarchy metrics", res)
 
 
 def run_isa2tsv(args) -> int:
