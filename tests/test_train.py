@@ -200,3 +200,12 @@ def test_nonfinite_loss_skips_steps_then_stops(tmp_path, demo_data, monkeypatch)
 
     state = load_file(str(ckpt.step_dir(tmp_path, 4) / ckpt.STATE))
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_progress_bar_shows_nan_losses_but_not_missing_curvature():
+    from hyvl.train.loop import _postfix
+
+    record = {"step": 3, "loss": None, "contrastive_image_text": 1.0, "lr": 1e-3, "curv": None}
+    shown = _postfix({**record, "logit_scale": 14.2})
+    assert shown == {"loss": "nan", "lr": "1.00e-03", "logit_scale": "14.2000"}
+    assert _postfix({**record, "curv": 0.9})["curv"] == "0.9000"

@@ -685,8 +685,10 @@ def _postfix(record: dict[str, Any]) -> dict[str, str]:
     out = {}
     for key in keys:
         value = record[key]
+        if value is None and key in ("curv", "logit_scale"):
+            continue  # the model has none (CLIP has no curvature): nothing to show
         if value is None:
-            out[key] = "nan"
+            out[key] = "nan"  # a non-finite loss, stored as null in metrics.jsonl
         elif key == "lr":
             out[key] = f"{value:.2e}"
         elif key in ("samples_per_s", "skipped_samples"):
