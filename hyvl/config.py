@@ -353,6 +353,9 @@ class TrainConfig:
     compile: bool = False
     fsdp: bool = False
     cpu: bool = False
+    # Box crops / box texts: one tower call with the whole images / texts ("fused"), or their
+    # own ("split", 3-9% faster on 2 CPU cores); "auto" fuses on CUDA only.
+    box_towers: Literal["auto", "fused", "split"] = "fused"
     # A non-finite loss skips the step; this many in a row stop the run.
     max_nonfinite: int = 10
     trackers: list[str] = field(default_factory=list)

@@ -68,7 +68,14 @@ def test_clip_embeddings_are_unit_vectors(clip):
     assert clip.curv is None and emb.curv is None
 
 
-def test_boxes_share_one_tower_call_and_match_separate_calls(meru, monkeypatch):
+@pytest.mark.parametrize(
+    "mode,calls_per_tower", [(None, 1), ("fused", 1), ("split", 2), ("auto", 2)]
+)
+def test_box_towers_fused_or_split_give_the_same_embeddings(
+    meru, monkeypatch, mode, calls_per_tower
+):
+    """fused (the default): whole + box rows in one tower call; split (and auto on the CPU):
+    two calls."""
     imgs, boxes = torch.rand(2, 3, 64, 64), torch.rand(4, 3, 64, 64)
     tok, box_tok = tokens(meru, ["a", "b"]), tokens(meru, ["c", "d", "e", "f"])
     calls = {"visual": 0, "textual": 0}
@@ -82,12 +89,16 @@ def test_boxes_share_one_tower_call_and_match_separate_calls(meru, monkeypatch):
 
         monkeypatch.setattr(tower, "forward", counted)
     with torch.no_grad():
-        emb = meru(imgs, tok, box_images=boxes, box_tokens=box_tok)
-    assert calls == {"visual": 1, "textual": 1}
+        emb = meru(imgs, tok, box_images=boxes, box_tokens=box_tok, box_towers=mode)
+    assert calls == {"visual": calls_per_tower, "textual": calls_per_tower}
     assert emb.box_image.shape == (4, 128) and emb.boxes_per_sample == 2
     with torch.no_grad():
+        assert torch.allclose(emb.image, meru.encode_image(imgs), atol=1e-5)
         assert torch.allclose(emb.box_image, meru.encode_image(boxes), atol=1e-5)
         assert torch.allclose(emb.text, meru.encode_text(tok), atol=1e-5)
+        assert torch.allclose(emb.box_text, meru.encode_text(box_tok), atol=1e-5)
+        with pytest.raises(ValueError, match="box_towers"):
+            meru(imgs, tok, box_towers="both")
 
 
 def test_clamps_on_curvature_alpha_and_logit_scale():

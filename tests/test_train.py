@@ -209,3 +209,14 @@ def test_progress_bar_shows_nan_losses_but_not_missing_curvature():
     shown = _postfix({**record, "logit_scale": 14.2})
     assert shown == {"loss": "nan", "lr": "1.00e-03", "logit_scale": "14.2000"}
     assert _postfix({**record, "curv": 0.9})["curv"] == "0.9000"
+
+
+def test_train_box_towers_reaches_the_model_and_is_checked():
+    from hyvl.config import load_run_config
+    from hyvl.errors import ConfigError
+    from hyvl.train.loop import build_model_and_objective
+
+    model, _, _ = build_model_and_objective(load_run_config(None, ["train.box_towers=split"]))
+    assert model.box_towers == "split"
+    with pytest.raises(ConfigError, match="box_towers.*'split'"):
+        load_run_config(None, ["train.box_towers=both"])

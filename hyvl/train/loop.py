@@ -143,6 +143,7 @@ def build_model_and_objective(cfg: RunConfig):
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
     model = hyvl.create_model(cfg.model)
+    model.box_towers = cfg.train.box_towers
     objective = build_objective(cfg.objective, model.geometry)
     tokenizer = get_tokenizer(model.config.text)
     return model, tokenizer, objective
