@@ -51,14 +51,15 @@ class Variant:
 
     def __init__(self, name: str, b: int, autocast: str | None = None):
         self.name = name
-        kind = {"reference": "hycoclip", "clip_2b": "clip"}.get(name, name)
-        if name == "clip_2b":  # CLIP on twice the batch: the same tower work as a HyCoCLIP step
-            b *= 2
+        kind = {"reference": "hycoclip", "hycoclip_split": "hycoclip"}.get(name, name)
         torch.manual_seed(0)
         self.model = hyvl.create_model(f"{kind}_tiny")
         self.cfg = ObjectiveConfig(kind=kind)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         self.batch = make_batch(self.model, b, boxes=kind == "hycoclip")
+        # hyvl's default embeds whole and box images in one tower call on 2B rows
+        # (box_towers="fused"); the split variant makes two calls on B (train.box_towers=split).
+        self.model.box_towers = "split" if name == "hycoclip_split" else "fused"
         self.autocast = autocast
 
     def loss(self):
@@ -227,21 +228,22 @@ def main(argv=None) -> int:
         "step_seconds": {},
     }
     for b, n in reps.items():
-        variants = [Variant(k, b) for k in (*KINDS, "reference", "clip_2b")]
+        variants = [Variant(k, b) for k in (*KINDS, "reference", "hycoclip_split")]
         res["step_seconds"][str(b)] = interleaved(variants, n)
     t256 = res["step_seconds"]["256"]
     t64 = res["step_seconds"]["64"]
     res["meru_over_clip"] = t256["meru"] / t256["clip"]
     res["hycoclip_over_clip"] = t256["hycoclip"] / t256["clip"]
     res["hycoclip_over_reference"] = t256["hycoclip"] / t256["reference"]
-    # What the objective itself adds: HyCoCLIP's towers see 2B images and 2B texts, so compare
-    # with CLIP at batch 2B (on CPU, tower time grows faster than linearly with the batch).
-    res["hycoclip_over_clip_2b"] = t256["hycoclip"] / t256["clip_2b"]
+    # Two tower calls on B rows (train.box_towers=split) against the default one on 2B.
+    res["split_over_fused"] = t256["hycoclip_split"] / t256["hycoclip"]
+    res["split_over_reference"] = t256["hycoclip_split"] / t256["reference"]
     res["ratios_b64"] = {
         "meru_over_clip": t64["meru"] / t64["clip"],
         "hycoclip_over_clip": t64["hycoclip"] / t64["clip"],
         "hycoclip_over_reference": t64["hycoclip"] / t64["reference"],
-        "hycoclip_over_clip_2b": t64["hycoclip"] / t64["clip_2b"],
+        "split_over_fused": t64["hycoclip_split"] / t64["hycoclip"],
+        "split_over_reference": t64["hycoclip_split"] / t64["reference"],
     }
     share = lift_loss_share(256, reps[256] + 2)
     res["lift_loss_share"] = {k: share[k] / t256[k] for k in share}
@@ -263,11 +265,11 @@ def main(argv=None) -> int:
     goal_of = {"meru_over_clip": 1.03, "hycoclip_over_clip": 2.05, "hycoclip_over_reference": 0.90}
     goals = []
     for batch, ratios in (("256", res), ("64", res["ratios_b64"])):
-        for name in (*goal_of, "hycoclip_over_clip_2b"):
+        for name in (*goal_of, "split_over_fused", "split_over_reference"):
             goal = goal_of.get(name)
             measured = ratios[name]
             if goal is None:
-                verdict = "context: CLIP at batch 2B"
+                verdict = "context: train.box_towers=split"
             elif measured <= goal:
                 verdict = "met"
             else:
