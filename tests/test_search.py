@@ -62,13 +62,29 @@ def test_ties_break_by_index_and_chunks_agree():
     assert idx.tolist() == [[0, 5], [1, 6], [2, 7]]
     _, idx = FaissBackend(y, "lorentz", 0.7).search(q, 2)
     assert idx.tolist() == [[0, 5], [1, 6], [2, 7]]
-    # more exact ties than re-rank candidates: the torch backend's certificate fails and it
-    # falls back to the brute force, still lower index first
+    # more exact ties than re-rank candidates: the exact backends' certificate fails and they
+    # fall back to the brute force, still lower index first (FAISS alone returns any 20 of
+    # the 31 tied rows)
     y = torch.cat([points(40, seed=4), points(1, seed=5).expand(30, -1), points(1, seed=5)])
     q = points(1, seed=5)
-    _, idx = TorchBackend(y, "lorentz", 0.7).search(q, 12)
-    assert idx.tolist() == [list(range(40, 52))]
-    assert torch.equal(idx, brute(q, y, 12))
+    for engine in (TorchBackend(y, "lorentz", 0.7), FaissBackend(y, "lorentz", 0.7)):
+        _, idx = engine.search(q, 12)
+        assert idx.tolist() == [list(range(40, 52))], engine.name
+        assert torch.equal(idx, brute(q, y, 12))
+
+
+def test_exact_backends_equal_brute_force_on_near_ties():
+    """30 near-duplicates of the query, 1e-3 |x| apart and nearest last: fp32 inner products
+    cannot order them (FAISS alone returned rows 51-57 here), distances can."""
+    p = points(1, seed=5)
+    g = torch.Generator().manual_seed(3)
+    dirs = torch.nn.functional.normalize(torch.randn(30, p.shape[1], generator=g), dim=-1)
+    mags = 1e-3 * 1.05 ** torch.arange(30, 0, -1).float()
+    y = torch.cat([points(40, seed=4), p + mags[:, None] * dirs])
+    want = brute(p, y, 12)
+    assert set(want[0].tolist()) == set(range(58, 70))  # the 12 nearest perturbations
+    for engine in (TorchBackend(y, "lorentz", 0.7), FaissBackend(y, "lorentz", 0.7)):
+        assert torch.equal(engine.search(p, 12)[1], want), engine.name
 
 
 def test_approximate_backends_report_recall():
