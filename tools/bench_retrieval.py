@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 
 # torch and FAISS each bring an OpenMP pool; with the default (active) wait policy the pool that
@@ -29,22 +30,20 @@ from hyvl.search.backends import augment_items, augment_queries, brute_force  # 
 from hyvl.search.index import EmbeddingIndex  # noqa: E402
 
 
-def timed(fns: dict, repeats: int) -> dict[str, float]:
-    """name -> best-of-``repeats`` wall time in seconds. The backends take turns within each
-    repeat, so load from other processes hits all of them alike; best = least disturbed."""
+def timed(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """name -> wall times in seconds, one per repeat. The backends take turns within each
+    repeat (rotating who goes first), so load from other processes hits all of them alike."""
     for fn in fns.values():
         fn()  # warm-up: lazy imports, backend construction, allocator
-    best = dict.fromkeys(fns, float("inf"))
+    times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):
-        # rotate the order: torch's OpenMP workers keep spinning for a while after a big matmul
-        # and slow whatever FAISS call comes right after, so no backend may always follow torch
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn = fns[name]
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "faiss flat (hyvl)": lambda: index.search(queries, args.k, backend="faiss"),
         "faiss flat (bare)": run_bare,
     }
-    times = timed(fns, args.repeats)
+    runs = timed(fns, args.repeats)
     for name, fn in fns.items():
         out = fn()
         if name.endswith("(bare)"):
@@ -95,19 +94,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             got = torch.tensor([[r["row"] for r in row] for row in out])
         exact = float((got == truth).all(dim=1).float().mean())
-        seconds = times[name]
+        seconds = min(runs[name])
+        # The ratio to bare FAISS is the median over repeats of time / the same repeat's bare
+        # time: neighbours in time share the machine's state, so drift and bursts of load
+        # cancel (best-of times alone moved the ratio by +-6% between runs here).
+        paired = statistics.median(
+            t / b for t, b in zip(runs[name], runs["faiss flat (bare)"], strict=True)
+        )
         results[name] = {
             "seconds": seconds,
             "queries_per_s": args.queries / seconds,
             "exact": exact,
+            "time_over_bare_faiss": paired,
         }
-    base = results["faiss flat (bare)"]["seconds"]
-    for r in results.values():
-        r["time_over_bare_faiss"] = r["seconds"] / base
 
     print(
         f"{args.items} items x {args.dim} dims, {args.queries} queries, k={args.k}, "
-        f"{torch.get_num_threads()} threads, best of {args.repeats}, "
+        f"{torch.get_num_threads()} threads, best of {args.repeats} (ratios: median of "
+        f"paired repeats), "
         f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
     )
     print(f"{'backend':<22}{'queries/s':>12}{'time / bare':>13}{'exact top-k':>13}")
