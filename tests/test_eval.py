@@ -169,6 +169,10 @@ def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export):
         export,
         "--data",
         tmp_path / "rt" / "captions.json",
+        "--workers",
+        "1",
+        "--precision",
+        "bf16",
         "--json",
         tmp_path / "r.json",
     )
@@ -202,3 +206,25 @@ def test_cli_errors_are_clear(tmp_path, export):
     )
     out = run_cli("eval", "retrieval", "--checkpoint", export, "--data", tmp_path / "bad.json")
     assert out.returncode == 2 and "missing" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_workers_and_precision(tmp_path, export):
+    """Loader workers change nothing; bf16 autocast changes the towers' rounding only."""
+    from hyvl.evaluation import evaluate_zeroshot
+    from hyvl.evaluation.embed import embed_texts
+
+    _imagefolder(tmp_path / "zs")
+    model, preprocess, tokenizer = hyvl.load(export)
+    base = evaluate_zeroshot(model, preprocess, tokenizer, tmp_path / "zs", batch_size=4)
+    assert (
+        evaluate_zeroshot(model, preprocess, tokenizer, tmp_path / "zs", batch_size=4, workers=2)
+        == base
+    )
+    texts = [f"a photo of thing number {i}" for i in range(8)]
+    fp32 = embed_texts(model, tokenizer, texts)
+    bf16 = embed_texts(model, tokenizer, texts, precision="bf16")
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # autocast took effect
+    d = lorentz.dist(bf16, fp32, model.curv.detach())
+    assert (d < 0.05 * lorentz.dist0(fp32, model.curv.detach())).all()
+    with pytest.raises(ValueError, match="precision"):
+        embed_texts(model, tokenizer, texts, precision="int8")

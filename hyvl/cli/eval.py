@@ -14,6 +14,15 @@ def _common(p) -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
+        "--workers", type=int, default=0, help="DataLoader processes decoding images (default 0)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="autocast for the towers (embeddings and scores stay fp32); bf16 / fp16 on GPUs",
+    )
+    p.add_argument(
         "--device",
         default=None,
         help="default: cuda when available, else cpu. Under torchrun / accelerate launch each "
@@ -117,6 +126,8 @@ def _evaluate(args, evaluate, *data, **kwargs) -> tuple[dict, bool]:
             *data,
             batch_size=args.batch_size,
             shard=s.shard,
+            workers=args.workers,
+            precision=args.precision,
             **kwargs,
         )
         return res, s.shard.is_main

@@ -10,6 +10,7 @@ close.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,24 @@ class Shard:
         return (rows, labels) if rows.shape[0] else (rows, None)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def encoding(model, precision: str = "fp32"):
+    """Context for the encoder calls: autocast to bf16 / fp16, or nothing for fp32.
+
+    Only the towers run in the lower precision: the lift (alpha, ``exp_map0``) is an fp32
+    island, and scores are computed outside this context on fp32 embeddings, so a bf16
+    evaluation never ranks by bf16 distances (open_clip's ``--precision amp`` likewise).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=dtype)
+
+
 def progress(items: Iterable, total: int | None, desc: str, shard: Shard):
     from tqdm.auto import tqdm
 
@@ -126,6 +145,7 @@ def embed_images(
     total: int | None = None,
     desc: str = "images",
     shard: Shard | None = None,
+    precision: str = "fp32",
 ):
     """Embed batches of ``(images, labels)`` or image tensors -> ((N, D) fp32, labels|None).
 
@@ -141,7 +161,8 @@ def embed_images(
         if not shard.mine(index):
             continue
         images, y = item if isinstance(item, (tuple, list)) else (item, None)
-        parts.append((index, model.encode_image(images.to(device)), y))
+        with encoding(model, precision):
+            parts.append((index, model.encode_image(images.to(device)).float().cpu(), y))
     return shard.gather(parts)
 
 
@@ -153,6 +174,7 @@ def embed_texts(
     batch_size: int = 256,
     desc: str = "texts",
     shard: Shard | None = None,
+    precision: str = "fp32",
 ):
     """(N, D) fp32 embeddings of ``texts`` (batches split over ``shard``'s processes)."""
     shard = shard or Shard()
@@ -162,7 +184,8 @@ def embed_texts(
     parts = []
     for i, s in progress(mine, len(mine), f"embedding {desc}", shard):
         tokens = tokenizer(texts[s : s + batch_size]).to(device)
-        parts.append((i, model.encode_text(tokens), None))
+        with encoding(model, precision):
+            parts.append((i, model.encode_text(tokens).float().cpu(), None))
     return shard.gather(parts)[0]
 
 

@@ -95,13 +95,16 @@ def evaluate_retrieval(
     *,
     batch_size: int = 64,
     shard: Shard | None = None,
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Recall@1/5/10 both ways on a COCO captions JSON (+ image root) or on shards (one
     caption per image) -> ``{"image_to_text": {...}, "text_to_image": {...}, "num_images",
     "num_texts"}`` in percent.
 
     ``shard`` (e.g. ``Shard.from_accelerate()`` under torchrun): the processes split the
-    image and text batches and every process returns the one-process result."""
+    image and text batches and every process returns the one-process result. ``workers`` and
+    ``precision`` as in :func:`~hyvl.evaluation.evaluate_zeroshot`."""
     shard = shard or Shard()
     was_training = model.training
     model.eval()
@@ -109,11 +112,15 @@ def evaluate_retrieval(
         if str(data).endswith(".json"):
             paths, texts, owner = load_coco(data, image_root)
             n = (len(paths) + batch_size - 1) // batch_size
-            batches = shard.batches(_Files(paths, preprocess), batch_size)
-            image_emb, _ = embed_images(model, batches, shard.count(n), shard=shard)
-            text_emb = embed_texts(model, tokenizer, texts, shard=shard)
+            batches = shard.batches(_Files(paths, preprocess), batch_size, workers)
+            image_emb, _ = embed_images(
+                model, batches, shard.count(n), shard=shard, precision=precision
+            )
+            text_emb = embed_texts(model, tokenizer, texts, shard=shard, precision=precision)
         else:
-            image_emb, text_emb = _embed_shards(model, tokenizer, data, batch_size, shard)
+            image_emb, text_emb = _embed_shards(
+                model, tokenizer, data, batch_size, shard, workers, precision
+            )
             owner = list(range(image_emb.shape[0]))
     finally:
         model.train(was_training)
@@ -122,10 +129,12 @@ def evaluate_retrieval(
     return retrieval_metrics(image_emb, text_emb, owner, model)
 
 
-def _embed_shards(model, tokenizer, data, batch_size: int, shard: Shard):
+def _embed_shards(
+    model, tokenizer, data, batch_size: int, shard: Shard, workers: int, precision: str
+):
     """Images and their captions from shards, a text batch per image batch (same rows)."""
     from hyvl.data.pipeline import build_eval_loader
-    from hyvl.evaluation.embed import progress
+    from hyvl.evaluation.embed import encoding, progress
 
     device = next(model.parameters()).device
     loader = build_eval_loader(
@@ -135,9 +144,11 @@ def _embed_shards(model, tokenizer, data, batch_size: int, shard: Shard):
         tokenizer=tokenizer,
         rank=shard.rank,
         world=shard.world,
+        workers=workers if shard.world == 1 else 0,
     )
     images, texts = [], []
     for b in progress(loader, None, "embedding image-text pairs", shard):
-        images.append((b.index, model.encode_image(b.images.to(device)), None))
-        texts.append((b.index, model.encode_text(b.tokens.to(device)), None))
+        with encoding(model, precision):
+            images.append((b.index, model.encode_image(b.images.to(device)).float().cpu(), None))
+            texts.append((b.index, model.encode_text(b.tokens.to(device)).float().cpu(), None))
     return shard.gather(images)[0], shard.gather(texts)[0]

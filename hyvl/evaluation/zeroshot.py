@@ -8,13 +8,18 @@ from typing import Any
 import torch
 
 from hyvl.errors import DataError
-from hyvl.evaluation.embed import Shard, embed_images, similarity
+from hyvl.evaluation.embed import Shard, embed_images, encoding, similarity
 from hyvl.evaluation.templates import read_lines, resolve_templates
 
 
 @torch.no_grad()
 def zeroshot_classifier(
-    model, tokenizer, classnames: list[str], templates: list[str], shard: Shard | None = None
+    model,
+    tokenizer,
+    classnames: list[str],
+    templates: list[str],
+    shard: Shard | None = None,
+    precision: str = "fp32",
 ):
     """(C, D) class embeddings, one per class, ensembled over ``templates``.
 
@@ -30,10 +35,12 @@ def zeroshot_classifier(
     for c in mine:
         tokens = tokenizer([t.format(classnames[c]) for t in templates]).to(device)
         if model.geometry == "lorentz":
-            feats = model.text_features(tokens).float().mean(0, keepdim=True)
+            with encoding(model, precision):
+                feats = model.text_features(tokens).float().mean(0, keepdim=True)
             row = model.lift_text(feats)[0]
         else:
-            emb = model.encode_text(tokens).float().mean(0)
+            with encoding(model, precision):
+                emb = model.encode_text(tokens).float().mean(0)
             row = emb / emb.norm()
         parts.append((c, row[None], None))
     return shard.gather(parts)[0]
@@ -101,6 +108,7 @@ def load_classification_data(
     image_size: int | None = None,
     tokenizer=None,
     shard: Shard | None = None,
+    workers: int = 0,
 ):
     """(batches, total, classnames, folder) for an ImageFolder dir, ``torchvision:NAME:ROOT``,
     or shards with ``cls``. ``batches`` yields ``(batch_index, (images, labels))`` of this
@@ -111,7 +119,7 @@ def load_classification_data(
     if spec.startswith("torchvision:"):
         dataset = _torchvision_dataset(spec, preprocess)
         names = classnames or list(dataset.classes)
-        return _share(dataset, batch_size, shard), names, None
+        return _share(dataset, batch_size, shard, workers), names, None
     path = Path(spec)
     if path.is_dir():
         from torchvision.datasets import ImageFolder
@@ -126,7 +134,7 @@ def load_classification_data(
             raise DataError(
                 f"{path}: {len(dataset.classes)} class folders but {len(classnames)} class names"
             )
-        return _share(dataset, batch_size, shard), classnames, path
+        return _share(dataset, batch_size, shard, workers), classnames, path
     # shards with cls
     if classnames is None:
         raise DataError(f"{spec}: shards need --classnames (one name per line, label order)")
@@ -139,6 +147,7 @@ def load_classification_data(
         tokenizer=tokenizer,
         rank=shard.rank,
         world=shard.world,
+        workers=workers if shard.world == 1 else 0,
     )
 
     def batches():
@@ -150,9 +159,9 @@ def load_classification_data(
     return (batches(), None), classnames, None
 
 
-def _share(dataset, batch_size: int, shard: Shard):
+def _share(dataset, batch_size: int, shard: Shard, workers: int = 0):
     total = shard.count((len(dataset) + batch_size - 1) // batch_size)
-    return shard.batches(dataset, batch_size), total
+    return shard.batches(dataset, batch_size, workers), total
 
 
 @torch.no_grad()
@@ -167,24 +176,28 @@ def evaluate_zeroshot(
     batch_size: int = 64,
     return_predictions: bool = False,
     shard: Shard | None = None,
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Zero-shot accuracy on ``data`` -> ``{"top1", "top5", "mean_per_class", "num_samples",
     "num_classes"}`` in percent (CONTRACT.md).
 
     ``shard`` (e.g. ``Shard.from_accelerate()`` under torchrun): the processes split the
-    class texts and the image batches and every process returns the one-process result."""
+    class texts and the image batches and every process returns the one-process result.
+    ``workers``: DataLoader processes decoding images; ``precision``: ``fp32``, ``bf16`` or
+    ``fp16`` autocast for the towers (embeddings and scores stay fp32)."""
     if isinstance(classnames, (str, Path)):
         classnames = read_lines(Path(classnames))
     shard = shard or Shard()
     (batches, total), names, folder = load_classification_data(
-        data, preprocess, classnames, batch_size, model.image_size, tokenizer, shard
+        data, preprocess, classnames, batch_size, model.image_size, tokenizer, shard, workers
     )
     templates = resolve_templates(templates, folder)
     was_training = model.training
     model.eval()
     try:
-        classifier = zeroshot_classifier(model, tokenizer, names, templates, shard)
-        feats, labels = embed_images(model, batches, total, shard=shard)
+        classifier = zeroshot_classifier(model, tokenizer, names, templates, shard, precision)
+        feats, labels = embed_images(model, batches, total, shard=shard, precision=precision)
     finally:
         model.train(was_training)
     if labels is None:
