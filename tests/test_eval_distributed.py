@@ -18,6 +18,7 @@ import torch
 
 import hyvl
 from hyvl.data.demo import make_demo
+from hyvl.search.index import EmbeddingIndex
 
 # Batch sizes chosen so the shares are uneven: 24 zero-shot images in batches of 5 (3 + 2
 # batches), 10 retrieval images in batches of 3 (2 + 2, the last one short), 20 captions in
@@ -31,6 +32,7 @@ def worker(world: Path, out: Path) -> None:
 
     from hyvl.evaluation import evaluate_hierarchy, evaluate_retrieval, evaluate_zeroshot
     from hyvl.evaluation.embed import Shard, embed_images, embed_texts
+    from hyvl.search.index import build_index
 
     state = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -69,10 +71,24 @@ def worker(world: Path, out: Path) -> None:
         model, shard.batches(folder, ZS_BATCH), shard=shard, desc="zero-shot images"
     )
     texts = embed_texts(model, tokenizer, [f"caption {i}" for i in range(9)], 2, shard=shard)
+    # indexes: an image folder + a text file, and shards (keys and captions gathered too)
+    folder_index = build_index(
+        world / "export", world / "retrieval" / "images", world / "texts.txt", RT_BATCH, shard=shard
+    )
+    shards_index = build_index(
+        world / "export", world / "val" / "*.tar", None, VAL_BATCH, shard=shard
+    )
+    results["index_items"] = {"folder": folder_index.items, "shards": shards_index.items}
     (out / f"results_rank{shard.rank}.json").write_text(json.dumps(results))
     if shard.is_main:
         save_file(
-            {"images": images, "labels": labels, "texts": texts},
+            {
+                "images": images,
+                "labels": labels,
+                "texts": texts,
+                "folder_index": folder_index.embeddings,
+                "shards_index": shards_index.embeddings,
+            },
             str(out / "embeddings.safetensors"),
         )
     if state is not None:
@@ -91,6 +107,10 @@ def world(tmp_path_factory):
     )
     torch.manual_seed(0)
     hyvl.save(hyvl.create_model("meru_tiny"), root / "export")
+    nodes = {
+        n for line in (root / "hierarchy.tsv").read_text().splitlines() for n in line.split("\t")
+    }
+    (root / "texts.txt").write_text("\n".join(sorted(nodes)) + "\n")
     return root
 
 
@@ -116,6 +136,8 @@ def test_two_processes_give_the_one_process_results_exactly(world, tmp_path):
     want = json.loads((tmp_path / "one" / "results_rank0.json").read_text())
     assert want["zeroshot"]["num_samples"] == 24 and want["retrieval_coco"]["num_texts"] == 20
     assert want["retrieval_shards"]["num_images"] == 30
+    assert len(want["index_items"]["shards"]) == 30 and want["index_items"]["shards"][0]["caption"]
+    assert len(want["index_items"]["folder"]) == 10 + 18  # 10 images and 18 hierarchy texts
     for rank in (0, 1):  # every process returns the whole result, not its share's
         got = json.loads((tmp_path / "two" / f"results_rank{rank}.json").read_text())
         assert got == want, rank
@@ -123,6 +145,7 @@ def test_two_processes_give_the_one_process_results_exactly(world, tmp_path):
     one = load_file(str(tmp_path / "one" / "embeddings.safetensors"))
     two = load_file(str(tmp_path / "two" / "embeddings.safetensors"))
     assert one["images"].shape == (24, 128) and one["texts"].shape[0] == 9
+    assert one["folder_index"].shape == (28, 128) and one["shards_index"].shape == (30, 128)
     assert one["labels"].tolist() == sorted(one["labels"].tolist())  # ImageFolder order kept
     for name in one:  # the same rows, in the same order, bit for bit
         assert torch.equal(one[name], two[name]), name
@@ -137,6 +160,15 @@ def test_cli_two_processes_print_once_and_write_the_same_json(world, tmp_path):
         (tmp_path / "one.json").read_text()
     )
     assert one.stdout.count("mean_per_class") == two.stdout.count("mean_per_class") == 1
+
+    build = ["index", "build", "--checkpoint", str(world / "export"), "--device", "cpu"]
+    build += ["--images", str(world / "val" / "*.tar"), "--texts", str(world / "texts.txt")]
+    _run([sys.executable, "-m", "hyvl", *build, "--out", str(tmp_path / "index1")])
+    two = _run([*TORCHRUN, "2", "-m", "hyvl", *build, "--out", str(tmp_path / "index2")])
+    assert two.stdout.count("index ") == 1  # the table, printed once
+    a, b = EmbeddingIndex.load(tmp_path / "index1"), EmbeddingIndex.load(tmp_path / "index2")
+    assert a.items == b.items and len(a.items) == 30 + 18
+    assert torch.equal(a.embeddings, b.embeddings)
 
 
 def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, tmp_path):

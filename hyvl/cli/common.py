@@ -59,3 +59,56 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
 
 def print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
     print(format_table(rows, title), flush=True)
+
+
+class Processes:
+    """This process's place among the processes that share an evaluation or an index build.
+
+    Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) accelerate's PartialState
+    joins the processes (NCCL on GPUs, gloo on the CPU) and ``shard`` says which batches are
+    this process's; only the main process reports. ``device``: the ``--device`` given, or
+    cuda when available, else cpu; under several processes each takes its own GPU (or the
+    CPU with ``--device cpu``). A context manager: leaving it closes the process group.
+    """
+
+    def __init__(self, device: str | None = None):
+        import os
+
+        import torch
+
+        from hyvl.evaluation.embed import Shard
+
+        self.state = None
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=self.device == "cpu")
+            self.device = self.state.device
+        self.shard = Shard.from_accelerate(self.state) if self.state else Shard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.state is not None:
+            self.state.destroy_process_group()
+
+
+def add_sharing_args(parser: argparse.ArgumentParser) -> None:
+    """--device, --workers, --precision: how the embedding work runs."""
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="default: cuda when available, else cpu. Under torchrun / accelerate launch each "
+        "process takes its own GPU (or the CPU with --device cpu) and they split the work",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="DataLoader processes decoding images (default 0)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="autocast for the towers (embeddings and scores stay fp32); bf16 / fp16 on GPUs",
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hyvl.cli.common import add_json_arg, print_table, write_json
+from hyvl.cli.common import Processes, add_json_arg, add_sharing_args, print_table, write_json
 
 
 def _common(p) -> None:
@@ -13,21 +13,7 @@ def _common(p) -> None:
     )
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument(
-        "--workers", type=int, default=0, help="DataLoader processes decoding images (default 0)"
-    )
-    p.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="autocast for the towers (embeddings and scores stay fp32); bf16 / fp16 on GPUs",
-    )
-    p.add_argument(
-        "--device",
-        default=None,
-        help="default: cuda when available, else cpu. Under torchrun / accelerate launch each "
-        "process takes its own GPU (or the CPU with --device cpu) and they split the work",
-    )
+    add_sharing_args(p)
     add_json_arg(p)
 
 
@@ -81,38 +67,14 @@ def add_parser(subparsers) -> None:
     c.set_defaults(func=run_isa2tsv)
 
 
-class _Session:
-    """The model, and this process's share of the work when several processes were started.
-
-    Under ``torchrun --nproc_per_node N`` (or ``accelerate launch``) accelerate's PartialState
-    joins the processes (NCCL on GPUs, gloo on the CPU); each embeds its share and only the
-    first prints and writes JSON, with results identical to one process.
-    """
+class _Session(Processes):
+    """The model in this process's share of the work (see :class:`Processes`)."""
 
     def __init__(self, args):
-        import os
-
-        import torch
-
         import hyvl
-        from hyvl.evaluation.embed import Shard
 
-        self.state = None
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import PartialState
-
-            self.state = PartialState(cpu=device == "cpu")
-            device = self.state.device
-        self.shard = Shard.from_accelerate(self.state) if self.state else Shard()
-        self.model, self.preprocess, self.tokenizer = hyvl.load(args.checkpoint, device=device)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.state is not None:
-            self.state.destroy_process_group()
+        super().__init__(args.device)
+        self.model, self.preprocess, self.tokenizer = hyvl.load(args.checkpoint, device=self.device)
 
 
 def _evaluate(args, evaluate, *data, **kwargs) -> tuple[dict, bool]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hyvl.cli.common import add_sharing_args
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,16 +19,30 @@ def add_parser(subparsers) -> None:
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--append", action="store_true", help="add to an existing index at --out")
     b.add_argument("--batch-size", type=int, default=64)
+    add_sharing_args(b)
     b.set_defaults(func=run_build)
 
 
 def run_build(args) -> int:
+    """Under torchrun the processes split the embedding; the first one writes the index."""
     from pathlib import Path
 
-    from hyvl.cli.common import print_table
+    from hyvl.cli.common import Processes, print_table
     from hyvl.search.index import EmbeddingIndex, build_index
 
-    new = build_index(args.checkpoint, args.images, args.texts, args.batch_size)
+    with Processes(args.device) as procs:
+        new = build_index(
+            args.checkpoint,
+            args.images,
+            args.texts,
+            args.batch_size,
+            device=procs.device,
+            shard=procs.shard,
+            workers=args.workers,
+            precision=args.precision,
+        )
+    if not procs.shard.is_main:
+        return 0
     if args.append and Path(args.out, "meta.json").is_file():
         new = EmbeddingIndex.load(args.out).append(new)
     new.save(args.out)

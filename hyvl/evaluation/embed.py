@@ -11,6 +11,7 @@ close.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,29 @@ class Shard:
         if self.world == 1:
             return rows, (labels if parts else None)
         return self._gather_across(rows, keys, labels)
+
+    def gather_json(self, parts: list[tuple[int, Any]]) -> list[Any]:
+        """Values of every process, ordered by batch index: ``parts`` holds this process's
+        ``(batch_index, value)`` with JSON-serialisable values (keys, captions, ...).
+
+        The values travel as UTF-8 JSON in a uint8 tensor through the same gather as the
+        embeddings: nothing is pickled.
+        """
+        if self.world == 1:
+            return [value for _, value in sorted(parts, key=lambda p: p[0])]
+        from accelerate import PartialState
+        from accelerate.utils import gather, pad_across_processes
+
+        device = PartialState().device
+        payload = torch.tensor(list(json.dumps(parts).encode()), dtype=torch.uint8)
+        sizes = gather(torch.tensor([payload.numel()], device=device)).cpu().tolist()
+        flat = gather(pad_across_processes(payload.to(device), dim=0)).cpu()
+        width = max(sizes)
+        merged = []
+        for rank, size in enumerate(sizes):
+            chunk = flat[rank * width : rank * width + size]
+            merged += json.loads(bytes(chunk.tolist()).decode())
+        return [value for _, value in sorted(merged, key=lambda p: p[0])]
 
     def _gather_across(self, rows, keys, labels):
         # accelerate's gather needs equal shapes: every process pads to the longest share

@@ -189,14 +189,25 @@ def build_index(
     images: str | Path | None = None,
     texts: str | Path | None = None,
     batch_size: int = 64,
+    *,
+    device: str = "cpu",
+    shard: Any = None,
+    workers: int = 0,
+    precision: str = "fp32",
 ) -> EmbeddingIndex:
-    """Embed an image folder (or shards) and/or a text file (one text per line)."""
+    """Embed an image folder (or shards) and/or a text file (one text per line).
+
+    ``shard`` (:class:`~hyvl.evaluation.Shard`, e.g. ``Shard.from_accelerate()`` under
+    torchrun): the processes split the batches and every process returns the whole index, in
+    one-process order. ``workers`` / ``precision`` as in ``hyvl eval``.
+    """
     import hyvl
-    from hyvl.evaluation.embed import embed_images, embed_texts
+    from hyvl.evaluation.embed import Shard, embed_images, embed_texts
 
     if images is None and texts is None:
         raise HyvlError("nothing to index: give --images and/or --texts")
-    model, preprocess, tokenizer = hyvl.load(checkpoint)
+    shard = shard or Shard()
+    model, preprocess, tokenizer = hyvl.load(checkpoint, device=device)
     parts, items = [], []
     if images is not None:
         root = Path(images)
@@ -206,24 +217,13 @@ def build_index(
             files = _image_files(root)
             if not files:
                 raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_EXTS))})")
-            loader = torch.utils.data.DataLoader(_Files(files, preprocess), batch_size=batch_size)
-            emb, _ = embed_images(model, loader, len(loader))
+            n = (len(files) + batch_size - 1) // batch_size
+            batches = shard.batches(_Files(files, preprocess), batch_size, workers)
+            emb, _ = embed_images(model, batches, shard.count(n), shard=shard, precision=precision)
             items += [{"kind": "image", "item": str(p)} for p in files]
         else:
-            from hyvl.data.pipeline import build_eval_loader
-
-            batches, keys, captions = [], [], []
-            for b in build_eval_loader(
-                str(images), batch_size=batch_size, image_size=model.image_size, tokenizer=tokenizer
-            ):
-                batches.append(b.images)
-                keys += b.keys
-                captions += b.captions
-            emb, _ = embed_images(model, batches, len(batches))
-            items += [
-                {"kind": "image", "item": k, "caption": c}
-                for k, c in zip(keys, captions, strict=True)
-            ]
+            emb, pairs = _embed_shards(model, tokenizer, str(images), batch_size, shard, precision)
+            items += [{"kind": "image", "item": k, "caption": c} for k, c in pairs]
         parts.append(emb)
     if texts is not None:
         path = Path(texts)
@@ -232,7 +232,7 @@ def build_index(
         lines = [t.strip() for t in path.read_text().splitlines() if t.strip()]
         if not lines:
             raise DataError(f"{path}: no texts in it")
-        parts.append(embed_texts(model, tokenizer, lines))
+        parts.append(embed_texts(model, tokenizer, lines, shard=shard, precision=precision))
         items += [{"kind": "text", "item": t} for t in lines]
     meta = {
         "checkpoint": str(Path(checkpoint).resolve())
@@ -244,6 +244,30 @@ def build_index(
         "hyvl_version": hyvl.__version__,
     }
     return EmbeddingIndex(torch.cat(parts), items, meta)
+
+
+def _embed_shards(model, tokenizer, shards: str, batch_size: int, shard, precision: str):
+    """Image embeddings of shards and their ``(key, caption)`` pairs, in shard order."""
+    from hyvl.data.pipeline import build_eval_loader
+    from hyvl.evaluation.embed import embed_images
+
+    loader = build_eval_loader(
+        shards,
+        batch_size=batch_size,
+        image_size=model.image_size,
+        tokenizer=tokenizer,
+        rank=shard.rank,
+        world=shard.world,
+    )
+    pairs = []
+
+    def batches():
+        for b in loader:
+            pairs.append((b.index, [[k, c] for k, c in zip(b.keys, b.captions, strict=True)]))
+            yield b.index, b.images
+
+    emb, _ = embed_images(model, batches(), shard=shard, precision=precision)
+    return emb, [pair for batch in shard.gather_json(pairs) for pair in batch]
 
 
 def load_index_model(index: EmbeddingIndex, checkpoint: str | Path | None = None):
