@@ -49,6 +49,13 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(f"{where}: {value!r} does not fit {tp}")
     if origin is Literal:
+        if isinstance(value, bool):
+            # YAML 1.1 reads no / off / false (yes / on / true) as booleans, so
+            # `train.mixed_precision=no` arrives as False: take the one choice spelled that way.
+            spellings = ("yes", "on", "true") if value else ("no", "off", "false")
+            spelled = [c for c in typing.get_args(tp) if isinstance(c, str) and c in spellings]
+            if len(spelled) == 1:
+                return spelled[0]
         if value not in typing.get_args(tp):
             choices = ", ".join(repr(a) for a in typing.get_args(tp))
             raise ConfigError(f"{where}: {value!r} is not one of {choices}")

@@ -63,3 +63,13 @@ def test_round_trip_through_dict():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_run_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_booleans_spelling_a_choice_are_that_choice(tmp_path):
+    # YAML 1.1 reads `no` as False; accelerate users write mixed_precision=no
+    assert load_run_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("train:\n  mixed_precision: no\n")
+    assert load_run_config(cfg_file).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="train.mixed_precision: True is not one of"):
+        load_run_config(None, ["train.mixed_precision=yes"])
