@@ -220,3 +220,28 @@ def test_train_box_towers_reaches_the_model_and_is_checked():
     assert model.box_towers == "split"
     with pytest.raises(ConfigError, match="box_towers.*'split'"):
         load_run_config(None, ["train.box_towers=both"])
+
+
+@pytest.mark.parametrize("mixed,expected", [("no", "fp32"), ("bf16", "bf16")])
+def test_periodic_eval_runs_the_towers_in_the_training_precision(monkeypatch, mixed, expected):
+    import hyvl.evaluation.retrieval as retrieval
+    import hyvl.evaluation.zeroshot as zeroshot
+    from hyvl.config import load_run_config
+    from hyvl.train.loop import build_model_and_objective, evaluate
+
+    seen = {}
+
+    def record(name):
+        def fake(*args, **kwargs):
+            seen[name] = (kwargs["precision"], kwargs["batch_size"])
+            return {}
+
+        return fake
+
+    monkeypatch.setattr(zeroshot, "evaluate_zeroshot", record("zeroshot"))
+    monkeypatch.setattr(retrieval, "evaluate_retrieval", record("retrieval"))
+    overrides = [f"train.mixed_precision={mixed}", "eval.zeroshot=zs", "eval.retrieval=r.json"]
+    cfg = load_run_config(None, [*overrides, "eval.batch_size=7"])
+    model, tokenizer, _ = build_model_and_objective(cfg)
+    evaluate(model, tokenizer, cfg)
+    assert seen == {"zeroshot": (expected, 7), "retrieval": (expected, 7)}

@@ -393,6 +393,9 @@ def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None
     results: dict[str, Any] = {}
     preprocess = image_transform(model.image_size, train=False)
     batch_size = cfg.eval.batch_size
+    # the towers run in the training's mixed precision, as open_clip's evaluation does;
+    # embeddings and scores stay fp32
+    precision = {"no": "fp32"}.get(cfg.train.mixed_precision, cfg.train.mixed_precision)
     was_training = model.training
     model.eval()
     try:
@@ -407,6 +410,7 @@ def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None
                 templates=cfg.eval.templates or None,
                 batch_size=batch_size,
                 shard=shard,
+                precision=precision,
             )
         if cfg.eval.retrieval:
             from hyvl.evaluation.retrieval import evaluate_retrieval
@@ -420,6 +424,7 @@ def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None
                 captions.parent / "images",
                 batch_size=batch_size,
                 shard=shard,
+                precision=precision,
             )
     finally:
         model.train(was_training)
