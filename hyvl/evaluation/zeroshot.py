@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from hyvl.errors import DataError
-from hyvl.evaluation.embed import Shard, embed_images, encoding, similarity
+from hyvl.evaluation.embed import Shard, embed_images, encoding, progress, similarity
 from hyvl.evaluation.templates import read_lines, resolve_templates
 
 
@@ -32,7 +32,7 @@ def zeroshot_classifier(
     device = next(model.parameters()).device
     mine = [c for c in range(len(classnames)) if shard.mine(c)]
     parts = []
-    for c in mine:
+    for c in progress(mine, len(mine), f"embedding {len(templates)} prompts per class", shard):
         tokens = tokenizer([t.format(classnames[c]) for t in templates]).to(device)
         if model.geometry == "lorentz":
             with encoding(model, precision):
