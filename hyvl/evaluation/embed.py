@@ -98,8 +98,8 @@ class Shard:
         The values travel as UTF-8 JSON in a uint8 tensor through the same gather as the
         embeddings: nothing is pickled.
         """
-        if self.world == 1:
-            return [value for _, value in sorted(parts, key=lambda p: p[0])]
+        if self.world == 1:  # in the order given, like gather()
+            return [value for _, value in parts]
         from accelerate import PartialState
         from accelerate.utils import gather, pad_across_processes
 

@@ -110,7 +110,7 @@ def load_classification_data(
     shard: Shard | None = None,
     workers: int = 0,
 ):
-    """(batches, total, classnames, folder) for an ImageFolder dir, ``torchvision:NAME:ROOT``,
+    """((batches, total), classnames, folder) for an ImageFolder dir, ``torchvision:NAME:ROOT``,
     or shards with ``cls``. ``batches`` yields ``(batch_index, (images, labels))`` of this
     process's share (``shard``; all of them by default); ``total`` counts them when known.
     Nothing is ever downloaded."""
