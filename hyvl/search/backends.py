@@ -48,7 +48,7 @@ class Candidates:
 
     def __init__(self, items: torch.Tensor, geometry: str, curv: float | None):
         self.items, self.geometry, self.curv = items, geometry, curv
-        self.sq = items.double().square().sum(-1)
+        self.sq = items.double().square().sum(-1) if geometry == "lorentz" else None
 
     def distances(self, q: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """(Q, m) fp32 distances from ``q`` (Q, D) to ``items[idx]`` (idx (Q, m), >= 0)."""
@@ -93,24 +93,28 @@ def brute_force(queries, items, k, geometry, curv, chunk: int = 65536):
 SCORE_RTOL = 1e-4
 
 
-def exact_rerank(q, qa, cand_s, cand_i, k, exact: Candidates, aug_norm_max: float):
-    """Top-k of ``items`` for queries ``q`` from ``cand_i``, the candidates with the largest
-    fp32 scores ``cand_s`` (inner products of ``qa`` with the augmented items), certified.
+def rerank(q, qa, cand_s, cand_i, k, exact: Candidates, aug_norm_max: float | None):
+    """Top-k of ``exact.items`` for queries ``q`` from ``cand_i``, the candidates with the
+    largest fp32 scores ``cand_s`` (inner products of ``qa`` with the augmented items).
 
-    The candidates are re-ranked by exact distances (:class:`Candidates`), ties broken by item
-    index. Every
-    item outside them scores at most the last candidate's score; when the k-th result beats
-    that by more than the scores' rounding bound, no outside item can reach the top k. Queries
-    without the certificate (near-ties at the cut, e.g. many duplicates) fall back to
+    The candidates are re-ranked by float64 distances (:class:`Candidates`), ties broken by
+    item index; indices < 0 (approximate indexes may return fewer than asked) rank last.
+
+    With ``aug_norm_max`` (exact backends) the result is certified: every item outside the
+    candidates scores at most the last candidate's score; when the k-th result beats that by
+    more than the scores' rounding bound, no outside item can reach the top k. Queries without
+    the certificate (near-ties at the cut, e.g. many duplicates) fall back to
     :func:`brute_force`, so the result always equals it.
     """
     n, m = exact.items.shape[0], cand_i.shape[1]
-    d = exact.distances(q, cand_i)
+    valid = cand_i >= 0
+    cand_i = cand_i.clamp_min(0)
+    d = torch.where(valid, exact.distances(q, cand_i), float("inf"))
     by_index = torch.sort(cand_i, dim=1, stable=True).indices
     d, cand_i, cand_s = (t.gather(1, by_index) for t in (d, cand_i, cand_s))
     order = torch.sort(d, dim=1, stable=True).indices[:, :k]
     best_d, best_i = d.gather(1, order), cand_i.gather(1, order)
-    if m < n:
+    if aug_norm_max is not None and m < n:
         kth_score = cand_s.gather(1, order).min(dim=1).values
         floor = cand_s.min(dim=1).values
         tol = SCORE_RTOL * qa.norm(dim=-1) * aug_norm_max
@@ -124,7 +128,7 @@ def exact_rerank(q, qa, cand_s, cand_i, k, exact: Candidates, aug_norm_max: floa
 class TorchBackend:
     """Exact: one matmul over the augmented vectors ranks by the Lorentz inner product, then
     the ``k + RERANK_SLACK`` best candidates are re-ranked exactly and certified
-    (:func:`exact_rerank`), so the result always equals :func:`brute_force`."""
+    (:func:`rerank`), so the result always equals :func:`brute_force`."""
 
     name = "torch"
 
@@ -146,7 +150,7 @@ class TorchBackend:
             s, i = torch.topk(qa[start : start + rows] @ self.aug.T, m, dim=1)
             cand_s.append(s)
             cand_i.append(i)
-        return exact_rerank(
+        return rerank(
             q,
             qa,
             torch.cat(cand_s),
@@ -211,7 +215,7 @@ class FaissBackend:
             raise HyvlError(f"unknown FAISS index kind {kind!r} (flat, hnsw, ivf)")
         index.add(vecs.numpy())
         self.index = index
-        self.aug_norm_max = float(vecs.norm(dim=-1).max()) if len(vecs) else 0.0
+        self.aug_norm_max = float(vecs.norm(dim=-1).max()) if len(vecs) else 0.0  # certificate
 
     def candidates(self, queries: torch.Tensor, n: int):
         """(augmented queries, FAISS scores, item indices) of the ``n`` best candidates."""
@@ -226,25 +230,10 @@ class FaissBackend:
         n_items = self.items.shape[0]
         k = min(k, n_items)
         qa, scores, idx = self.candidates(queries, min(n_items, k + RERANK_SLACK))
-        if self.kind == "flat":  # exact: IndexFlatIP scores are fp32 inner products
-            return exact_rerank(
-                queries.float(),
-                qa,
-                scores,
-                idx,
-                k,
-                self.exact,
-                self.aug_norm_max,
-            )
-        valid = idx >= 0  # approximate indexes may return fewer than asked (-1)
-        safe = idx.clamp_min(0)
-        d = self.exact.distances(queries.float(), safe)
-        d = torch.where(valid, d, torch.full_like(d, float("inf")))
-        # ties -> lower item index: sort candidates by index first, then stably by distance
-        by_index = torch.sort(safe, dim=1, stable=True).indices
-        d, safe = d.gather(1, by_index), safe.gather(1, by_index)
-        order = torch.sort(d, dim=1, stable=True).indices[:, :k]
-        return d.gather(1, order), safe.gather(1, order)
+        # IndexFlatIP scores are fp32 inner products, so the exact kind is certified; the
+        # approximate kinds' scores are L2 distances of the MIPS transform: re-rank only.
+        certify = self.aug_norm_max if self.kind == "flat" else None
+        return rerank(queries.float(), qa, scores, idx, k, self.exact, certify)
 
 
 def make_backend(name: str, items, geometry, curv, **options):
