@@ -52,23 +52,23 @@ class Shard:
     def mine(self, index: int) -> bool:
         return index % self.world == self.rank
 
-    def count(self, total: int) -> int:
-        """How many of ``total`` batches are this process's."""
-        return max(0, (total - self.rank + self.world - 1) // self.world)
-
     def batches(self, dataset, batch_size: int, num_workers: int = 0) -> Iterator[tuple[int, Any]]:
         """``(batch_index, batch)`` of this process's batches of a map-style dataset.
 
         The batches are the one-process ``DataLoader(dataset, batch_size)`` batches; the other
         processes' batches are never loaded.
         """
+        return self.share(dataset, batch_size, num_workers)[0]
+
+    def share(self, dataset, batch_size: int, num_workers: int = 0):
+        """(:meth:`batches`, how many there are) for a progress bar."""
         n = len(dataset)
         mine = [i for i in range((n + batch_size - 1) // batch_size) if self.mine(i)]
         sampler = [list(range(i * batch_size, min(n, (i + 1) * batch_size))) for i in mine]
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=sampler, num_workers=num_workers
         )
-        yield from zip(mine, loader, strict=True)
+        return zip(mine, loader, strict=True), len(mine)
 
     def gather(
         self, parts: list[tuple[int, torch.Tensor, torch.Tensor | None]]

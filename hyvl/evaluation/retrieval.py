@@ -111,11 +111,8 @@ def evaluate_retrieval(
     try:
         if str(data).endswith(".json"):
             paths, texts, owner = load_coco(data, image_root)
-            n = (len(paths) + batch_size - 1) // batch_size
-            batches = shard.batches(_Files(paths, preprocess), batch_size, workers)
-            image_emb, _ = embed_images(
-                model, batches, shard.count(n), shard=shard, precision=precision
-            )
+            batches, total = shard.share(_Files(paths, preprocess), batch_size, workers)
+            image_emb, _ = embed_images(model, batches, total, shard=shard, precision=precision)
             text_emb = embed_texts(model, tokenizer, texts, shard=shard, precision=precision)
         else:
             image_emb, text_emb = _embed_shards(

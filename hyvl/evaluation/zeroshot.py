@@ -119,7 +119,7 @@ def load_classification_data(
     if spec.startswith("torchvision:"):
         dataset = _torchvision_dataset(spec, preprocess)
         names = classnames or list(dataset.classes)
-        return _share(dataset, batch_size, shard, workers), names, None
+        return shard.share(dataset, batch_size, workers), names, None
     path = Path(spec)
     if path.is_dir():
         from torchvision.datasets import ImageFolder
@@ -134,7 +134,7 @@ def load_classification_data(
             raise DataError(
                 f"{path}: {len(dataset.classes)} class folders but {len(classnames)} class names"
             )
-        return _share(dataset, batch_size, shard, workers), classnames, path
+        return shard.share(dataset, batch_size, workers), classnames, path
     # shards with cls
     if classnames is None:
         raise DataError(f"{spec}: shards need --classnames (one name per line, label order)")
@@ -157,11 +157,6 @@ def load_classification_data(
             yield b.index, (b.images, b.labels)
 
     return (batches(), None), classnames, None
-
-
-def _share(dataset, batch_size: int, shard: Shard, workers: int = 0):
-    total = shard.count((len(dataset) + batch_size - 1) // batch_size)
-    return shard.batches(dataset, batch_size, workers), total
 
 
 @torch.no_grad()
