@@ -217,9 +217,8 @@ def build_index(
             files = _image_files(root)
             if not files:
                 raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_EXTS))})")
-            n = (len(files) + batch_size - 1) // batch_size
-            batches = shard.batches(_Files(files, preprocess), batch_size, workers)
-            emb, _ = embed_images(model, batches, shard.count(n), shard=shard, precision=precision)
+            batches, total = shard.share(_Files(files, preprocess), batch_size, workers)
+            emb, _ = embed_images(model, batches, total, shard=shard, precision=precision)
             items += [{"kind": "image", "item": str(p)} for p in files]
         else:
             emb, pairs = _embed_shards(model, tokenizer, str(images), batch_size, shard, precision)
