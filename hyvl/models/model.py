@@ -64,7 +64,7 @@ class HyvlModel(nn.Module):
             )
             self._log_curv_bounds = (math.log(c0 / 10), math.log(c0 * 10))
         if config.openclip_init:
-            from hyvl.models.checkpoint import init_from_openclip
+            from hyvl.models.convert import init_from_openclip
 
             init_from_openclip(self, config.openclip_init)
         if config.grad_checkpointing:

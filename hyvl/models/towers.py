@@ -103,7 +103,7 @@ class ImageTower(nn.Module):
 
     def load_local_weights(self, path: str) -> None:
         """Initialise the tower from a local timm state dict (.safetensors or .pth/.bin)."""
-        from hyvl.models.checkpoint import read_state_dict
+        from hyvl.models.weights import read_state_dict
 
         state = read_state_dict(Path(path))
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
