@@ -15,8 +15,18 @@ def add_parser(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="data_cmd", required=True)
 
-    d = sub.add_parser("demo", help="write the built-in synthetic demo dataset")
+    d = sub.add_parser(
+        "demo",
+        help="write a built-in demo dataset (coloured shapes, or real scans and textures)",
+    )
     d.add_argument("--out", required=True, help="output directory")
+    d.add_argument(
+        "--kind",
+        default="shapes",
+        choices=["shapes", "real"],
+        help="shapes: generated coloured shapes (default); real: handwritten-digit scans and "
+        "texture photographs shipped with scikit-learn / scikit-image (pip install 'hyvl[real]')",
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--train-samples", type=int, default=4000)
     d.set_defaults(func=run_demo)
@@ -57,8 +67,10 @@ def add_parser(subparsers) -> None:
 
 def run_demo(args) -> int:
     from hyvl.data.demo import make_demo
+    from hyvl.data.real import make_real_demo
 
-    out = make_demo(args.out, seed=args.seed, train_samples=args.train_samples, progress=True)
+    make = make_real_demo if args.kind == "real" else make_demo
+    out = make(args.out, seed=args.seed, train_samples=args.train_samples, progress=True)
     print(f"demo data written to {out}")
     return 0
 
