@@ -18,6 +18,7 @@ def add_parser(subparsers) -> None:
     b.add_argument("--texts", help="a text file, one text per line")
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--append", action="store_true", help="add to an existing index at --out")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     b.add_argument("--batch-size", type=int, default=64)
     add_sharing_args(b)
     b.set_defaults(func=run_build)
@@ -28,8 +29,20 @@ def run_build(args) -> int:
     from pathlib import Path
 
     from hyvl.cli.common import Processes, print_table
-    from hyvl.search.index import EmbeddingIndex, build_index
+    from hyvl.errors import HyvlError
+    from hyvl.io import check_out_dir
+    from hyvl.search.index import EmbeddingIndex, build_index, is_index_dir
 
+    # Checked before the (long) embedding: where the index goes, and the index appended to.
+    if args.overwrite and args.append:
+        raise HyvlError("--append and --overwrite: choose one")
+    base = None
+    if args.append and Path(args.out, "meta.json").is_file():
+        base = EmbeddingIndex.load(args.out)
+    else:
+        check_out_dir(
+            args.out, overwrite=args.overwrite, what="an index", ours=is_index_dir(args.out)
+        )
     with Processes(args.device) as procs:
         new = build_index(
             args.checkpoint,
@@ -43,8 +56,8 @@ def run_build(args) -> int:
         )
     if not procs.shard.is_main:
         return 0
-    if args.append and Path(args.out, "meta.json").is_file():
-        new = EmbeddingIndex.load(args.out).append(new)
+    if base is not None:
+        new = base.append(new)
     new.save(args.out)
     counts = {}
     for item in new.items:

@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and use hyperbolic vision-language models (MERU, HyCoCLIP, CLIP).",
     )
     parser.add_argument("--version", action="version", version=f"hyvl {hyvl.__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show Python tracebacks (by default an error is one line; also accepted after VERB)",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb in VERBS:
         try:
@@ -37,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line, not only before the verb, as users add it last
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -47,17 +56,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except hyvl_errors() as err:
-        print(f"hyvl {args.verb}: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if debug:
+            raise
+        return report(args.verb, err)
     return int(result or 0)
 
 
-def hyvl_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's input being wrong: print the message, no traceback."""
+def report(verb: str, err: Exception) -> int:
+    """One line on stderr instead of a traceback; the exit code says whose fault it was.
+
+    2: the input or the machine (a HyvlError, a file that cannot be read or written, a full
+    disk); 1: anything else, which is a hyvl bug: rerun with --debug for the traceback.
+    """
     from hyvl.errors import HyvlError
 
-    return (HyvlError,)
+    if isinstance(err, (HyvlError, OSError)):
+        print(f"hyvl {verb}: error: {err}", file=sys.stderr)
+        return 2
+    first = str(err).splitlines()[0] if str(err) else ""
+    print(
+        f"hyvl {verb}: internal error: {type(err).__name__}: {first} "
+        "(rerun with --debug for the traceback, and please report it)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

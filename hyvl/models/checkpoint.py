@@ -31,26 +31,35 @@ CONFIG = "config.json"
 
 
 def save(model, directory: str | Path) -> Path:
-    """Write ``model`` as DIR/model.safetensors + DIR/config.json; returns DIR."""
+    """Write ``model`` as DIR/model.safetensors + DIR/config.json; returns DIR.
+
+    Atomic (:func:`hyvl.io.atomic_dir`): a failure or a kill mid-write leaves the previous
+    export in DIR whole; other files in DIR are kept.
+    """
     from safetensors.torch import save_model
 
     import hyvl
+    from hyvl.io import atomic_dir
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
-    save_model(model, str(directory / WEIGHTS))
     config = to_dict(model.config)
     # The weights are in the file: an export must not depend on the init files it started from.
     config["openclip_init"] = None
     config["vision"]["pretrained"] = None
     meta = {"format": FORMAT, "hyvl_version": hyvl.__version__, "model": config}
-    (directory / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_dir(directory, last=CONFIG) as tmp:
+        save_model(model, str(tmp / WEIGHTS))
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
 
 def _resolve_export(path: Path) -> Path:
     """The export directory behind ``path`` (an export, or a training output directory)."""
+    from hyvl.io import recover_dir
+
+    recover_dir(path)  # an export swap killed between its two renames
+    recover_dir(path / "export")
     if (path / CONFIG).is_file() and (path / WEIGHTS).is_file():
         return path
     if (path / "export" / CONFIG).is_file():

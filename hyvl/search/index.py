@@ -16,6 +16,7 @@ import torch
 from hyvl.errors import CheckpointError, DataError, HyvlError
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+INDEX_FILES = ("embeddings.safetensors", "items.jsonl", "meta.json")  # meta.json written last
 
 
 class EmbeddingIndex:
@@ -47,24 +48,30 @@ class EmbeddingIndex:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
+        """Write the index to ``directory`` atomically: a failure or a kill mid-write leaves
+        the previous index there whole (:func:`hyvl.io.atomic_dir`)."""
         from safetensors.torch import save_file
 
+        from hyvl.io import atomic_dir
+
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({"embeddings": self.embeddings}, str(directory / "embeddings.safetensors"))
-        with open(directory / "items.jsonl", "w") as f:
-            for item in self.items:
-                f.write(json.dumps(item) + "\n")
-        (directory / "meta.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+        with atomic_dir(directory, last=INDEX_FILES[-1]) as tmp:
+            save_file({"embeddings": self.embeddings}, str(tmp / INDEX_FILES[0]))
+            with open(tmp / INDEX_FILES[1], "w", encoding="utf-8") as f:
+                for item in self.items:
+                    f.write(json.dumps(item) + "\n")
+            (tmp / INDEX_FILES[2]).write_text(json.dumps(self.meta, indent=2) + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> EmbeddingIndex:
         from safetensors.torch import load_file
 
+        from hyvl.io import recover_dir
+
         directory = Path(directory)
-        files = ["embeddings.safetensors", "items.jsonl", "meta.json"]
-        missing = [f for f in files if not (directory / f).is_file()]
+        recover_dir(directory)  # an index swap killed between its two renames
+        missing = [f for f in INDEX_FILES if not (directory / f).is_file()]
         if missing:
             raise DataError(f"{directory}: not a hyvl index (missing {', '.join(missing)})")
         try:
@@ -177,6 +184,12 @@ class EmbeddingIndex:
             for x, e in zip(approx, exact, strict=True)
         ]
         return sum(hits) / len(hits), len(hits)
+
+
+def is_index_dir(path: str | Path) -> bool:
+    """True when ``path`` holds an index and nothing else (what ``--overwrite`` may replace)."""
+    path = Path(path)
+    return (path / INDEX_FILES[2]).is_file() and all(p.name in INDEX_FILES for p in path.iterdir())
 
 
 def _image_files(root: Path) -> list[Path]:

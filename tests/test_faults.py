@@ -1,0 +1,260 @@
+"""Fault injection: every artefact hyvl writes survives an exception, a full disk and a kill -9
+in the middle of its write with the previous version intact (issue 14, cases 3 and 5).
+
+Full disks are real: a small tmpfs mounted by the test (the tests run as root here and in CI).
+Kills are real: a forked child process is stopped with SIGKILL while it is blocked inside the
+write (a hook that signals the parent through a pipe, then sleeps), after part of the new
+version is on disk. Forking (instead of a fresh interpreter) keeps each kill test well under a
+second; the children only write files, so no OpenMP thread pool is involved after the fork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import hyvl
+from hyvl.errors import HyvlError
+from hyvl.io import atomic_dir, atomic_file, write_text
+from hyvl.search.index import EmbeddingIndex
+
+
+def run_cli(*args):
+    from hyvl.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """relative path -> sha1 of every file under ``root`` (hidden staging entries included)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def random_index(n: int, seed: int = 0, dim: int = 8) -> EmbeddingIndex:
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(n, dim, generator=g)
+    items = [{"kind": "image", "item": f"img{seed}_{i}.jpg"} for i in range(n)]
+    return EmbeddingIndex(emb, items, {"geometry": "lorentz", "curv": 1.0, "embed_dim": dim})
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "256k"):
+    """A tmpfs of ``size`` at ``path``: writes past it fail with ENOSPC like a full disk."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def fill(path: Path, leave: int) -> None:
+    """Fill the filesystem of ``path`` up to ``leave`` free bytes."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    (path / "filler").write_bytes(b"\0" * max(0, free - leave))
+
+
+def kill_mid_write(action, install_hook) -> None:
+    """Run ``action()`` in a forked child whose write blocks where ``install_hook(block)``
+    puts ``block``; SIGKILL the child there and reap it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.close(r)
+
+            def block():
+                os.write(w, b"x")
+                time.sleep(60)
+
+            install_hook(block)
+            action()
+        finally:
+            os._exit(3)
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], 30)
+        assert ready, "the child never reached the write"
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(r)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+# ------------------------------------------------------------------------------ the helper
+
+
+def test_atomic_file_and_dir_keep_the_old_version_on_an_exception(tmp_path):
+    target = tmp_path / "a.txt"
+    write_text(target, "old\n")
+    with pytest.raises(RuntimeError), atomic_file(target) as f:
+        f.write("half of the ne")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old\n"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "d") as stage:
+        (stage / "x").write_text("new")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "d"]  # nothing left beside
+    assert (tmp_path / "d" / "x").read_text() == "old"
+
+
+def test_atomic_dir_keeps_files_it_did_not_write(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "notes.txt").write_text("mine")
+    (tmp_path / "d" / "x").write_text("old")
+    with atomic_dir(tmp_path / "d") as stage:
+        (stage / "x").write_text("new")
+    assert (tmp_path / "d" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "d" / "x").read_text() == "new"
+
+
+def test_a_swap_killed_between_its_renames_is_undone_on_the_next_read(tmp_path):
+    random_index(5).save(tmp_path / "idx")
+    before = snapshot(tmp_path / "idx")
+    # the state a kill between "old -> backup" and "new -> idx" leaves (pid 999999: gone)
+    os.replace(tmp_path / "idx", tmp_path / ".idx.old-999999")
+    assert len(EmbeddingIndex.load(tmp_path / "idx")) == 5
+    assert snapshot(tmp_path / "idx") == before
+
+
+# ------------------------------------------------------------------------------ index
+
+
+def test_index_append_on_a_full_disk_keeps_the_index(tmp_path):
+    """Case 3: `index build --append` on a nearly full disk cut embeddings and items.jsonl."""
+    with small_disk(tmp_path / "disk", "256k") as disk:
+        random_index(200).save(disk / "idx")
+        before = snapshot(disk / "idx")
+        fill(disk, leave=16_000)
+        with pytest.raises(HyvlError, match="no space left on device"):
+            EmbeddingIndex.load(disk / "idx").append(random_index(2000, seed=1)).save(disk / "idx")
+        assert snapshot(disk / "idx") == before
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "idx"]
+        assert len(EmbeddingIndex.load(disk / "idx")) == 200
+
+
+def test_index_save_failing_mid_write_keeps_the_index(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    random_index(10).save(tmp_path / "idx")
+    before = snapshot(tmp_path / "idx")
+
+    def cut(tensors, filename, *a, **k):
+        Path(filename).write_bytes(b"\x10\x00\x00")  # a cut header, then the writer dies
+        raise RuntimeError("writer died")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", cut)
+    with pytest.raises(RuntimeError, match="writer died"):
+        random_index(30, seed=1).save(tmp_path / "idx")
+    assert snapshot(tmp_path / "idx") == before
+
+
+def test_index_append_killed_mid_write_keeps_the_index(tmp_path):
+    random_index(10).save(tmp_path / "idx")
+    before = snapshot(tmp_path / "idx")
+
+    def hook(block):
+        import safetensors.torch
+
+        real = safetensors.torch.save_file
+
+        def slow(tensors, filename, *a, **k):
+            real(tensors, filename, *a, **k)
+            with open(Path(filename).parent / "items.jsonl", "w") as f:
+                f.write('{"kind": "ima')  # items.jsonl half written when the kill comes
+            block()
+
+        safetensors.torch.save_file = slow
+
+    def append():
+        EmbeddingIndex.load(tmp_path / "idx").append(random_index(20, seed=1)).save(
+            tmp_path / "idx"
+        )
+
+    kill_mid_write(append, hook)
+    assert snapshot(tmp_path / "idx") == before
+    assert len(EmbeddingIndex.load(tmp_path / "idx")) == 10
+    # the next write removes what the killed one left beside the index
+    random_index(12, seed=2).save(tmp_path / "idx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+# ------------------------------------------------------------------------------ export
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    # a small vocabulary and one block per tower: the export is 1 MB instead of 30
+    small = {"text": {"vocab_size": 1000, "layers": 1}, "vision": {"depth": 1}}
+    return hyvl.create_model("clip_tiny", **small).eval()
+
+
+def test_export_failing_mid_write_keeps_the_old_export(tmp_path, monkeypatch, tiny):
+    import safetensors.torch
+
+    hyvl.save(tiny, tmp_path / "exp")
+    before = snapshot(tmp_path / "exp")
+
+    def cut(model, filename, *a, **k):
+        Path(filename).write_bytes(b"\x00" * 100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", cut)
+    with pytest.raises(HyvlError, match="no space left"):
+        hyvl.save(tiny, tmp_path / "exp")
+    assert snapshot(tmp_path / "exp") == before
+    hyvl.load(tmp_path / "exp")
+
+
+def test_export_killed_mid_write_keeps_the_old_export(tmp_path, tiny):
+    hyvl.save(tiny, tmp_path / "exp")
+    before = snapshot(tmp_path / "exp")
+
+    def hook(block):
+        import safetensors.torch
+
+        def slow(model, filename, *a, **k):
+            Path(filename).write_bytes(b"\x00" * 1000)
+            block()
+
+        safetensors.torch.save_model = slow
+
+    kill_mid_write(lambda: hyvl.save(tiny, tmp_path / "exp"), hook)
+    assert snapshot(tmp_path / "exp") == before
+    model, _, _ = hyvl.load(tmp_path / "exp")
+    assert torch.equal(model.visual_proj.weight, tiny.visual_proj.weight)
+
+
+def test_export_on_a_full_disk_keeps_the_old_export(tmp_path, tiny):
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        hyvl.save(tiny, disk / "exp")
+        before = snapshot(disk / "exp")
+        fill(disk, leave=100_000)
+        with pytest.raises(HyvlError, match="no space left on device"):
+            hyvl.save(tiny, disk / "exp")
+        assert snapshot(disk / "exp") == before
+        assert json.loads((disk / "exp" / "config.json").read_text())["format"] == "hyvl"
