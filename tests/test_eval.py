@@ -10,9 +10,10 @@ from PIL import Image
 
 import hyvl
 from hyvl import lorentz
+from hyvl.cli.main import main
 from hyvl.errors import DataError
 from hyvl.evaluation.hierarchy import Hierarchy, hierarchy_metrics
-from hyvl.evaluation.retrieval import recall_at_k
+from hyvl.evaluation.retrieval import duplicate_captions, recall_at_k
 from hyvl.evaluation.zeroshot import _accuracies, zeroshot_classifier
 
 
@@ -158,7 +159,15 @@ def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export):
     )
     assert out.returncode == 0, out.stderr
     z = json.loads((tmp_path / "z.json").read_text())
-    assert set(z) == {"top1", "top5", "mean_per_class", "num_samples", "num_classes"}
+    assert set(z) == {
+        "top1",
+        "top5",
+        "mean_per_class",
+        "num_samples",
+        "num_classes",
+        "num_predicted_classes",
+    }
+    assert 1 <= z["num_predicted_classes"] <= 2
     assert z["num_samples"] == 6 and z["num_classes"] == 2 and z["top5"] == 100.0
     assert "top1" in out.stdout
 
@@ -181,6 +190,8 @@ def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export):
     assert (r["num_images"], r["num_texts"]) == (4, 8)
     assert set(r["image_to_text"]) == {"R@1", "R@5", "R@10"}
     assert r["image_to_text"]["R@10"] == 100.0  # only 8 texts: the top 10 holds them all
+    # every caption is unique: nothing caps text -> image retrieval
+    assert r["duplicate_captions"] == {"queries": 0, "text_to_image_R@1_ceiling": 100.0}
 
     out = run_cli(
         "eval",
@@ -228,3 +239,26 @@ def test_workers_and_precision(tmp_path, export):
     assert (d < 0.05 * lorentz.dist0(fp32, model.curv.detach())).all()
     with pytest.raises(ValueError, match="precision"):
         embed_texts(model, tokenizer, texts, precision="int8")
+
+
+def test_duplicate_captions_cap_text_to_image_recall():
+    # captions 0 and 2 are the same text on images 0 and 1; caption 3 is on three images
+    keys = ["a two", "a three", "a two", "a five", "a five", "a five"]
+    owner = [0, 0, 1, 1, 2, 3]
+    dup = duplicate_captions(keys, owner)
+    assert dup["queries"] == 5  # all but "a three"
+    assert dup["text_to_image_R@1_ceiling"] == pytest.approx(100 * (0.5 + 1 + 0.5 + 1) / 6)
+
+
+def test_zeroshot_reports_and_warns_about_a_one_class_model(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = hyvl.create_model("meru_tiny")
+    with torch.no_grad():
+        model.visual_proj.weight.zero_()  # every image lands on the origin: one answer
+    hyvl.save(model, tmp_path / "flat")
+    _imagefolder(tmp_path / "zs")
+    argv = ["eval", "zeroshot", "--checkpoint", str(tmp_path / "flat"), "--data"]
+    assert main([*argv, str(tmp_path / "zs"), "--json", str(tmp_path / "z.json")]) == 0
+    z = json.loads((tmp_path / "z.json").read_text())
+    assert z["num_predicted_classes"] == 1 and z["top1"] == 50.0
+    assert "predicts one class for all 6 images" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from hyvl.cli.common import Processes, add_json_arg, add_sharing_args, print_table, write_json
 
 
@@ -113,7 +115,17 @@ def run_zeroshot(args) -> int:
     res, main = _evaluate(
         args, evaluate_zeroshot, args.data, classnames=args.classnames, templates=args.templates
     )
+    if main and res["num_predicted_classes"] == 1 and res["num_classes"] > 1:
+        print(degenerate_warning(res), file=sys.stderr)
     return _report(args, main, _metric_rows(res), f"zero-shot: {args.data}", res)
+
+
+def degenerate_warning(res: dict) -> str:
+    return (
+        f"warning: the model predicts one class for all {res['num_samples']} images "
+        f"(of {res['num_classes']}): top-1 is that class's share, not recognition; check the "
+        "run's health in its metrics.jsonl (collapse, frozen text side)"
+    )
 
 
 def run_retrieval(args) -> int:
@@ -124,6 +136,12 @@ def run_retrieval(args) -> int:
         {"direction": d.replace("_", " "), **res[d]} for d in ("image_to_text", "text_to_image")
     ]
     title = f"retrieval: {res['num_images']} images, {res['num_texts']} texts"
+    dup = res.get("duplicate_captions")
+    if main and dup and dup["queries"]:
+        title += (
+            f"; {dup['queries']} captions also belong to another image, so text->image R@1 "
+            f"cannot exceed {dup['text_to_image_R@1_ceiling']:.1f}%"
+        )
     return _report(args, main, rows, title, res)
 
 

@@ -71,18 +71,45 @@ class _Files(torch.utils.data.Dataset):
             raise DataError(f"{self.paths[i]}: unreadable image ({err})") from err
 
 
-def retrieval_metrics(image_emb, text_emb, owner: list[int], model) -> dict[str, Any]:
-    """CONTRACT JSON from embeddings; ``owner[t]`` is the image index of caption ``t``."""
+def duplicate_captions(keys: list, owner: list[int]) -> dict[str, Any]:
+    """How far duplicate captions cap text -> image retrieval.
+
+    ``keys[t]`` identifies caption ``t`` (its text, or its token ids); a caption that also
+    belongs to other images embeds identically for all of them, so even a perfect model ranks
+    its image first only 1/m of the time (m = images sharing the caption). Returns
+    ``{"queries": captions with an identical caption on another image, "text_to_image_R@1_ceiling":
+    the best expected text -> image R@1 in percent}``.
+    """
+    images_of: dict[Any, set[int]] = {}
+    for key, image in zip(keys, owner, strict=True):
+        images_of.setdefault(key, set()).add(image)
+    shared = [len(images_of[key]) for key in keys]
+    return {
+        "queries": sum(m > 1 for m in shared),
+        "text_to_image_R@1_ceiling": 100.0 * sum(1 / m for m in shared) / max(len(shared), 1),
+    }
+
+
+def retrieval_metrics(
+    image_emb, text_emb, owner: list[int], model, keys: list | None = None
+) -> dict[str, Any]:
+    """CONTRACT JSON from embeddings; ``owner[t]`` is the image index of caption ``t``.
+
+    ``keys`` (caption texts or token tuples) adds ``duplicate_captions`` (see
+    :func:`duplicate_captions`)."""
     scores = similarity(model, image_emb, text_emb)  # (I, T)
     texts_of: list[set[int]] = [set() for _ in range(image_emb.shape[0])]
     for t, i in enumerate(owner):
         texts_of[i].add(t)
-    return {
+    out = {
         "image_to_text": recall_at_k(scores, texts_of),
         "text_to_image": recall_at_k(scores.T, [{i} for i in owner]),
         "num_images": int(image_emb.shape[0]),
         "num_texts": int(text_emb.shape[0]),
     }
+    if keys is not None:
+        out["duplicate_captions"] = duplicate_captions(keys, owner)
+    return out
 
 
 @torch.no_grad()
@@ -114,22 +141,24 @@ def evaluate_retrieval(
             batches, total = shard.share(_Files(paths, preprocess), batch_size, workers)
             image_emb, _ = embed_images(model, batches, total, shard=shard, precision=precision)
             text_emb = embed_texts(model, tokenizer, texts, shard=shard, precision=precision)
+            keys = [" ".join(t.lower().split()) for t in texts]
         else:
-            image_emb, text_emb = _embed_shards(
+            image_emb, text_emb, tokens = _embed_shards(
                 model, tokenizer, data, batch_size, shard, workers, precision
             )
             owner = list(range(image_emb.shape[0]))
+            keys = [tuple(row.tolist()) for row in tokens]
     finally:
         model.train(was_training)
     if image_emb.shape[0] == 0:
         raise DataError(f"{data}: no usable image-text pairs")
-    return retrieval_metrics(image_emb, text_emb, owner, model)
+    return retrieval_metrics(image_emb, text_emb, owner, model, keys)
 
 
 def _embed_shards(
     model, tokenizer, data, batch_size: int, shard: Shard, workers: int, precision: str
 ):
-    """Images and their captions from shards, a text batch per image batch (same rows)."""
+    """Images, their captions and the caption tokens from shards, in the same rows."""
     from hyvl.data.pipeline import build_eval_loader
     from hyvl.evaluation.embed import encoding, progress
 
@@ -143,9 +172,10 @@ def _embed_shards(
         world=shard.world,
         workers=workers if shard.world == 1 else 0,
     )
-    images, texts = [], []
+    images, texts, tokens = [], [], []
     for b in progress(loader, None, "embedding image-text pairs", shard):
         with encoding(model, precision):
             images.append((b.index, model.encode_image(b.images.to(device)).float().cpu(), None))
             texts.append((b.index, model.encode_text(b.tokens.to(device)).float().cpu(), None))
-    return shard.gather(images)[0], shard.gather(texts)[0]
+        tokens.append((b.index, b.tokens.cpu(), None))
+    return shard.gather(images)[0], shard.gather(texts)[0], shard.gather(tokens)[0]

@@ -175,7 +175,8 @@ def evaluate_zeroshot(
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Zero-shot accuracy on ``data`` -> ``{"top1", "top5", "mean_per_class", "num_samples",
-    "num_classes"}`` in percent (CONTRACT.md).
+    "num_classes", "num_predicted_classes"}`` in percent (CONTRACT.md); the last counts the
+    classes predicted at least once (1 = the model answers one class for every image).
 
     ``shard`` (e.g. ``Shard.from_accelerate()`` under torchrun): the processes split the
     class texts and the image batches and every process returns the one-process result.
@@ -199,9 +200,16 @@ def evaluate_zeroshot(
         raise DataError(f"{data}: no usable samples to classify")
     scores = similarity(model, feats, classifier)
     result: dict[str, Any] = _accuracies(scores, labels)
-    result.update(num_samples=int(labels.numel()), num_classes=len(names))
+    predicted = scores.argmax(1)
+    # A degenerate model (collapsed, or a frozen text side) predicts one class for everything:
+    # its top-1 is then the share of that class, which can look like a result.
+    result.update(
+        num_samples=int(labels.numel()),
+        num_classes=len(names),
+        num_predicted_classes=int(predicted.unique().numel()),
+    )
     if return_predictions:
-        result["_predictions"] = scores.argmax(1)
+        result["_predictions"] = predicted
         result["_labels"] = labels
         result["_classnames"] = names
     return result
