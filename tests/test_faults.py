@@ -258,3 +258,108 @@ def test_export_on_a_full_disk_keeps_the_old_export(tmp_path, tiny):
             hyvl.save(tiny, disk / "exp")
         assert snapshot(disk / "exp") == before
         assert json.loads((disk / "exp" / "config.json").read_text())["format"] == "hyvl"
+
+
+# ------------------------------------------------------------------------------ shards
+
+
+def grounded_records(n: int, colour=(200, 30, 30)):
+    from PIL import Image
+
+    return [
+        {
+            "key": f"s{i:03d}",
+            "image": Image.new("RGB", (40, 40), colour),
+            "caption": f"scene {i}",
+            "boxes": [{"bbox": [2, 2, 30, 30], "text": "a box"}],
+        }
+        for i in range(n)
+    ]
+
+
+def test_make_shards_killed_mid_write_keeps_shards_and_manifest(tmp_path):
+    from hyvl.data import writer
+
+    out = tmp_path / "shards"
+    writer.write_shards(grounded_records(6), out, samples_per_shard=2, progress=False)
+    before = snapshot(out)
+
+    def hook(block):
+        real, calls = writer._encode, []
+
+        def slow(*a, **k):
+            calls.append(1)
+            if len(calls) == 5:  # two new shards written, the third half written
+                block()
+            return real(*a, **k)
+
+        writer._encode = slow
+
+    records = grounded_records(10, colour=(0, 0, 250))
+    kill_mid_write(
+        lambda: writer.write_shards(records, out, samples_per_shard=2, progress=False), hook
+    )
+    assert snapshot(out) == before
+    manifest = json.loads((out / "shard-manifest.json").read_text())
+    assert manifest["samples"] == 6 and len(list(out.glob("*.tar"))) == 3
+
+
+def test_make_shards_on_a_full_disk_keeps_shards_and_manifest(tmp_path):
+    from hyvl.data import writer
+
+    with small_disk(tmp_path / "disk", "512k") as disk:
+        writer.write_shards(grounded_records(4), disk / "s", samples_per_shard=2, progress=False)
+        before = snapshot(disk / "s")
+        fill(disk, leave=8_000)
+        with pytest.raises(HyvlError, match="no space left on device"):
+            writer.write_shards(
+                grounded_records(40), disk / "s", samples_per_shard=2, progress=False
+            )
+        assert snapshot(disk / "s") == before
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "s"]
+
+
+# ------------------------------------------------------------------------------ demo data
+
+
+def small_demo(out, **kw):
+    from hyvl.data.demo import make_demo
+    from hyvl.data.writer import write_demo
+
+    sizes = dict(train_samples=6, val_samples=2, zeroshot_per_class=1, retrieval_images=3)
+    return write_demo(make_demo, out, **sizes, **kw)
+
+
+def test_demo_data_killed_mid_write_keeps_the_previous_data(tmp_path):
+    from hyvl.data import demo
+
+    small_demo(tmp_path / "data", seed=0)
+    before = snapshot(tmp_path / "data")
+
+    def hook(block):
+        real, calls = demo.make_scene, []
+
+        def slow(*a, **k):
+            calls.append(1)
+            if len(calls) == 9:  # shards and the zero-shot folder written, retrieval half done
+                block()
+            return real(*a, **k)
+
+        demo.make_scene = slow
+
+    kill_mid_write(lambda: small_demo(tmp_path / "data", seed=1), hook)
+    assert snapshot(tmp_path / "data") == before
+    small_demo(tmp_path / "data", seed=1)  # a re-run replaces demo data and cleans up
+    assert snapshot(tmp_path / "data") != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_demo_data_failing_mid_write_keeps_the_previous_data(tmp_path, monkeypatch):
+    from hyvl.data import demo
+
+    small_demo(tmp_path / "data", seed=0)
+    before = snapshot(tmp_path / "data")
+    monkeypatch.setattr(demo, "hierarchy_edges", lambda: 1 / 0)  # fails at the last file
+    with pytest.raises(ZeroDivisionError):
+        small_demo(tmp_path / "data", seed=1)
+    assert snapshot(tmp_path / "data") == before

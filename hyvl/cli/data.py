@@ -27,6 +27,11 @@ def add_parser(subparsers) -> None:
         help="shapes: generated coloured shapes (default); real: handwritten-digit scans and "
         "texture photographs shipped with scikit-learn / scikit-image (pip install 'hyvl[real]')",
     )
+    d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty directory that holds other things than demo data",
+    )
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--train-samples", type=int, default=4000)
     d.set_defaults(func=run_demo)
@@ -68,9 +73,17 @@ def add_parser(subparsers) -> None:
 def run_demo(args) -> int:
     from hyvl.data.demo import make_demo
     from hyvl.data.real import make_real_demo
+    from hyvl.data.writer import write_demo
 
     make = make_real_demo if args.kind == "real" else make_demo
-    out = make(args.out, seed=args.seed, train_samples=args.train_samples, progress=True)
+    out = write_demo(
+        make,
+        args.out,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        train_samples=args.train_samples,
+        progress=True,
+    )
     print(f"demo data written to {out}")
     return 0
 

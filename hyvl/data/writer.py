@@ -87,8 +87,8 @@ def _write_one(args) -> dict:
     path, records, resize, quality = args
     skipped: Counter = Counter()
     count = 0
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "wb") as f, wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as sink:
+    # written straight into write_shards' staging directory, which appears whole or not at all
+    with open(path, "wb") as f, wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as sink:
         for record in records:
             sample, reason = _encode(record, resize, quality)
             if reason:
@@ -96,13 +96,31 @@ def _write_one(args) -> dict:
                 continue
             sink.write(sample)
             count += 1
-    tmp.replace(path)  # a shard appears whole or not at all
     return {
         "shard": path.name,
         "samples": count,
         "bytes": path.stat().st_size,
         "skipped": dict(skipped),
     }
+
+
+def _missing_images(records: list[dict]) -> list[str]:
+    return [
+        str(r["image"])
+        for r in records
+        if isinstance(r["image"], (str, Path)) and not Path(r["image"]).is_file()
+    ]
+
+
+def _previous_shards(out_dir: Path, prefix: str) -> set[str]:
+    """Shard names the previous manifest of ``prefix`` in ``out_dir`` lists (ours to replace)."""
+    try:
+        old = json.loads((out_dir / f"{prefix}-manifest.json").read_text())
+        names = {s["shard"] for s in old["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    pattern = re.compile(rf"{re.escape(prefix)}-\d{{6}}\.tar")
+    return {n for n in names if isinstance(n, str) and pattern.fullmatch(n)}
 
 
 def write_shards(
@@ -119,47 +137,97 @@ def write_shards(
     """Write ``records`` as ``OUT/PREFIX-000000.tar ...``; returns (and writes) the manifest.
 
     A record: ``{"key", "image": path | bytes | PIL.Image, "caption", "boxes"?: [{"bbox",
-    "text"}], "bbox_format"?, "cls"?}``. Unreadable images are skipped and counted.
+    "text"}], "bbox_format"?, "cls"?}``. Unreadable images are skipped and counted; when no
+    image path exists at all (a wrong image root) nothing is written and DataError names them.
+
+    Atomic: shards and manifest are written in a staging directory beside OUT and renamed in
+    together (:func:`hyvl.io.atomic_dir`); a failure or a kill leaves the previous shards and
+    manifest as they were. Shards of the previous manifest of ``prefix`` that the new one does
+    not list are removed; other files in OUT are kept.
     """
     from tqdm.auto import tqdm
 
+    from hyvl.io import atomic_dir
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = list(records)
     if samples_per_shard <= 0:
         raise DataError("samples per shard must be positive")
-    jobs = [
-        (
-            out_dir / f"{prefix}-{i // samples_per_shard:06d}.tar",
-            records[i : i + samples_per_shard],
-            resize,
-            quality,
+    missing = _missing_images(records)
+    if records and len(missing) == len(records):
+        raise DataError(
+            f"none of the {len(records)} images exists (e.g. {', '.join(missing[:3])}): "
+            "is --images the right root directory?"
         )
-        for i in range(0, len(records), samples_per_shard)
-    ]
-    bar = tqdm(total=len(jobs), desc=f"writing {out_dir}", unit="shard", disable=not progress)
-    results = []
-    if workers > 1 and len(jobs) > 1:
-        with get_context("spawn").Pool(workers) as pool:
-            for res in pool.imap(_write_one, jobs):
-                results.append(res)
+    previous = _previous_shards(out_dir, prefix)
+    manifest_name = f"{prefix}-manifest.json"
+    with atomic_dir(out_dir, last=manifest_name) as stage:
+        jobs = [
+            (
+                stage / f"{prefix}-{i // samples_per_shard:06d}.tar",
+                records[i : i + samples_per_shard],
+                resize,
+                quality,
+            )
+            for i in range(0, len(records), samples_per_shard)
+        ]
+        bar = tqdm(
+            total=len(jobs), desc=f"writing {out_dir.name}", unit="shard", disable=not progress
+        )
+        results = []
+        if workers > 1 and len(jobs) > 1:
+            with get_context("spawn").Pool(workers) as pool:
+                for res in pool.imap(_write_one, jobs):
+                    results.append(res)
+                    bar.update()
+        else:
+            for job in jobs:
+                results.append(_write_one(job))
                 bar.update()
-    else:
-        for job in jobs:
-            results.append(_write_one(job))
-            bar.update()
-    bar.close()
-    skipped: Counter = Counter()
-    for r in results:
-        skipped.update(r["skipped"])
-    manifest = {
-        "samples": sum(r["samples"] for r in results),
-        "shards": results,
-        "bytes": sum(r["bytes"] for r in results),
-        "skipped": dict(skipped),
-    }
-    (out_dir / f"{prefix}-manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        bar.close()
+        skipped: Counter = Counter()
+        for r in results:
+            skipped.update(r["skipped"])
+        manifest = {
+            "samples": sum(r["samples"] for r in results),
+            "shards": results,
+            "bytes": sum(r["bytes"] for r in results),
+            "skipped": dict(skipped),
+        }
+        if records and not manifest["samples"]:
+            raise DataError(
+                f"no sample could be written ({', '.join(f'{k}: {v}' for k, v in sorted(skipped.items()))}"
+                f"; e.g. {records[0]['image']})"
+            )
+        (stage / manifest_name).write_text(json.dumps(manifest, indent=2) + "\n")
+    for name in previous - {r["shard"] for r in results}:
+        (out_dir / name).unlink(missing_ok=True)  # stale shards of the previous manifest
     return manifest
+
+
+DEMO_ENTRIES = {"train", "val", "zeroshot", "retrieval", "hierarchy.tsv"}
+
+
+def write_demo(make, out_dir: str | Path, *, overwrite: bool = False, **kwargs) -> Path:
+    """``make(directory, **kwargs)`` (a demo world: :func:`hyvl.data.demo.make_demo`, ...)
+    written atomically to ``out_dir``.
+
+    An existing demo directory is replaced; any other non-empty directory is refused unless
+    ``overwrite`` (its other files are then kept). A failure or a kill leaves the previous
+    contents as they were.
+    """
+    from hyvl.io import atomic_dir, check_out_dir
+
+    out = Path(out_dir)
+    ours = (
+        out.is_dir()
+        and (out / "hierarchy.tsv").is_file()
+        and all(p.name in DEMO_ENTRIES for p in out.iterdir())
+    )
+    check_out_dir(out, overwrite=overwrite, what="hyvl demo data", ours=ours, replace_ours=True)
+    with atomic_dir(out) as stage:
+        make(stage, **kwargs)
+    return out
 
 
 # ------------------------------------------------------------------------------------------

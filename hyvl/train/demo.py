@@ -59,9 +59,9 @@ def ensure_demo_data(data_dir: Path, seed: int = 0) -> Path:
     if (data_dir / "train").is_dir() and any((data_dir / "train").glob("*.tar")):
         return data_dir
     from hyvl.data.demo import make_demo
+    from hyvl.data.writer import write_demo
 
-    make_demo(data_dir, seed=seed)
-    return data_dir
+    return write_demo(make_demo, data_dir, seed=seed)
 
 
 def run_one(
