@@ -302,6 +302,10 @@ class ObjectiveConfig:
     hycoclip_entail_factor: float = 0.5
     # MERU Eq. 9: half-aperture constant K = 0.1 (min_radius).
     min_radius: float = 0.1
+    # Not in the papers (0 = their recipe: full weight from the first step): the entailment
+    # weight ramps linearly from 0 to entail_weight over this many steps, so the contrastive
+    # terms spread the embeddings out before the cones pull them in (docs/learning.md).
+    entail_warmup_steps: int = 0
     # SigLIP init: logit bias -10 (only used with loss == "sigmoid").
     sigmoid_bias_init: float = -10.0
     # Distributed: gather embeddings from all processes with gradients, loss over local rows.
@@ -365,6 +369,11 @@ class TrainConfig:
     box_towers: Literal["auto", "fused", "split"] = "fused"
     # A non-finite loss skips the step; this many in a row stop the run.
     max_nonfinite: int = 10
+    # Training health (hyvl/train/health.py): a collapse only warns, or stops the run with a
+    # non-zero exit (keeping the checkpoints written so far); a problem must hold this many
+    # steps before it is reported.
+    on_collapse: Literal["warn", "stop"] = "warn"
+    health_patience: int = 20
     trackers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

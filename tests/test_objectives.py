@@ -492,3 +492,23 @@ def test_no_gather_without_process_group():
     assert gathered is x and offset == 0
     assert dist_mod.world_size() == 1 and dist_mod.rank() == 0
     assert dist_mod.gather_sizes(3) == [3]
+
+
+def test_entailment_warmup_ramps_the_weight_from_zero():
+    emb = make_embeddings("lorentz", seed=3)
+    cfg = _cfg("hycoclip", "lorentz", "distance", "softmax", entail_warmup_steps=100)
+    objective = build_objective(cfg, "lorentz")
+    out = {}
+    for step in (0, 50, 100, 500):
+        objective.step = step
+        out[step] = objective(emb)
+    assert float(out[0]["entail"]) > 0  # still measured and logged...
+    assert float(out[0]["loss"]) == pytest.approx(float(out[0]["contrastive"]))  # ...not trained
+    full = float(out[500]["contrastive"] + 0.2 * out[500]["entail"])
+    assert float(out[100]["loss"]) == pytest.approx(full) == float(out[500]["loss"])
+    half = float(out[50]["contrastive"] + 0.1 * out[50]["entail"])
+    assert float(out[50]["loss"]) == pytest.approx(half)
+    with pytest.raises(ConfigError, match="entail_warmup_steps"):
+        build_objective(
+            _cfg("meru", "lorentz", "distance", "softmax", entail_warmup_steps=-1), "lorentz"
+        )

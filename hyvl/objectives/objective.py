@@ -62,6 +62,10 @@ def check_objective(cfg: ObjectiveConfig, geometry: str) -> None:
         )
     if cfg.entail_weight < 0:
         raise ConfigError(f"objective.entail_weight must be >= 0, got {cfg.entail_weight}")
+    if cfg.entail_warmup_steps < 0:
+        raise ConfigError(
+            f"objective.entail_warmup_steps must be >= 0, got {cfg.entail_warmup_steps}"
+        )
     if cfg.min_radius <= 0:
         raise ConfigError(f"objective.min_radius must be positive, got {cfg.min_radius}")
 
@@ -124,6 +128,7 @@ def compute_objective(
     *,
     sigmoid_bias: Tensor | None = None,
     distributed_gather: bool = True,
+    entail_scale: float = 1.0,
 ) -> dict[str, Tensor]:
     """The loss and its named terms for one batch of embeddings (a pure function).
 
@@ -137,6 +142,8 @@ def compute_objective(
         distributed_gather: gather columns from all processes when a process group with more
             than one rank exists (and ``cfg.gather_with_grad``); False computes the local loss
             only (benchmarks, single-process use).
+        entail_scale: multiplies ``cfg.entail_weight`` (the warm-up ramp of
+            ``cfg.entail_warmup_steps``; 1.0 = the papers' weight).
 
     Returns:
         ``{"loss", "contrastive", "contrastive_image_text", "contrastive_text_image", ...}``:
@@ -253,8 +260,8 @@ def compute_objective(
             out.update(entail_terms)
             out["entail"] = entail
             # As MERU: a zero weight leaves the term out (logged only), so a NaN cannot leak in.
-            if cfg.entail_weight > 0:
-                loss = loss + cfg.entail_weight * entail
+            if cfg.entail_weight > 0 and entail_scale > 0:
+                loss = loss + entail_scale * cfg.entail_weight * entail
         out["loss"] = loss
         out["logit_scale"] = scale.detach()
         if curv is not None:
@@ -269,7 +276,10 @@ class Objective(nn.Module):
 
     ``forward(emb) -> dict`` as :func:`compute_objective`, gathering across processes itself.
     Under DDP, wrap it with the model (or average its gradients) when it has parameters.
+    ``step`` (set by the trainer before each step) drives ``entail_warmup_steps``.
     """
+
+    step: int = 0
 
     def __init__(self, cfg: ObjectiveConfig, geometry: str):
         super().__init__()
@@ -280,8 +290,19 @@ class Objective(nn.Module):
         if cfg.loss == "sigmoid":
             self.sigmoid_bias = nn.Parameter(torch.tensor(float(cfg.sigmoid_bias_init)))
 
+    def entail_scale(self) -> float:
+        """The entailment weight's share at ``step``: ramps 0 -> 1 over ``entail_warmup_steps``."""
+        warmup = self.cfg.entail_warmup_steps
+        return 1.0 if warmup <= 0 else min(1.0, self.step / warmup)
+
     def forward(self, emb: Embeddings) -> dict[str, Tensor]:
-        return compute_objective(emb, self.cfg, self.geometry, sigmoid_bias=self.sigmoid_bias)
+        return compute_objective(
+            emb,
+            self.cfg,
+            self.geometry,
+            sigmoid_bias=self.sigmoid_bias,
+            entail_scale=self.entail_scale(),
+        )
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,325 @@
+"""Training health: is the run learning, and if not, what is wrong?
+
+Two pure pieces, so each can be tested on constructed cases without a training run:
+
+* :func:`embedding_stats` turns one batch's :class:`~hyvl.models.embeddings.Embeddings` (and
+  its contrastive loss) into the numbers logged at every logged step: the contrastive loss
+  relative to ``ln(global batch)`` (1.0 = chance: the model cannot tell the batch apart),
+  the spread of each modality (root-mean-square distance of the tangent vectors ``log_map0(x)``
+  from their mean; for CLIP of the unit vectors from their mean), the mean distance to the
+  origin of each modality (Lorentz models), and the share of entailment pairs (caption ->
+  image; box text -> box image; box image -> image; box text -> text) inside their cones.
+* :class:`HealthMonitor` watches those numbers step by step and names what is wrong:
+
+  ``collapse``
+      the contrastive loss stays within ``collapse_tolerance`` (2%) of ``ln B`` for
+      ``patience`` steps after it once was below that line or after ``grace_steps``, or the
+      images (or texts) become indistinguishable to the loss, ``spread * logit_scale <
+      min_logit_spread`` (logits of one row then differ by less than that, so the softmax is
+      uniform), for ``patience`` steps.
+  ``frozen_text``
+      the texts of a batch (captions naming different objects) are indistinguishable,
+      ``spread * logit_scale < min_logit_spread``, while the images are not, for ``patience``
+      steps: the text tower maps every caption to one point.
+  ``entailment_dead``
+      every entailment pair is inside its cone from the first logged step on, for ``patience``
+      steps: the entailment terms are 0 and teach nothing (typically all embeddings sit inside
+      ``2 * min_radius`` of the origin, where a cone is a half-space).
+  ``clamp``
+      curvature or an alpha sits at its clamp (MERU's ``[c0/10, 10 c0]`` for ``c``, ``alpha <= 1``)
+      for ``patience`` steps: the parameter gets no gradient any more.
+
+The trainer logs the stats and ``health`` (``"ok"`` or the names of the open problems) in
+``metrics.jsonl`` and prints one plain line on stderr when a problem appears.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from hyvl import lorentz
+
+MODALITIES = ("image", "text", "box_image", "box_text")
+# (apex, child) pairs whose cone share is reported: the pairs of MERU / HyCoCLIP's
+# entailment terms, whichever the batch has.
+CONE_PAIRS = (
+    ("text", "image"),
+    ("box_text", "box_image"),
+    ("box_image", "image"),
+    ("box_text", "text"),
+)
+
+
+@dataclass(frozen=True)
+class HealthThresholds:
+    """When the monitor calls a run unhealthy (see the module docstring)."""
+
+    collapse_tolerance: float = 0.02
+    min_logit_spread: float = 0.05
+    patience: int = 20
+    grace_steps: int = 100
+    clamp_tolerance: float = 1e-3
+
+
+def aperture_scales(objective_cfg) -> dict[tuple[str, str], float]:
+    """The aperture scale of each (apex, child) pair in the objective's entailment terms."""
+    if objective_cfg.kind != "hycoclip":
+        return {}
+    inter, intra = objective_cfg.inter_aperture_scale, objective_cfg.intra_aperture_scale
+    return {
+        ("text", "image"): inter,
+        ("box_text", "box_image"): inter,
+        ("box_image", "image"): intra,
+        ("box_text", "text"): intra,
+    }
+
+
+def _spread(tangent: torch.Tensor) -> float:
+    """(N, D) -> RMS distance of the rows from their mean (0 when all rows are equal)."""
+    centred = tangent - tangent.mean(dim=0, keepdim=True)
+    return float(centred.pow(2).sum(dim=-1).mean().sqrt())
+
+
+@torch.no_grad()
+def embedding_stats(
+    emb,
+    *,
+    contrastive_loss: float | None,
+    global_batch: int,
+    min_radius: float = 0.1,
+    aperture_scales: dict[tuple[str, str], float] | None = None,
+) -> dict[str, float | None]:
+    """One batch's health numbers (see the module docstring).
+
+    Args:
+        emb: :class:`~hyvl.models.embeddings.Embeddings`, (B, D) per modality.
+        contrastive_loss: the batch's contrastive term (mean of its cross-entropies).
+        global_batch: B over all processes: ``ln B`` is the loss of uniform logits.
+        min_radius: the cones' K (MERU's 0.1).
+        aperture_scales: per (apex, child) pair, the objective's aperture scale (HyCoCLIP's
+            0.7 / 1.2; see :func:`aperture_scales`); 1.0 where absent.
+
+    Returns ``{"loss_over_ln_b", "spread_<m>", "d0_<m>", "in_cone"}`` for each modality ``m``
+    present (``d0_*`` and ``in_cone`` only for Lorentz models; ``in_cone`` pools every pair).
+    """
+    out: dict[str, float | None] = {}
+    ln_b = math.log(max(global_batch, 2))
+    out["loss_over_ln_b"] = None if contrastive_loss is None else contrastive_loss / ln_b
+    curv = emb.curv.detach().float() if emb.curv is not None else None
+    for name in MODALITIES:
+        value = getattr(emb, name)
+        if value is None:
+            continue
+        value = value.detach().float()
+        tangent = value if curv is None else lorentz.log_map0(value, curv)
+        out[f"spread_{name}"] = _spread(tangent)
+        if curv is not None:
+            out[f"d0_{name}"] = float(lorentz.dist0(value, curv).mean())
+    if curv is not None:
+        inside, total = 0, 0
+        for apex_name, child_name in CONE_PAIRS:
+            apex, child = getattr(emb, apex_name), getattr(emb, child_name)
+            if apex is None or child is None:
+                continue
+            # box -> whole pairs: k box rows per sample, sample-major (Embeddings docstring)
+            if child.shape[0] < apex.shape[0]:
+                child = child.repeat_interleave(apex.shape[0] // child.shape[0], dim=0)
+            angle = lorentz.oxy_angle(apex.float(), child.float(), curv)
+            aperture = lorentz.half_aperture(apex.float(), curv, min_radius=min_radius)
+            aperture = aperture * (aperture_scales or {}).get((apex_name, child_name), 1.0)
+            inside += int((angle <= aperture).sum())
+            total += angle.numel()
+        out["in_cone"] = inside / total if total else None
+    return out
+
+
+@dataclass
+class _Streak:
+    """Consecutive steps a condition has held, and the step it started."""
+
+    since: int | None = None
+
+    def update(self, holds: bool, step: int) -> int:
+        if not holds:
+            self.since = None
+            return 0
+        if self.since is None:
+            self.since = step
+        return step - self.since
+
+
+@dataclass
+class HealthMonitor:
+    """Follows the logged stats of a run and names its problems (module docstring).
+
+    ``update(step, stats)`` takes the record of one logged step: ``loss_over_ln_b``,
+    ``spread_*``, ``in_cone``, ``logit_scale`` and, for Lorentz models, ``curv``,
+    ``curv_bounds`` (low, high) and ``alphas`` (name -> value). It returns the problems that
+    appeared at this step (name -> one plain sentence); ``problems`` keeps every problem seen
+    with the step it was first reported, ``open`` those that still hold.
+    """
+
+    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+    problems: dict[str, tuple[int, str]] = field(default_factory=dict)
+    open: set[str] = field(default_factory=set)
+    _streaks: dict[str, _Streak] = field(default_factory=dict)
+    _learned: bool = False
+    _first_step: int | None = None
+    _cones_full_since_start: bool = True
+
+    def _check(self, name: str, holds: bool, step: int) -> bool:
+        """True once ``holds`` has been true for ``patience`` steps in a row."""
+        held = self._streaks.setdefault(name, _Streak()).update(holds, step)
+        return holds and held >= self.thresholds.patience
+
+    def update(self, step: int, stats: dict) -> dict[str, str]:
+        t = self.thresholds
+        if self._first_step is None:
+            self._first_step = step
+        scale = stats.get("logit_scale") or 1.0
+        found: dict[str, str] = {}
+
+        ratio = stats.get("loss_over_ln_b")
+        at_chance = ratio is not None and ratio >= 1.0 - t.collapse_tolerance
+        if ratio is not None and not at_chance:
+            self._learned = True
+        loss_stuck = at_chance and (self._learned or step >= t.grace_steps)
+        image_spread = stats.get("spread_image")
+        images_same = image_spread is not None and image_spread * scale < t.min_logit_spread
+        if self._check("collapse", loss_stuck or images_same, step):
+            why = (
+                f"contrastive loss at {ratio:.3f} x ln(B)"
+                if loss_stuck
+                else f"images indistinguishable (spread {image_spread:.2g} x logit scale "
+                f"{scale:.3g} < {t.min_logit_spread})"
+            )
+            found["collapse"] = f"collapse: {why} for {t.patience}+ steps"
+
+        text_spread = stats.get("spread_text")
+        texts_same = text_spread is not None and text_spread * scale < t.min_logit_spread
+        if self._check("frozen_text", texts_same, step):
+            found["frozen_text"] = (
+                f"frozen text side: captions indistinguishable (spread {text_spread:.2g} x logit "
+                f"scale {scale:.3g} < {t.min_logit_spread}) for {t.patience}+ steps"
+            )
+
+        in_cone = stats.get("in_cone")
+        self._cones_full_since_start &= in_cone is not None and in_cone >= 1.0
+        if self._check("entailment_dead", self._cones_full_since_start, step):
+            found["entailment_dead"] = (
+                f"entailment dead: every pair inside its cone since step {self._first_step} "
+                "(entailment terms are 0)"
+            )
+
+        clamped = []
+        curv, bounds = stats.get("curv"), stats.get("curv_bounds")
+        if curv is not None and bounds is not None:
+            low, high = bounds
+            if curv <= low * (1 + t.clamp_tolerance) or curv >= high * (1 - t.clamp_tolerance):
+                clamped.append(f"curvature {curv:.4g} (bounds {low:.4g}, {high:.4g})")
+        for name, alpha in (stats.get("alphas") or {}).items():
+            if alpha >= 1.0 - t.clamp_tolerance:
+                clamped.append(f"{name} {alpha:.4g} (clamp 1)")
+        if self._check("clamp", bool(clamped), step):
+            found["clamp"] = f"at a clamp: {', '.join(clamped)} for {t.patience}+ steps"
+
+        for name in ("collapse", "frozen_text", "entailment_dead", "clamp"):
+            if name in found:
+                self.open.add(name)
+            elif not self._streaks.get(name, _Streak()).since:
+                self.open.discard(name)
+        new = {k: v for k, v in found.items() if k not in self.problems}
+        for name, message in new.items():
+            self.problems[name] = (step, message)
+        return new
+
+    @property
+    def status(self) -> str:
+        """``"ok"`` or the open problems, comma-separated (the ``health`` field)."""
+        return ", ".join(sorted(self.open)) or "ok"
+
+    def summary(self) -> str:
+        """One sentence for the end of a run."""
+        if not self.problems:
+            return "healthy: no collapse, frozen text side, dead entailment or clamped scalar"
+        parts = [f"{name} from step {step}" for name, (step, _) in self.problems.items()]
+        still = f" (still: {self.status})" if self.open else " (recovered since)"
+        return "unhealthy: " + "; ".join(parts) + still
+
+
+class CollapseError(RuntimeError):
+    """``train.on_collapse=stop`` and the run collapsed: the message says when and where the
+    last checkpoint is."""
+
+
+def model_scalars(model) -> dict:
+    """Curvature, its clamp bounds and the alphas of a Lorentz model (empty for CLIP)."""
+    if getattr(model, "curv", None) is None:
+        return {}
+    low, high = (math.exp(b) for b in model._log_curv_bounds)
+    alphas = {
+        name: float(getattr(model, f"{name}_alpha").detach().clamp(max=0.0).exp())
+        for name in ("visual", "textual")
+        if getattr(model, f"{name}_alpha", None) is not None
+    }
+    return {"curv_bounds": (low, high), "alphas": {f"{k}_alpha": v for k, v in alphas.items()}}
+
+
+class TrainingHealth:
+    """The trainer's side: stats of the logged step's batch into the record, the monitor's
+    verdict as ``record["health"]``, new problems as plain lines, and the stop decision."""
+
+    def __init__(self, cfg, global_batch: int):
+        tcfg = cfg.train
+        self.monitor = HealthMonitor(HealthThresholds(patience=tcfg.health_patience))
+        self.on_collapse = tcfg.on_collapse
+        self.global_batch = global_batch
+        self.scales = aperture_scales(cfg.objective)
+        self.min_radius = cfg.objective.min_radius
+
+    def observe(self, step: int, record: dict, emb, model) -> list[str]:
+        """Adds the health fields to ``record``; returns one line per new problem."""
+        stats = embedding_stats(
+            emb,
+            contrastive_loss=record.get("contrastive"),
+            global_batch=self.global_batch,
+            min_radius=self.min_radius,
+            aperture_scales=self.scales,
+        )
+        record.update(stats)
+        scalars = {k: record.get(k) for k in ("logit_scale", "curv")}
+        new = self.monitor.update(step, {**stats, **scalars, **model_scalars(model)})
+        record["health"] = self.monitor.status
+        return [f"hyvl train: step {step}: {message}" for message in new.values()]
+
+    def check_stop(self, step: int, latest_checkpoint) -> None:
+        """Raise :class:`CollapseError` when the run collapsed and ``on_collapse=stop``.
+
+        ``latest_checkpoint() -> (step, path) | None`` is asked only then.
+        """
+        if self.on_collapse != "stop" or "collapse" not in self.monitor.open:
+            return
+        _, message = self.monitor.problems["collapse"]
+        latest = latest_checkpoint()
+        where = "none written" if latest is None else f"{latest[1]} (step {latest[0]})"
+        raise CollapseError(
+            f"hyvl train: stopped at step {step} (train.on_collapse=stop): {message}; "
+            f"last checkpoint: {where}"
+        )
+
+
+def postfix(record: dict) -> dict[str, str]:
+    """Compact progress-bar fields: loss / ln B, spread and d0 as image/text, cone share."""
+    out = {"health": str(record.get("health", "ok"))}
+    if record.get("loss_over_ln_b") is not None:
+        out["loss/lnB"] = f"{record['loss_over_ln_b']:.3f}"
+    for key in ("spread", "d0"):
+        values = [record.get(f"{key}_{m}") for m in ("image", "text")]
+        if all(v is not None for v in values):
+            out[f"{key}(i/t)"] = "/".join(f"{v:.3g}" for v in values)
+    if record.get("in_cone") is not None:
+        out["in_cone"] = f"{record['in_cone']:.2f}"
+    return out
