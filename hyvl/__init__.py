@@ -16,12 +16,15 @@ __all__ = [
     "__version__",
     "create_model",
     "list_models",
+    "geometry",
     "load",
     "lorentz",
     "save",
 ]
 
-# name -> (module, attribute); resolved lazily by __getattr__ (PEP 562).
+# Submodules reachable as attributes (hyvl.lorentz, hyvl.geometry) and name -> (module,
+# attribute); both resolved lazily by __getattr__ (PEP 562).
+_SUBMODULES = ("geometry", "lorentz")
 _LAZY = {
     "create_model": ("hyvl.models.registry", "create_model"),
     "list_models": ("hyvl.models.registry", "list_models"),
@@ -31,8 +34,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "lorentz":
-        return importlib.import_module("hyvl.lorentz")
+    if name in _SUBMODULES:
+        return importlib.import_module(f"hyvl.{name}")
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
@@ -46,6 +49,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hyvl import lorentz
+    from hyvl import geometry, lorentz
     from hyvl.models.checkpoint import load, save
     from hyvl.models.registry import create_model, list_models

@@ -28,7 +28,7 @@ def embed_kinds(model, tokenizer, shards: str, max_samples: int = 512) -> dict[s
     """kind -> (N, D) embeddings of up to ``max_samples`` samples (boxes when present)."""
     from hyvl.data.pipeline import build_eval_loader
 
-    if model.geometry != "lorentz":
+    if not model.space.hyperbolic:
         raise HyvlError(
             "these pictures need a Lorentz model (MERU / HyCoCLIP); CLIP embeds on a sphere"
         )
@@ -167,7 +167,7 @@ def embed_image_folder(model, preprocess, tokenizer, root: str | Path, max_sampl
     from hyvl.errors import DataError
     from hyvl.evaluation.embed import embed_images, embed_texts
 
-    if model.geometry != "lorentz":
+    if not model.space.hyperbolic:
         raise HyvlError("this picture needs a Lorentz model (MERU / HyCoCLIP)")
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []

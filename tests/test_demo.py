@@ -1,5 +1,5 @@
 """`hyvl demo`, the main job: trains all three models, evaluates, prints one table, writes the
-CONTRACT JSON, loadable checkpoints and the plot. A short budget on a small demo world: the
+demo JSON (docs/contract.md), loadable checkpoints and the plot. A short budget on a small demo world: the
 accuracy targets are measured by `make demo` (README), not here."""
 
 import json

@@ -15,6 +15,7 @@ from hyvl.errors import DataError
 from hyvl.evaluation.hierarchy import Hierarchy, hierarchy_metrics
 from hyvl.evaluation.retrieval import duplicate_captions, recall_at_k
 from hyvl.evaluation.zeroshot import _accuracies, zeroshot_classifier
+from hyvl.geometry import get_geometry
 
 
 def test_recall_counts_any_ground_truth_and_breaks_ties_by_index():
@@ -76,22 +77,16 @@ class FakeModel(torch.nn.Module):
 
     def __init__(self, geometry, table):
         super().__init__()
-        self.geometry = geometry
+        self.geometry, self.space = geometry, get_geometry(geometry)
         self.table = table
         self.w = torch.nn.Parameter(torch.zeros(1))
-        self.curv = torch.tensor(1.0) if geometry == "lorentz" else None
+        self.curv = torch.tensor(1.0) if self.space.hyperbolic else None
 
     def text_features(self, tokens):
         return torch.stack([self.table[int(t)] for t in tokens])
 
-    def lift_text(self, feats):
-        return lorentz.exp_map0(feats, self.curv)
-
-    def encode_text(self, tokens):
-        f = self.text_features(tokens)
-        if self.geometry == "lorentz":
-            return self.lift_text(f)
-        return f / f.norm(dim=-1, keepdim=True)
+    def lift_text(self, feats):  # alpha = 1
+        return self.space.lift(feats, torch.tensor(0.0), self.curv)
 
 
 def fake_tokenizer(texts):

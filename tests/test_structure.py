@@ -4,6 +4,7 @@ the geometry name compared in one place."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "hyvl"
@@ -106,3 +107,64 @@ def test_cycle_finder_sees_function_level_imports(tmp_path):
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+GEOMETRY_NAMES = {"lorentz", "euclidean"}
+
+
+def _names_geometry(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant):
+        return node.value in GEOMETRY_NAMES
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return any(_names_geometry(e) for e in node.elts)
+    return False
+
+
+def geometry_comparisons(root: Path = ROOT) -> dict[str, int]:
+    """module -> how often its code compares against a geometry name (==, !=, in, match)."""
+    counts: dict[str, int] = {}
+    for path in sorted(root.rglob("*.py")):
+        n = 0
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                n += any(_names_geometry(x) for x in [node.left, *node.comparators])
+            elif isinstance(node, ast.MatchValue):
+                n += _names_geometry(node.value)
+        if n:
+            counts[_module_name(path, root)] = n
+    return counts
+
+
+def test_geometry_comparison_counter_sees_each_form(tmp_path):
+    pkg = tmp_path / "hyvl"
+    pkg.mkdir()
+    (pkg / "a.py").write_text(
+        "def f(model, g):\n"
+        "    if model.geometry == 'lorentz' or 'euclidean' != g or g in ('lorentz', 'x'):\n"
+        "        return {'lorentz': 1}  # a mapping is not a comparison\n"
+        "    match g:\n"
+        "        case 'euclidean':\n"
+        "            return 2\n"
+    )
+    assert geometry_comparisons(pkg) == {"hyvl.a": 4}
+
+
+def test_geometry_name_is_compared_in_at_most_one_module():
+    # What differs per geometry is asked of hyvl.geometry's objects (model.space), so a new
+    # geometry is one class there rather than a hunt through every module.
+    counts = geometry_comparisons()
+    assert len(counts) <= 1, f"geometry names compared in several modules: {counts}"
+
+
+def test_every_markdown_file_named_in_the_repository_exists():
+    # Comments and docs that cite files the user does not have are worse than none.
+    repo = ROOT.parent
+    files = [*repo.glob("*.md"), *(repo / "docs").glob("*.md")]
+    for folder in ("hyvl", "tests", "tools"):
+        files += (repo / folder).rglob("*.py")
+    missing = []
+    for path in files:
+        for name in re.findall(r"(?<![\w/.-])((?:\.\./|[\w-]+/)*[\w-]+\.md)\b", path.read_text()):
+            if not ((repo / name).exists() or (path.parent / name).exists()):
+                missing.append(f"{path.relative_to(repo)}: {name}")
+    assert not missing, missing

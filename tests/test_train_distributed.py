@@ -2,7 +2,7 @@
 process on the combined batch, with and without GradCache accumulation.
 
 This file is also the worker: ``python tests/test_train_distributed.py OUT`` under torchrun
-(``accelerate launch --cpu --num_processes 2`` starts only one process, see PITFALLS.md).
+(``accelerate launch --cpu --num_processes 2`` starts only one process, see docs/pitfalls.md).
 """
 
 import json

@@ -26,7 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from hyvl import lorentz  # noqa: E402
-from hyvl.search.backends import augment_items, augment_queries, brute_force  # noqa: E402
+from hyvl.geometry import Lorentz  # noqa: E402
+from hyvl.search.backends import brute_force  # noqa: E402
 from hyvl.search.index import EmbeddingIndex  # noqa: E402
 
 
@@ -73,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     bare = faiss.IndexFlatIP(args.dim + 1)
-    bare.add(augment_items(items, args.curv).numpy())
+    bare.add(Lorentz().augment_items(items, args.curv).numpy())
 
     def run_bare():
-        q = augment_queries(queries, args.curv).numpy()
+        q = Lorentz().augment_queries(queries, args.curv).numpy()
         return bare.search(q, args.k)
 
     results: dict[str, dict] = {}

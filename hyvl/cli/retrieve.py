@@ -58,7 +58,7 @@ def run(args) -> int:
         options["ef_search"] = args.ef_search
     hits = index.search(query, args.k, kind=kind, backend=args.backend, **options)[0]
     results = [{"rank": h["rank"], "item": h["item"], "distance": h["distance"]} for h in hits]
-    # shard items are keys: show their captions too (the JSON keeps CONTRACT's three fields)
+    # shard items are keys: show their captions too (the JSON keeps its three fields: rank, item, distance)
     shown = [
         {**r, "caption": h["caption"]} if "caption" in h else r
         for r, h in zip(results, hits, strict=True)

@@ -51,7 +51,7 @@ def run(args) -> int:
         model, preprocess, tokenizer = hyvl.load(args.checkpoint)
         texts = [t.strip() for t in Path(args.texts).read_text().splitlines() if t.strip()]
         text_emb = embed_texts(model, tokenizer, texts)
-    if model.geometry != "lorentz":
+    if not model.space.hyperbolic:
         raise HyvlError("traversals need a Lorentz model (MERU / HyCoCLIP)")
     if not texts:
         raise DataError("no candidate texts")

@@ -6,7 +6,7 @@ caption names them all ("a large red circle and a small blue square"), and each 
 box and a box text ("large red circle"), as grounded web data (GRIT) does. Deterministic for a
 seed, offline, a few seconds.
 
-Layout (CONTRACT.md): ``train/*.tar``, ``val/*.tar``, ``zeroshot/`` (ImageFolder +
+Layout (docs/contract.md): ``train/*.tar``, ``val/*.tar``, ``zeroshot/`` (ImageFolder +
 ``classnames.txt`` + ``templates.txt``), ``retrieval/captions.json`` + ``retrieval/images/``,
 ``hierarchy.tsv``.
 """

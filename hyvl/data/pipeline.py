@@ -4,7 +4,7 @@ Design for exact resume. Each (rank, logical worker) reads its own deterministic
 samples (shard order and shuffle buffer seeded from ``(seed, rank, worker)``), groups RAW samples
 into batches, and seeds augmentation and box choice from ``(seed, rank, worker, batch index)``.
 Resuming at step N therefore only has to drop the first raw batches of each stream, which needs
-tar reading but no image decoding (PITFALLS: ``skip_first_batches`` would decode everything).
+tar reading but no image decoding (``skip_first_batches`` would decode everything, docs/pitfalls.md).
 DataLoader workers are visited round-robin starting at worker 0, so on resume physical worker w
 plays logical worker ``(w + N) % W``: the first batch out is exactly batch N.
 

@@ -18,8 +18,6 @@ from typing import Any
 
 import torch
 
-from hyvl import lorentz
-
 # Row keys are batch_index * _ROWS + row_in_batch, so sorting them restores the
 # one-process order. A batch of more than 2**31 rows is not a batch.
 _ROWS = 1 << 31
@@ -215,6 +213,5 @@ def embed_texts(
 
 def similarity(model, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """(Q, N) scores, higher = closer: -Lorentz distance, or cosine for CLIP."""
-    if model.geometry == "lorentz":
-        return -lorentz.pairwise_dist(queries.float(), items.float(), model.curv.detach().float())
-    return queries.float() @ items.float().T
+    curv = None if model.curv is None else model.curv.detach().float()
+    return model.space.pairwise_similarity(queries.float(), items.float(), curv)

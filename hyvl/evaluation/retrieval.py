@@ -93,7 +93,7 @@ def duplicate_captions(keys: list, owner: list[int]) -> dict[str, Any]:
 def retrieval_metrics(
     image_emb, text_emb, owner: list[int], model, keys: list | None = None
 ) -> dict[str, Any]:
-    """CONTRACT JSON from embeddings; ``owner[t]`` is the image index of caption ``t``.
+    """The retrieval JSON (docs/contract.md) from embeddings; ``owner[t]`` is the image index of caption ``t``.
 
     ``keys`` (caption texts or token tuples) adds ``duplicate_captions`` (see
     :func:`duplicate_captions`)."""

@@ -34,15 +34,9 @@ def zeroshot_classifier(
     parts = []
     for c in progress(mine, len(mine), f"embedding {len(templates)} prompts per class", shard):
         tokens = tokenizer([t.format(classnames[c]) for t in templates]).to(device)
-        if model.geometry == "lorentz":
-            with encoding(model, precision):
-                feats = model.text_features(tokens).float().mean(0, keepdim=True)
-            row = model.lift_text(feats)[0]
-        else:
-            with encoding(model, precision):
-                emb = model.encode_text(tokens).float().mean(0)
-            row = emb / emb.norm()
-        parts.append((c, row[None], None))
+        with encoding(model, precision):
+            feats = model.text_features(tokens).float()
+        parts.append((c, model.space.prototypes(feats[None], model.lift_text), None))
     return shard.gather(parts)[0]
 
 
@@ -175,7 +169,7 @@ def evaluate_zeroshot(
     precision: str = "fp32",
 ) -> dict[str, Any]:
     """Zero-shot accuracy on ``data`` -> ``{"top1", "top5", "mean_per_class", "num_samples",
-    "num_classes", "num_predicted_classes"}`` in percent (CONTRACT.md); the last counts the
+    "num_classes", "num_predicted_classes"}`` in percent (docs/contract.md); the last counts the
     classes predicted at least once (1 = the model answers one class for every image).
 
     ``shard`` (e.g. ``Shard.from_accelerate()`` under torchrun): the processes split the

@@ -3,7 +3,8 @@
 ``geometry="lorentz"`` (MERU, HyCoCLIP): projected features are scaled by a learnable alpha per
 modality and lifted with ``exp_map0`` onto the hyperboloid of learnable curvature ``-c``.
 ``geometry="euclidean"`` (CLIP): projected features are L2-normalised. Losses live in
-``hyvl.objectives``; the model only produces :class:`Embeddings`.
+``hyvl.objectives``; the model only produces :class:`Embeddings`. What differs per geometry is
+in ``model.space`` (:mod:`hyvl.geometry`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from hyvl import lorentz
 from hyvl.config import ModelConfig
+from hyvl.geometry import get_geometry
 from hyvl.models.embeddings import Embeddings
 from hyvl.models.towers import ImageTower, build_text_tower
 
@@ -34,6 +34,7 @@ class HyvlModel(nn.Module):
         super().__init__()
         self.config = config
         self.geometry = config.geometry
+        self.space = get_geometry(config.geometry)  # lift, similarity, prototypes, search, cones
         # How forward() embeds box crops / box texts next to images / texts (see forward).
         self.box_towers = "fused"
         self.visual = ImageTower(config.vision)
@@ -51,7 +52,7 @@ class HyvlModel(nn.Module):
         # CLIP: temperature stored as a log, init 1/0.07, clamped at logit_scale_max.
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         self._log_logit_scale_max = math.log(config.logit_scale_max)
-        if self.geometry == "lorentz":
+        if self.space.hyperbolic:
             # MERU Sec. 3.2: alpha per modality, init embed_dim^-0.5 (log stored, <= 0) so that
             # initial embeddings have norm ~1 whatever the width.
             alpha = torch.tensor(d**-0.5).log()
@@ -82,7 +83,7 @@ class HyvlModel(nn.Module):
     @property
     def curv(self) -> torch.Tensor | None:
         """Positive curvature magnitude c (0-dim tensor), or None for CLIP."""
-        if self.geometry != "lorentz":
+        if not self.space.hyperbolic:
             return None
         return self.log_curv.clamp(*self._log_curv_bounds).exp()
 
@@ -108,11 +109,7 @@ class HyvlModel(nn.Module):
         # The lift runs in fp32 whatever autocast says: exp_map0's sinh overflows in fp16 and
         # loses the small-norm regime in bf16.
         with torch.autocast(feats.device.type, enabled=False):
-            feats = feats.float()
-            if self.geometry == "euclidean":
-                return F.normalize(feats, dim=-1)
-            feats = feats * log_alpha.float().clamp(max=0.0).exp()
-            return lorentz.exp_map0(feats, self.curv.float())
+            return self.space.lift(feats.float(), log_alpha, self.curv)
 
     def lift_image(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D) image features -> embeddings (space components, or unit vectors for CLIP)."""

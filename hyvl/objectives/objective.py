@@ -36,25 +36,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hyvl import lorentz as L
 from hyvl.config import ObjectiveConfig
 from hyvl.errors import ConfigError
+from hyvl.geometry import Geometry, get_geometry
 from hyvl.models.embeddings import Embeddings
 from hyvl.objectives import distributed
 
-GEOMETRIES = ("lorentz", "euclidean")
 
-
-def check_objective(cfg: ObjectiveConfig, geometry: str) -> None:
-    """Raise ConfigError for combinations that have no meaning."""
-    if geometry not in GEOMETRIES:
-        raise ConfigError(f"model geometry must be one of {GEOMETRIES}, got {geometry!r}")
-    if geometry == "euclidean" and cfg.logits == "angle":
+def check_objective(cfg: ObjectiveConfig, geometry: str) -> Geometry:
+    """The model's :mod:`~hyvl.geometry`; ConfigError for combinations that have no meaning."""
+    space = get_geometry(geometry)
+    if not space.hyperbolic and cfg.logits == "angle":
         raise ConfigError(
             "objective.logits='angle' needs a lorentz model (the exterior angle is a hyperbolic "
             "quantity); use objective.logits='distance' (cosine) for a euclidean model"
         )
-    if geometry == "euclidean" and cfg.kind != "clip" and cfg.entail_weight != 0:
+    if not space.hyperbolic and cfg.kind != "clip" and cfg.entail_weight != 0:
         raise ConfigError(
             f"objective.kind={cfg.kind!r} has entailment terms, which are only defined for a "
             "lorentz model; use a lorentz model, objective.kind='clip', or "
@@ -68,6 +65,7 @@ def check_objective(cfg: ObjectiveConfig, geometry: str) -> None:
         )
     if cfg.min_radius <= 0:
         raise ConfigError(f"objective.min_radius must be positive, got {cfg.min_radius}")
+    return space
 
 
 def _autocast_off(device: torch.device):
@@ -81,34 +79,19 @@ def _compute_dtype(t: Tensor) -> torch.dtype:
     return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
-class _Geometry:
-    """Similarity and entailment for one batch's geometry, curvature and scale."""
+def _similarity(
+    space: Geometry, angle: bool, rows: Tensor, cols: Tensor, rows_are_apex: bool, curv
+) -> Tensor:
+    """(R, D) x (C, D) -> (R, C): larger means more alike.
 
-    def __init__(self, geometry: str, logits: str, curv: Tensor | None, min_radius: float):
-        self.lorentz = geometry == "lorentz"
-        self.angle = logits == "angle"
-        self.curv = curv
-        self.min_radius = min_radius
-
-    def similarity(self, rows: Tensor, cols: Tensor, rows_are_apex: bool) -> Tensor:
-        """(R, D) x (C, D) -> (R, C): larger means more alike.
-
-        ``rows_are_apex`` says which side is the more generic one (text, or a box's text) and so
-        the cone apex for angle logits; distance and cosine are symmetric.
-        """
-        if not self.lorentz:
-            return rows @ cols.T
-        if not self.angle:
-            return -L.pairwise_dist(rows, cols, self.curv)
-        if rows_are_apex:
-            return -L.pairwise_oxy_angle(rows, cols, self.curv)
-        return -L.pairwise_oxy_angle(cols, rows, self.curv).T
-
-    def cone_violation(self, apex: Tensor, child: Tensor, aperture_scale: float) -> Tensor:
-        """(R, D), (R, D) -> (R,): ``relu(oxy_angle(apex, child) - k * half_aperture(apex))``."""
-        angle = L.oxy_angle(apex, child, self.curv)
-        aperture = L.half_aperture(apex, self.curv, min_radius=self.min_radius)
-        return F.relu(angle - aperture_scale * aperture)
+    ``rows_are_apex`` says which side is the more generic one (text, or a box's text) and so
+    the cone apex for angle logits (``logits: angle``); distance and cosine are symmetric.
+    """
+    if not angle:
+        return space.pairwise_similarity(rows, cols, curv)
+    if rows_are_apex:
+        return space.pairwise_angle_similarity(rows, cols, curv)
+    return space.pairwise_angle_similarity(cols, rows, curv).T
 
 
 def _row_losses(logits: Tensor, targets: Tensor, loss: str, bias: Tensor | None) -> Tensor:
@@ -152,10 +135,10 @@ def compute_objective(
         ``entail_text_image``. Diagnostics ``logit_scale``, ``curv`` and ``sigmoid_bias`` are
         detached. Terms are 0-dim fp32 (float64 for float64 input).
     """
-    check_objective(cfg, geometry)
+    space = check_objective(cfg, geometry)
     if emb.logit_scale is None:
         raise ValueError("Embeddings.logit_scale is None: the objective needs the model's scale")
-    if geometry == "lorentz" and emb.curv is None:
+    if space.hyperbolic and emb.curv is None:
         raise ValueError("Embeddings.curv is None but the geometry is lorentz")
     use_boxes = cfg.kind == "hycoclip"
     if use_boxes and not emb.has_boxes:
@@ -180,13 +163,16 @@ def compute_objective(
     with _autocast_off(emb.image.device):
         image, text = emb.image.to(dtype), emb.text.to(dtype)
         scale = emb.logit_scale.to(dtype)
-        curv = emb.curv.to(dtype) if geometry == "lorentz" else None
+        curv = emb.curv.to(dtype) if space.hyperbolic else None
         bias = None
         if cfg.loss == "sigmoid":
             if sigmoid_bias is None:
                 sigmoid_bias = torch.tensor(cfg.sigmoid_bias_init, device=image.device)
             bias = sigmoid_bias.to(dtype)
-        geom = _Geometry(geometry, cfg.logits, curv, cfg.min_radius)
+        angle = cfg.logits == "angle"
+
+        def cone(apex: Tensor, child: Tensor, aperture_scale: float) -> Tensor:
+            return space.cone_violation(apex, child, curv, aperture_scale, cfg.min_radius)
 
         world = distributed.world_size() if distributed_gather else 1
         if world > 1 and cfg.gather_with_grad:
@@ -206,7 +192,7 @@ def compute_objective(
         targets = offset + torch.arange(batch, device=image.device)
 
         def contrastive(rows: Tensor, cols: Tensor, rows_are_apex: bool, tgt: Tensor) -> Tensor:
-            logits = scale * geom.similarity(rows, cols, rows_are_apex)
+            logits = scale * _similarity(space, angle, rows, cols, rows_are_apex, curv)
             return _row_losses(logits, tgt, cfg.loss, bias).sum()
 
         out: dict[str, Tensor] = {}
@@ -229,30 +215,26 @@ def compute_objective(
                 + out["contrastive_boximage_text"]
                 + out["contrastive_boxtext_image"]
             )
-            if geometry == "lorentz":
+            if space.hyperbolic:
                 # Each box row's whole image / text: sample-major, k rows per sample.
                 image_per_box = image.repeat_interleave(k, dim=0)
                 text_per_box = text.repeat_interleave(k, dim=0)
                 inter, intra = cfg.inter_aperture_scale, cfg.intra_aperture_scale
                 entail_terms = {
-                    "entail_text_image": row_weight * geom.cone_violation(text, image, inter).sum(),
-                    "entail_boxtext_boximage": box_weight
-                    * geom.cone_violation(box_text, box_image, inter).sum(),
+                    "entail_text_image": row_weight * cone(text, image, inter).sum(),
+                    "entail_boxtext_boximage": box_weight * cone(box_text, box_image, inter).sum(),
                     "entail_boximage_image": box_weight
-                    * geom.cone_violation(box_image, image_per_box, intra).sum(),
-                    "entail_boxtext_text": box_weight
-                    * geom.cone_violation(box_text, text_per_box, intra).sum(),
+                    * cone(box_image, image_per_box, intra).sum(),
+                    "entail_boxtext_text": box_weight * cone(box_text, text_per_box, intra).sum(),
                 }
                 entail = cfg.hycoclip_entail_factor * sum(entail_terms.values())
         else:
             out["contrastive"] = 0.5 * (
                 out["contrastive_image_text"] + out["contrastive_text_image"]
             )
-            if cfg.kind == "meru" and geometry == "lorentz":
+            if cfg.kind == "meru" and space.hyperbolic:
                 # MERU: the caption's cone at full half-aperture must contain its image.
-                entail_terms = {
-                    "entail_text_image": row_weight * geom.cone_violation(text, image, 1.0).sum()
-                }
+                entail_terms = {"entail_text_image": row_weight * cone(text, image, 1.0).sum()}
                 entail = entail_terms["entail_text_image"]
 
         loss = out["contrastive"]

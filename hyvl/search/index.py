@@ -165,17 +165,13 @@ class EmbeddingIndex:
         of indexed items: near the data like real queries, but not stored vectors, which an
         approximate index finds too easily. Returns ``(recall in [0, 1], queries used)``.
         """
-        from hyvl import lorentz
+        from hyvl.geometry import get_geometry
 
         rows = self.rows(kind)
         g = torch.Generator().manual_seed(0)
         a = self.embeddings[rows[torch.randint(len(rows), (sample,), generator=g)]]
         b = self.embeddings[rows[torch.randint(len(rows), (sample,), generator=g)]]
-        if self.geometry == "lorentz":
-            mid = (lorentz.log_map0(a, self.curv) + lorentz.log_map0(b, self.curv)) / 2
-            queries = lorentz.exp_map0(mid, self.curv)
-        else:
-            queries = torch.nn.functional.normalize(a + b, dim=-1)
+        queries = get_geometry(self.geometry).mean(torch.stack([a, b], dim=1), self.curv)
         k = min(k, len(rows))
         exact = self.search(queries, k, kind=kind, backend="torch")
         approx = self.search(queries, k, kind=kind, backend=backend, **options)

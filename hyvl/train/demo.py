@@ -67,7 +67,7 @@ def ensure_demo_data(data_dir: Path, seed: int = 0) -> Path:
 def run_one(
     kind: str, data_dir: Path, out_dir: Path, *, steps: int, batch_size: int, seed: int
 ) -> dict[str, Any]:
-    """Train one tiny model and evaluate it; returns the CONTRACT JSON for one model."""
+    """Train one tiny model and evaluate it; returns the demo JSON for one model (docs/contract.md)."""
     import hyvl
     from hyvl.evaluation.retrieval import evaluate_retrieval
     from hyvl.evaluation.zeroshot import evaluate_zeroshot
@@ -113,7 +113,7 @@ def distances_to_origin(
     from hyvl.data.pipeline import build_eval_loader
 
     kinds = {k: [] for k in ("image", "text", "box_image", "box_text")}
-    if model.geometry != "lorentz":
+    if not model.space.hyperbolic:
         return {k: {"mean": None, "values": []} for k in kinds}
     loader = build_eval_loader(
         str(data_dir / "val" / "*.tar"),
@@ -175,7 +175,7 @@ def table_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
 
 
 def public_json(results: dict[str, dict]) -> dict[str, Any]:
-    """CONTRACT.md JSON: one object for one model, one per model name for several."""
+    """The demo JSON (docs/contract.md): one object for one model, one per model name for several."""
     clean = {
         k: {key: v for key, v in r.items() if not key.startswith("_")} for k, r in results.items()
     }

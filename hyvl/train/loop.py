@@ -6,7 +6,7 @@ torch.compile); the steps themselves are written out here:
 - one :class:`TrainModule` holds the model AND the objective, so objective parameters (a
   SigLIP bias) are trained, decayed correctly and synchronised like any weight;
 - the data loader is NOT passed through ``prepare`` (a webdataset loader splits by rank
-  itself, see PITFALLS.md); batches are moved to the device here;
+  itself, see docs/pitfalls.md); batches are moved to the device here;
 - the scheduler is NOT prepared either (a prepared scheduler steps once per process);
 - gradient accumulation caches features (GradCache, like open_clip's ``--accum-freq``):
   contrastive negatives come from the whole batch, not from each micro-batch;
