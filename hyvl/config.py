@@ -402,8 +402,10 @@ class RunConfig:
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config, apply dotted overrides, validate."""
-    data = load_yaml(path) if path else {}
+    """Read a run config (a packaged recipe name or a YAML path), apply dotted overrides, validate."""
+    from hyvl.recipes import resolve_recipe
+
+    data = load_yaml(resolve_recipe(path)) if path else {}
     if "model" not in data and any(o.startswith("model.") for o in overrides or []):
         data["model"] = {"base": RunConfig.model}
     apply_overrides(data, list(overrides or []))

@@ -8,8 +8,9 @@ import sys
 
 EPILOG = """\
 examples:
-  hyvl train --config configs/meru_tiny.yaml --output-dir runs/meru_tiny
-  hyvl train --config configs/hycoclip_vit_b.yaml --output-dir runs/hyco \\
+  hyvl train --config meru_tiny --output-dir runs/meru_tiny
+  hyvl train --config my_run.yaml --output-dir runs/mine
+  hyvl train --config hycoclip_vit_b --output-dir runs/hyco \\
       data.train_shards='/data/grit/{000000..001999}.tar' train.batch_size=768
   # several processes (GPUs, or CPU processes with gloo):
   torchrun --nproc_per_node 2 -m hyvl train --config ... --output-dir ... train.cpu=true
@@ -28,7 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", required=True, metavar="FILE", help="YAML run config (see configs/)")
+    p.add_argument(
+        "--config",
+        required=True,
+        metavar="NAME|FILE",
+        help="a packaged recipe name (`hyvl config list`), NAME.yaml, or a YAML file",
+    )
     p.add_argument(
         "--output-dir",
         required=True,

@@ -1,9 +1,9 @@
 """`hyvl demo`: generate the demo data, train tiny CLIP / MERU / HyCoCLIP on 2 CPU cores,
 evaluate zero-shot and retrieval, and show where each kind of embedding sits in the space.
 
-The recipe is the tiny one of ``configs/*_tiny.yaml`` (kept here too so the demo works from
-an installed wheel, where the repository's ``configs/`` folder does not exist). Every model
-gets the same budget: same steps, batch, learning rate and data.
+The recipe is the packaged ``{clip,meru,hycoclip}_tiny`` one (``hyvl config show hycoclip_tiny``),
+with the demo's steps, batch and data. Every model gets the same budget: same steps, batch,
+learning rate and data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hyvl.config import RunConfig, from_dict
+from hyvl.config import RunConfig, from_dict, load_run_config, to_dict
 
 KINDS = ("hycoclip", "meru", "clip")
 # Order of the distance columns: the HyCoCLIP picture (box text nearest the origin, then
@@ -24,34 +24,27 @@ DIST_KINDS = ("box_text", "text", "box_image", "image")
 def demo_config(
     kind: str, data_dir: Path, *, steps: int, batch_size: int, seed: int = 0
 ) -> RunConfig:
-    """The tiny run config of ``kind`` on the demo data in ``data_dir``."""
-    return from_dict(
-        RunConfig,
-        {
-            "model": f"{kind}_tiny",
-            "objective": {"kind": kind},
-            "data": {
-                "train_shards": str(data_dir / "train" / "*.tar"),
-                "resampled": True,
-                "workers": 1,
-                "shuffle_buffer": 256,
-                # Every model sees the same images; only HyCoCLIP uses the box crops.
-                "boxes_per_sample": 1 if kind == "hycoclip" else 0,
-            },
-            "train": {
-                "batch_size": batch_size,
-                "max_steps": steps,
-                # Tiny towers from scratch: a higher peak lr than the papers' 5e-4, short warmup.
-                "lr": 1e-3,
-                "warmup_steps": max(1, steps // 10),
-                "checkpoint_every": steps,
-                "keep_last": 1,
-                "log_every": max(1, steps // 50),
-                "cpu": True,
-                "seed": seed,
-            },
-        },
+    """The packaged ``{kind}_tiny`` recipe on the demo data in ``data_dir``, for ``steps`` steps.
+
+    The recipe's warmup keeps its share of the run; the demo evaluates after training itself,
+    so periodic evaluation is off and one checkpoint (the last) is kept.
+    """
+    recipe = to_dict(load_run_config(f"{kind}_tiny"))
+    train = recipe["train"]
+    warmup = round(train["warmup_steps"] * steps / train["max_steps"])
+    recipe["data"]["train_shards"] = str(data_dir / "train" / "*.tar")
+    train.update(
+        max_steps=steps,
+        batch_size=batch_size,
+        warmup_steps=max(1, warmup),
+        checkpoint_every=steps,
+        keep_last=1,
+        log_every=max(1, steps // 50),
+        eval_every=0,
+        seed=seed,
     )
+    recipe["eval"].update(zeroshot="", retrieval="")
+    return from_dict(RunConfig, recipe)
 
 
 def ensure_demo_data(data_dir: Path, seed: int = 0) -> Path:
