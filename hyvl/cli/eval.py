@@ -1,4 +1,4 @@
-"""``hyvl eval zeroshot | retrieval | hierarchy | isa2tsv``."""
+"""``hyvl eval zeroshot | retrieval | hierarchy | isa2tsv`` (``suite`` and ``linprobe``: eval_suite)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ def add_parser(subparsers) -> None:
     c.add_argument("--words", help="lines 'id<TAB>name, synonyms' (ImageNet words.txt)")
     c.add_argument("--out", required=True)
     c.set_defaults(func=run_isa2tsv)
+
+    from hyvl.cli import eval_suite
+
+    eval_suite.add_parsers(sub)
 
 
 class _Session(Processes):

@@ -1,0 +1,235 @@
+"""Finding the suite's datasets under a root, in a layout the user already has.
+
+A classification dataset NAME is looked for under ``ROOT/NAME/``, in this order:
+
+1. torchvision's on-disk layout (``torchvision.datasets.X(root, download=False)`` with root
+   ``ROOT/NAME`` or ``ROOT`` itself, so a shared torchvision root works as it is);
+2. webdataset shards with a ``cls`` label: ``ROOT/NAME/{split}/*.tar`` or ``ROOT/NAME/*.tar``;
+3. an ImageFolder: ``ROOT/NAME/{split}/CLASS/...`` (``test``, else ``val`` for the evaluation
+   split) or ``ROOT/NAME/CLASS/...``, whose sorted class folders are the dataset's label order
+   (their number must be the dataset's number of classes).
+
+Nothing is ever downloaded. What is not found comes back as a reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hyvl.errors import DataError
+from hyvl.evaluation.catalog import DatasetInfo
+from hyvl.evaluation.templates import read_lines
+
+SPLIT_FOLDERS = {
+    "test": ("test", "val"),
+    "val": ("val", "valid", "validation"),
+    "train": ("train",),
+}
+
+
+@dataclass
+class Found:
+    """A dataset found on disk. Exactly one of ``dataset`` (map-style, yields (image, label))
+    and ``shards`` (a glob of tars with ``cls``) is set."""
+
+    name: str
+    layout: str
+    path: Path
+    classnames: list[str]
+    templates: list[str]
+    dataset: torch.utils.data.Dataset | None = None
+    shards: str | None = None
+    ids: list[str] | None = None  # class ids (ImageNet WordNet ids) for the hierarchy
+
+
+class _Relabelled(torch.utils.data.Dataset):
+    """``(image, count)`` -> ``(image, class index)`` through ``index[count]``."""
+
+    def __init__(self, dataset, index: dict[int, int]):
+        self.dataset, self.index = dataset, index
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, target = self.dataset[i]
+        return image, self.index[int(target)]
+
+
+def labels_of(dataset) -> list[int] | None:
+    """Every sample's label without decoding images, when the dataset keeps them."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        inner = labels_of(dataset.dataset)
+        return None if inner is None else [inner[i] for i in dataset.indices]
+    if isinstance(dataset, _Relabelled):
+        inner = labels_of(dataset.dataset)
+        return None if inner is None else [dataset.index[int(t)] for t in inner]
+    for attr in ("targets", "_labels", "labels"):
+        values = getattr(dataset, attr, None)
+        if values is not None and len(values) == len(dataset):
+            return [int(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+    if hasattr(dataset, "_samples"):  # Country211-like ImageFolder subclasses keep .targets
+        return [int(t) for _, t in dataset._samples]
+    return None
+
+
+def _torchvision(info: DatasetInfo, root: Path, split: str, preprocess):
+    """(dataset, torchvision root) or a reason."""
+    import torchvision
+
+    spec = info.torchvision
+    if spec is None or split not in spec.splits:
+        return None
+    cls = getattr(torchvision.datasets, spec.cls)
+    reasons = []
+    for base in (root / info.name, root):
+        if not base.is_dir():
+            continue
+        kwargs = {"transform": preprocess, **spec.splits[split]}
+        if "download" in inspect.signature(cls.__init__).parameters:
+            kwargs["download"] = False
+        try:
+            dataset = cls(str(base), **kwargs)
+        except (RuntimeError, ValueError, OSError, KeyError, IndexError) as err:
+            reasons.append(f"{spec.cls}({base}): {str(err).splitlines()[0][:120]}")
+            continue
+        if spec.relabel == "count":
+            index = {int(c): i for i, c in enumerate(info.classnames)}
+            dataset = _Relabelled(dataset, index)
+        elif hasattr(dataset, "classes") and len(dataset.classes) != info.num_classes:
+            reasons.append(
+                f"{spec.cls}({base}): {len(dataset.classes)} classes, not {info.num_classes}"
+            )
+            continue
+        return dataset, base
+    return "; ".join(reasons) or f"no {spec.cls} under {root / info.name} or {root}"
+
+
+def _split_dir(folder: Path, split: str) -> Path | None:
+    for name in SPLIT_FOLDERS[split]:
+        if (folder / name).is_dir():
+            return folder / name
+    return None
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def find_classification(
+    root: str | Path, info: DatasetInfo, preprocess, split: str = "test"
+) -> Found | str:
+    """The dataset ``info.name`` under ``root`` (its ``split``: test / val / train) or why not."""
+    root = Path(root)
+    folder = root / info.name
+    names, templates = list(info.classnames), list(info.templates)
+    ids = list(info.wnids) if info.wnids else None
+    tv = _torchvision(info, root, split, preprocess)
+    if isinstance(tv, tuple):
+        return Found(info.name, "torchvision", tv[1], names, templates, dataset=tv[0], ids=ids)
+    reasons = [tv] if tv else []
+    if not folder.is_dir():
+        return "; ".join(reasons + [f"no folder {folder}"])
+    sub = _split_dir(folder, split)
+    if sub is None and split != "test":
+        return "; ".join(reasons + [f"no {'/'.join(SPLIT_FOLDERS[split])} folder in {folder}"])
+    where = sub or folder
+    if sorted(where.glob("*.tar")):
+        return Found(
+            info.name, "webdataset", where, names, templates, shards=str(where / "*.tar"), ids=ids
+        )
+    classes = _class_dirs(where)
+    if not classes:
+        return "; ".join(reasons + [f"{where}: no *.tar and no class folders"])
+    if len(classes) != info.num_classes:
+        return "; ".join(
+            reasons + [f"{where}: {len(classes)} class folders, {info.name} has {info.num_classes}"]
+        )
+    from torchvision.datasets import ImageFolder
+
+    try:
+        dataset = ImageFolder(str(where), transform=preprocess)
+    except (FileNotFoundError, OSError) as err:
+        return f"{where}: {err}"
+    if ids is not None:
+        ids = [c.name for c in classes] if set(c.name for c in classes) == set(ids) else ids
+    return Found(info.name, "imagefolder", where, names, templates, dataset=dataset, ids=ids)
+
+
+def find_custom(root: str | Path, known: tuple[str, ...], preprocess):
+    """ImageFolders under ``root`` that are not suite datasets but carry a ``classnames.txt``
+    (as ``hyvl data demo`` writes, with ``templates.txt`` beside it): extra rows of the table.
+    Returns ({name: Found}, {name: why it was skipped})."""
+    from torchvision.datasets import ImageFolder
+
+    from hyvl.evaluation.templates import resolve_templates
+
+    found, skipped = {}, {}
+    root = Path(root)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        if folder.name in known or not (folder / "classnames.txt").is_file():
+            continue
+        names = read_lines(folder / "classnames.txt")
+        try:
+            dataset = ImageFolder(str(folder), transform=preprocess)
+        except (FileNotFoundError, OSError) as err:
+            skipped[folder.name] = f"{folder}: {err}"
+            continue
+        if len(dataset.classes) != len(names):
+            skipped[folder.name] = (
+                f"{folder}: {len(dataset.classes)} class folders but {len(names)} class names"
+            )
+            continue
+        templates = resolve_templates(None, folder)
+        found[folder.name] = Found(folder.name, "imagefolder", folder, names, templates, dataset)
+    return found, skipped
+
+
+def find_retrieval(root: str | Path, name: str) -> tuple[Path, Path, str] | str:
+    """(COCO-format captions JSON, image root, what it is) for ``coco`` / ``flickr30k``.
+
+    A Karpathy split file (``dataset_coco.json`` / ``dataset_flickr30k.json``) is converted to
+    its test split; COCO 2017 ``annotations/captions_val2017.json`` and hyvl's ``captions.json``
+    are used as they are."""
+    folder = Path(root) / name
+    if not folder.is_dir():
+        return f"no folder {folder}"
+    karpathy = folder / f"dataset_{name}.json"
+    if karpathy.is_file():
+        images = folder / "flickr30k_images" if name == "flickr30k" else folder
+        if name == "flickr30k" and not images.is_dir():
+            images = folder / "images"
+        return karpathy, images, "karpathy test"
+    coco2017 = folder / "annotations" / "captions_val2017.json"
+    if name == "coco" and coco2017.is_file():
+        return coco2017, folder / "val2017", "val2017"
+    if (folder / "captions.json").is_file():
+        return folder / "captions.json", folder / "images", "captions.json"
+    return f"{folder}: no dataset_{name}.json, annotations/captions_val2017.json or captions.json"
+
+
+def karpathy_to_coco(path: Path, out: Path, split: str = "test") -> Path:
+    """Karpathy's split JSON -> a COCO captions JSON of ``split`` (file names relative to the
+    image root: ``filepath/filename`` for COCO, ``filename`` for Flickr30k)."""
+    try:
+        data = json.loads(path.read_text())
+        images, anns = [], []
+        for im in data["images"]:
+            if im.get("split") != split:
+                continue
+            i = len(images)
+            rel = f"{im['filepath']}/{im['filename']}" if im.get("filepath") else im["filename"]
+            images.append({"id": i, "file_name": rel})
+            for s in im["sentences"]:
+                anns.append({"id": len(anns), "image_id": i, "caption": s["raw"]})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a Karpathy split file ({type(err).__name__}: {err})") from err
+    if not images:
+        raise DataError(f"{path}: no images in split {split!r}")
+    out.write_text(json.dumps({"images": images, "annotations": anns}))
+    return out

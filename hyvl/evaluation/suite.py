@@ -1,0 +1,426 @@
+"""The papers' evaluation in one call: zero-shot on the 20 datasets, retrieval, hierarchy.
+
+:func:`run_suite` finds each dataset under a root (:mod:`hyvl.evaluation.discover`), embeds
+every image once (a progress bar per dataset), builds the class prototypes from the dataset's
+class names and prompts (cached per checkpoint and prompt set), scores mean per-class accuracy
+as both papers do, and puts the published numbers of the same model size beside it. ImageNet's
+predictions are also scored on its WordNet tree (HyCoCLIP's hierarchical metrics, from the same
+embeddings); COCO / Flickr30k go through :func:`~hyvl.evaluation.evaluate_retrieval`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hyvl.errors import DataError
+from hyvl.evaluation import catalog
+from hyvl.evaluation.discover import (
+    Found,
+    find_classification,
+    find_custom,
+    find_retrieval,
+    karpathy_to_coco,
+    labels_of,
+)
+from hyvl.evaluation.embed import Shard, embed_images, similarity
+from hyvl.evaluation.hierarchy import Hierarchy, hierarchy_metrics
+from hyvl.evaluation.templates import read_lines
+from hyvl.evaluation.zeroshot import _accuracies, zeroshot_classifier
+
+# timm names of the papers' towers -> the size their tables name
+SIZES = {
+    "vit_small_mocov3_patch16_224": "vit_s",
+    "vit_base_patch16_224": "vit_b",
+    "vit_large_patch16_224": "vit_l",
+}
+HIERARCHY_METRICS = ("TIE", "LCA", "jaccard", "hier_precision", "hier_recall")
+
+
+def model_size(model) -> str | None:
+    """vit_s / vit_b / vit_l for the papers' architectures, None for anything else."""
+    vision = model.config.vision
+    if vision.width is not None or vision.depth is not None:
+        return None
+    return SIZES.get(vision.timm_name)
+
+
+def model_hash(model) -> str:
+    """Content hash of the weights (names, dtypes, shapes and bytes), for the prototype cache:
+    the same weights loaded from any path share their cache entries."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def prototypes(
+    model,
+    tokenizer,
+    name: str,
+    classnames: list[str],
+    templates: list[str],
+    *,
+    key: str,
+    cache_dir: str | Path | None,
+    shard: Shard,
+    precision: str = "fp32",
+) -> torch.Tensor:
+    """(C, D) class prototypes, read from ``cache_dir`` when this checkpoint (``key``: its
+    :func:`model_hash`) already made them from the same class names, prompts and precision.
+
+    Safetensors files (nothing is unpickled); the main process writes them, atomically."""
+    prompt_key = hashlib.blake2b(
+        json.dumps([classnames, templates, precision]).encode(), digest_size=8
+    ).hexdigest()
+    path = Path(cache_dir) / f"{key}-{name}-{prompt_key}.safetensors" if cache_dir else None
+    if path is not None and path.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(path))["prototypes"]
+    protos = zeroshot_classifier(model, tokenizer, classnames, templates, shard, precision)
+    if path is not None and shard.is_main:
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({"prototypes": protos.contiguous()}, str(tmp), metadata={"dataset": name})
+        tmp.replace(path)
+    return protos
+
+
+def first_per_class(labels: list[int], n: int) -> list[int]:
+    """Indices of the first ``n`` samples of every class, in dataset order."""
+    seen: dict[int, int] = {}
+    keep = []
+    for i, y in enumerate(labels):
+        if seen.get(y, 0) < n:
+            seen[y] = seen.get(y, 0) + 1
+            keep.append(i)
+    return keep
+
+
+def _capped_stream(batches, n: int):
+    """Shard batches with at most ``n`` rows of each class kept, counted in this process's
+    reading order (after the gather the first ``n`` overall are kept: a row among the first n
+    of its class overall is among the first n of its class in its own process's share)."""
+    seen: dict[int, int] = {}
+    for index, (images, labels) in batches:
+        keep = []
+        for r, y in enumerate(labels.tolist()):
+            if seen.get(y, 0) < n:
+                seen[y] = seen.get(y, 0) + 1
+                keep.append(r)
+        if keep:
+            yield index, (images[keep], labels[keep])
+
+
+def embed_found(
+    model,
+    preprocess,
+    tokenizer,
+    found: Found,
+    *,
+    batch_size,
+    shard,
+    workers,
+    precision,
+    max_per_class,
+):
+    """((N, D) image embeddings, (N,) labels) of a found dataset, each image embedded once."""
+    if found.dataset is not None:
+        dataset = found.dataset
+        if max_per_class:
+            labels = labels_of(dataset)
+            if labels is None:  # this dataset keeps no label list: read them (decodes images)
+                labels = [int(dataset[i][1]) for i in range(len(dataset))]
+            dataset = torch.utils.data.Subset(dataset, first_per_class(labels, max_per_class))
+        batches, total = shard.share(dataset, batch_size, workers)
+    else:
+        from hyvl.evaluation.zeroshot import load_classification_data
+
+        (batches, total), _, _ = load_classification_data(
+            found.shards,
+            preprocess,
+            found.classnames,
+            batch_size,
+            model.image_size,
+            tokenizer,
+            shard,
+            workers,
+        )
+        if max_per_class:
+            batches = _capped_stream(batches, max_per_class)
+    feats, labels = embed_images(model, batches, total, found.name, shard, precision)
+    if labels is None:
+        raise DataError(f"{found.path}: no usable samples")
+    if max_per_class and found.dataset is None:
+        keep = torch.tensor(first_per_class(labels.tolist(), max_per_class), dtype=torch.long)
+        feats, labels = feats[keep], labels[keep]
+    return feats, labels
+
+
+def _override(spec: dict[str, str] | None, name: str) -> list[str] | None:
+    """A user's class names / prompts for ``name``: ``{name: file}`` or ``{"*": directory}``
+    holding ``name.txt``."""
+    if not spec:
+        return None
+    if name in spec:
+        return read_lines(Path(spec[name]))
+    folder = spec.get("*")
+    if folder and (Path(folder) / f"{name}.txt").is_file():
+        return read_lines(Path(folder) / f"{name}.txt")
+    return None
+
+
+def _classification(model, preprocess, tokenizer, found: Found, opts: dict, size, key):
+    feats, labels = embed_found(model, preprocess, tokenizer, found, **opts["embed"])
+    protos = prototypes(
+        model,
+        tokenizer,
+        found.name,
+        found.classnames,
+        found.templates,
+        key=key,
+        cache_dir=opts["cache_dir"],
+        shard=opts["embed"]["shard"],
+        precision=opts["embed"]["precision"],
+    )
+    scores = similarity(model, feats, protos)
+    acc = _accuracies(scores, labels)
+    row: dict[str, Any] = {
+        "metric": catalog.METRIC,
+        "value": acc["mean_per_class"],
+        "num_samples": int(labels.numel()),
+        "published": catalog.published_for("zeroshot", found.name, None, size)
+        if found.name in catalog.NAMES
+        else {},
+        "top1": acc["top1"],
+        "num_classes": len(found.classnames),
+        "num_prompts": len(found.templates),
+        "layout": found.layout,
+        "path": str(found.path),
+    }
+    return row, scores.argmax(1), labels
+
+
+def _hierarchy(found: Found, predicted: torch.Tensor, labels: torch.Tensor) -> dict:
+    """HyCoCLIP's hierarchical metrics of ImageNet's predictions on its WordNet tree (ancestor
+    sets without the class itself, as HyCoCLIP publishes them)."""
+    tree = Hierarchy.from_tsv(catalog.imagenet_hierarchy_path())
+    ids = found.ids
+    res = hierarchy_metrics(
+        [ids[i] for i in predicted.tolist()], [ids[i] for i in labels.tolist()], tree, False
+    )
+    return {**res, "published": {}}
+
+
+def _retrieval(model, preprocess, tokenizer, root, name, opts, size) -> dict | str:
+    from hyvl.evaluation.retrieval import evaluate_retrieval
+
+    where = find_retrieval(root, name)
+    if isinstance(where, str):
+        return where
+    captions, images, kind = where
+    e = opts["embed"]
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "karpathy test":
+            captions = karpathy_to_coco(captions, Path(tmp) / "test.json")
+        res = evaluate_retrieval(
+            model,
+            preprocess,
+            tokenizer,
+            captions,
+            images,
+            batch_size=e["batch_size"],
+            shard=e["shard"],
+            workers=e["workers"],
+            precision=e["precision"],
+        )
+    published = {
+        f"{d} R@{k}": catalog.published_for("retrieval", name, f"{d} R@{k}", size)
+        for d in ("image_to_text", "text_to_image")
+        for k in (1, 5, 10)
+    }
+    return {
+        **res,
+        "split": kind,
+        "path": str(captions if kind != "karpathy test" else where[0]),
+        "published": {k: v for k, v in published.items() if v},
+    }
+
+
+def run_suite(
+    model,
+    preprocess,
+    tokenizer,
+    root: str | Path,
+    *,
+    datasets: list[str] | None = None,
+    classnames: dict[str, str] | None = None,
+    prompts: dict[str, str] | None = None,
+    max_per_class: int | None = None,
+    compare_size: str | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 64,
+    shard: Shard | None = None,
+    workers: int = 0,
+    precision: str = "fp32",
+    log=print,
+) -> dict[str, Any]:
+    """Every suite dataset found under ``root`` -> ``{"datasets": {NAME: {"metric", "value",
+    "num_samples", "published", ...}}, "mean", "mean_over", "retrieval": {...}, "hierarchy":
+    {...}, "missing": {NAME: reason}}`` (percent; hierarchy metrics as
+    :func:`~hyvl.evaluation.hierarchy.hierarchy_metrics`).
+
+    ``datasets``: names to run (suite names, ``coco`` / ``flickr30k``, or extra ImageFolders
+    under ``root`` with a ``classnames.txt``); all by default. ``classnames`` / ``prompts``:
+    per-dataset overrides (``{name: file}``, or ``{"*": dir}`` with ``NAME.txt`` files).
+    ``compare_size``: the model size whose published numbers are shown (default: the model's).
+    """
+    shard = shard or Shard()
+    size = compare_size or model_size(model)
+    known = catalog.NAMES + catalog.RETRIEVAL
+    custom, custom_skipped = find_custom(root, known, preprocess)
+    wanted = list(datasets) if datasets else [*catalog.NAMES, *custom, *catalog.RETRIEVAL]
+    unknown = [n for n in wanted if n not in known and n not in custom and n not in custom_skipped]
+    if unknown:
+        raise DataError(
+            f"unknown dataset(s) {', '.join(unknown)}: not a suite dataset "
+            f"({', '.join(known)}) nor a folder with classnames.txt under {root}"
+        )
+    opts = {
+        "cache_dir": cache_dir,
+        "embed": dict(
+            batch_size=batch_size,
+            shard=shard,
+            workers=workers,
+            precision=precision,
+            max_per_class=max_per_class,
+        ),
+    }
+    out: dict[str, Any] = {
+        "root": str(root),
+        "compare_size": size,
+        "datasets": {},
+        "retrieval": {},
+        "hierarchy": {},
+        "missing": {},
+    }
+    was_training = model.training
+    model.eval()
+    key = model_hash(model)
+    try:
+        for name in wanted:
+            if name in custom_skipped:
+                out["missing"][name] = custom_skipped[name]
+                continue
+            if name in catalog.RETRIEVAL:
+                res = _retrieval(model, preprocess, tokenizer, root, name, opts, size)
+                if isinstance(res, str):
+                    out["missing"][name] = res
+                else:
+                    out["retrieval"][name] = res
+                continue
+            if name in custom:
+                found = custom[name]
+            else:
+                found = find_classification(root, catalog.info(name), preprocess)
+                if isinstance(found, str):
+                    out["missing"][name] = found
+                    continue
+            found.classnames = _override(classnames, name) or found.classnames
+            found.templates = _override(prompts, name) or found.templates
+            log(f"{name}: {found.layout} at {found.path}")
+            row, predicted, labels = _classification(
+                model, preprocess, tokenizer, found, opts, size, key
+            )
+            out["datasets"][name] = row
+            if name == "imagenet" and found.ids is not None:
+                out["hierarchy"]["imagenet"] = _hierarchy(found, predicted, labels)
+    finally:
+        model.train(was_training)
+    values = {n: r["value"] for n, r in out["datasets"].items()}
+    out["mean"] = sum(values.values()) / len(values) if values else None
+    out["mean_over"] = list(values)
+    return out
+
+
+def table_rows(res: dict) -> list[dict[str, Any]]:
+    """One row per (dataset, metric) with the published CLIP / MERU / HyCoCLIP beside it."""
+
+    def pub(p: dict) -> dict:
+        return {m: p.get(m, "-") for m in ("clip", "meru", "hycoclip")}
+
+    rows = []
+    for name, r in res["datasets"].items():
+        rows.append(
+            {
+                "dataset": name,
+                "metric": r["metric"],
+                "value": r["value"],
+                "n": r["num_samples"],
+                **pub(r["published"]),
+            }
+        )
+    if res["datasets"]:
+        rows.append(
+            {
+                "dataset": "mean",
+                "metric": catalog.METRIC,
+                "value": res["mean"],
+                "n": len(res["mean_over"]),
+                **pub({}),
+            }
+        )
+    for name, r in res["retrieval"].items():
+        for d, short in (("image_to_text", "I->T"), ("text_to_image", "T->I")):
+            for k in (1, 5, 10):
+                rows.append(
+                    {
+                        "dataset": name,
+                        "metric": f"{short} R@{k}",
+                        "value": r[d][f"R@{k}"],
+                        "n": r["num_images"],
+                        **pub(r["published"].get(f"{d} R@{k}", {})),
+                    }
+                )
+    for name, r in res["hierarchy"].items():
+        for m in HIERARCHY_METRICS:
+            rows.append(
+                {
+                    "dataset": f"{name} (WordNet)",
+                    "metric": m,
+                    "value": r[m],
+                    "n": r["num_samples"],
+                    **pub({}),
+                }
+            )
+    return rows
+
+
+def markdown(res: dict) -> str:
+    """The table as GitHub markdown, with the missing datasets and the sources below it."""
+    rows = table_rows(res)
+    head = ["dataset", "metric", "value", "n", "clip", "meru", "hycoclip"]
+    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(fmt(r[h]) for h in head) + " |" for r in rows]
+    size = res.get("compare_size") or "none (not a ViT-S/B/L of the papers)"
+    lines += ["", f"Published numbers at model size: {size}."]
+    sources = sorted(
+        {p["source"] for r in res["datasets"].values() for p in [r["published"]] if p}
+        | {p["source"] for r in res["retrieval"].values() for p in r["published"].values()}
+    )
+    lines += [f"Source: {s}" for s in sources]
+    if res["missing"]:
+        lines += ["", "Not evaluated:", ""]
+        lines += [f"- {n}: {why}" for n, why in res["missing"].items()]
+    return "\n".join(lines) + "\n"

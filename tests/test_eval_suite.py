@@ -1,0 +1,227 @@
+"""hyvl eval suite / linprobe: dataset discovery in the users' layouts, and the table checked
+against an independent recomputation (plain loops over the images the test wrote)."""
+
+import io
+import json
+import struct
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hyvl
+from hyvl import lorentz
+from hyvl.cli.main import main
+from hyvl.evaluation import catalog
+from hyvl.evaluation.discover import find_classification, labels_of
+from hyvl.evaluation.suite import run_suite
+
+COUNTS = {"imagenet": 1000, "food101": 101, "cifar10": 10, "cifar100": 100, "cub2011": 200,
+          "sun397": 397, "cars": 196, "aircraft": 100, "dtd": 47, "pets": 37, "caltech101": 102,
+          "flowers102": 102, "stl10": 10, "eurosat": 10, "resisc45": 45, "country211": 211,
+          "mnist": 10, "clevr": 8, "pcam": 2, "sst2": 2}  # fmt: skip
+
+
+def _image(c: int, i: int, size=12) -> Image.Image:
+    rng = np.random.default_rng(1000 * c + i)
+    return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+
+
+def _mnist(root, n_test=(3, 2), n_train=3):
+    """MNIST's raw idx files, as torchvision's MNIST(root) reads them (no download)."""
+    raw = root / "mnist" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    truth = {}
+    for split, per in (("t10k", n_test), ("train", (n_train,))):
+        labels = [c for c in range(10) for _ in range(per[c % len(per)])]
+        pixels = np.stack([np.asarray(_image(c, i, 28).convert("L")) for i, c in enumerate(labels)])
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, len(labels), 28, 28) + pixels.tobytes()
+        )
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, len(labels)) + bytes(labels)
+        )
+        truth[split] = ([Image.fromarray(p) for p in pixels], labels)
+    return truth["t10k"], truth["train"]
+
+
+def _clevr(root):
+    """CLEVR's val split in torchvision's layout: the label is the number of objects."""
+    data = root / "clevr" / "CLEVR_v1.0"
+    (data / "images" / "val").mkdir(parents=True)
+    (data / "scenes").mkdir()
+    counts = [3, 10, 4, 7, 10, 5]
+    scenes, images = [], []
+    for i, n in enumerate(counts):
+        _image(100 + n, i).save(data / "images" / "val" / f"CLEVR_val_{i:06d}.png")
+        images.append(_image(100 + n, i))
+        scenes.append({"image_filename": f"CLEVR_val_{i:06d}.png", "objects": [{}] * n})
+    (data / "scenes" / "CLEVR_val_scenes.json").write_text(json.dumps({"scenes": scenes}))
+    names = catalog.info("clevr").classnames  # the papers' order: "10", "3", "4", ...
+    return images, [names.index(str(n)) for n in counts]
+
+
+def _imagefolder(folder, num_classes, per_class=2, seed=200):
+    images, labels = [], []
+    for c in range(num_classes):
+        (folder / f"{c:02d}_class").mkdir(parents=True)
+        for i in range(per_class):
+            _image(seed + c, i).save(folder / f"{c:02d}_class" / f"{i}.png")
+            images.append(_image(seed + c, i))
+            labels.append(c)
+    return images, labels
+
+
+def _shards(folder, num_classes, per_class=2):
+    folder.mkdir(parents=True)
+    images, labels = [], []
+    with tarfile.open(folder / "000000.tar", "w") as tar:
+        for c in range(num_classes):
+            for i in range(per_class):
+                buf = io.BytesIO()
+                _image(300 + c, i).save(buf, format="png")
+                key = f"s{c}_{i}"
+                for ext, data in (("png", buf.getvalue()), ("json", b'{"caption": "x"}'),
+                                  ("cls", str(c).encode())):  # fmt: skip
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                images.append(_image(300 + c, i))
+                labels.append(c)
+    return images, labels
+
+
+def _karpathy(folder):
+    (folder / "val2014").mkdir(parents=True)
+    entries = []
+    for i in range(4):
+        _image(400 + i, 0).save(folder / "val2014" / f"{i}.jpg")
+        entries.append({"filepath": "val2014", "filename": f"{i}.jpg",
+                        "split": "test" if i < 3 else "train",
+                        "sentences": [{"raw": f"picture {i} text {j}"} for j in range(2)]})  # fmt: skip
+    (folder / "dataset_coco.json").write_text(json.dumps({"images": entries}))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("export")
+    # one block per tower: the suite's work is the same, in a fraction of the time
+    tiny = hyvl.create_model("meru_tiny", vision={"depth": 1}, text={"layers": 1})
+    hyvl.save(tiny, path)
+    model, preprocess, tokenizer = hyvl.load(path)
+    root = tmp_path_factory.mktemp("root")
+    truth = {}
+    truth["mnist"], mnist_train = _mnist(root)
+    truth["clevr"] = _clevr(root)
+    truth["eurosat"] = _imagefolder(root / "eurosat" / "test", 10)
+    truth["stl10"] = _shards(root / "stl10" / "test", 10)
+    demo = root / "demo"
+    truth["demo"] = _imagefolder(demo, 3, seed=500)
+    (demo / "classnames.txt").write_text("red thing\nblue thing\ngreen thing\n")
+    (demo / "templates.txt").write_text("a {}.\na photo of a {}.\n")
+    _karpathy(root / "coco")
+    (root / "pets").mkdir()  # there but empty: skipped with its reason
+    return path, model, preprocess, tokenizer, root, truth, mnist_train
+
+
+@torch.no_grad()
+def _recompute(model, preprocess, tokenizer, images, labels, classnames, templates):
+    """Mean per-class accuracy by hand: MERU's tangent-space prompt ensemble, -distance."""
+    x = model.encode_image(torch.stack([preprocess(im.convert("RGB")) for im in images]))
+    protos = []
+    for name in classnames:
+        feats = model.text_features(tokenizer([t.format(name) for t in templates]))
+        protos.append(model.lift_text(feats.mean(0, keepdim=True))[0])
+    pred = lorentz.pairwise_dist(x, torch.stack(protos), model.curv).argmin(1).tolist()
+    per_class = {}
+    for p, y in zip(pred, labels, strict=True):
+        per_class.setdefault(y, []).append(p == y)
+    return 100.0 * float(np.mean([np.mean(v) for v in per_class.values()]))
+
+
+def test_list_json_holds_the_twenty_datasets(tmp_path):
+    assert main(["eval", "suite", "--list", "--json", str(tmp_path / "l.json")]) == 0
+    rows = json.loads((tmp_path / "l.json").read_text())["datasets"]
+    assert {r["name"]: r["num_classes"] for r in rows} == COUNTS
+    for r in rows:
+        assert r["num_prompts"] >= 1 and r["metric"] == "mean_per_class"
+        assert "imagefolder" in r["layouts"] and r["folder"] == f"ROOT/{r['name']}/"
+    # ImageNet's WordNet tree covers exactly its 1000 class ids, in label order
+    tree = catalog.imagenet_hierarchy_path().read_text().split()
+    children, parents = set(tree[1::2]), set(tree[0::2])
+    assert sorted(children - parents) == list(catalog.info("imagenet").wnids)
+
+
+def test_suite_table_matches_an_independent_recomputation(setup, tmp_path):
+    path, model, preprocess, tokenizer, root, truth, _ = setup
+    res = run_suite(model, preprocess, tokenizer, root, cache_dir=tmp_path / "cache", log=id)
+    assert set(res["datasets"]) == {"mnist", "clevr", "eurosat", "stl10", "demo"}
+    layouts = {n: r["layout"] for n, r in res["datasets"].items()}
+    assert layouts == {"mnist": "torchvision", "clevr": "torchvision", "eurosat": "imagefolder",
+                       "stl10": "webdataset", "demo": "imagefolder"}  # fmt: skip
+    for name, (images, labels) in truth.items():
+        row = res["datasets"][name]
+        if name == "demo":
+            names, templates = (
+                ["red thing", "blue thing", "green thing"],
+                ["a {}.", "a photo of a {}."],
+            )
+        else:
+            names, templates = catalog.info(name).classnames, catalog.info(name).templates
+        expected = _recompute(model, preprocess, tokenizer, images, labels, names, templates)
+        assert row["value"] == pytest.approx(expected, abs=1e-6), name
+        assert row["num_samples"] == len(labels)
+    assert res["mean"] == pytest.approx(np.mean([r["value"] for r in res["datasets"].values()]))
+    assert "pets" in res["missing"] and "imagenet" in res["missing"]
+    assert "flickr30k" in res["missing"]
+    coco = res["retrieval"]["coco"]
+    assert coco["num_images"] == 3 and coco["num_texts"] == 6 and coco["split"] == "karpathy test"
+    # discovery puts the labels where the test wrote them
+    for name in ("mnist", "clevr", "eurosat"):
+        found = find_classification(root, catalog.info(name), preprocess)
+        assert labels_of(found.dataset) == truth[name][1]
+    # the prototypes are cached per checkpoint and prompt set, and reused
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(cached) == 5 and any("-mnist-" in n for n in cached)
+
+
+def test_cli_suite_max_per_class_overrides_and_markdown(setup, tmp_path):
+    path, model, preprocess, tokenizer, root, truth, _ = setup
+    (tmp_path / "p.txt").write_text("digit {}\n")
+    out, md = tmp_path / "s.json", tmp_path / "s.md"
+    rc = main(["eval", "suite", "--checkpoint", str(path), "--root", str(root), "--datasets",
+               "mnist,stl10,sun397", "--max-per-class", "1", "--prompts",
+               f"mnist={tmp_path / 'p.txt'}", "--json", str(out), "--markdown", str(md),
+               "--cache-dir", str(tmp_path / "c"), "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert {n: r["num_samples"] for n, r in res["datasets"].items()} == {"mnist": 10, "stl10": 10}
+    images, labels = truth["mnist"]
+    first = [labels.index(c) for c in range(10)]
+    expected = _recompute(model, preprocess, tokenizer, [images[i] for i in first], list(range(10)),
+                          catalog.info("mnist").classnames, ["digit {}"])  # fmt: skip
+    assert res["datasets"]["mnist"]["value"] == pytest.approx(expected, abs=1e-6)
+    assert res["missing"]["sun397"].endswith(f"no folder {root / 'sun397'}")
+    text = md.read_text()
+    assert "| mnist | mean_per_class |" in text and "sun397" in text
+
+
+def test_linprobe_on_found_splits(setup, tmp_path):
+    path, model, preprocess, tokenizer, root, truth, mnist_train = setup
+    from hyvl.evaluation.linprobe import run_linprobe
+
+    res = run_linprobe(model, preprocess, tokenizer, root, datasets=["mnist", "eurosat"])
+    assert "eurosat" in res["missing"] and "train" in res["missing"]["eurosat"]
+    row = res["datasets"]["mnist"]
+    assert row["num_train"] + row["num_val"] == 30 and row["num_test"] == len(truth["mnist"][1])
+    assert 0.0 <= row["value"] <= 100.0 and 1e-9 < row["C"] < 1e7
+
+
+def test_unknown_dataset_is_a_clear_error(setup, capsys):
+    path, *_, root, _, _ = setup
+    rc = main(["eval", "suite", "--checkpoint", str(path), "--root", str(root), "--datasets",
+               "nosuch", "--device", "cpu"])  # fmt: skip
+    assert rc == 2 and "nosuch" in capsys.readouterr().err
