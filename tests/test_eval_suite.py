@@ -191,7 +191,7 @@ def test_suite_table_matches_an_independent_recomputation(setup, tmp_path):
 def test_cli_suite_max_per_class_overrides_and_markdown(setup, tmp_path):
     path, model, preprocess, tokenizer, root, truth, _ = setup
     (tmp_path / "p.txt").write_text("digit {}\n")
-    out, md = tmp_path / "s.json", tmp_path / "s.md"
+    out, md = tmp_path / "s.json", tmp_path / "table.markdown"
     rc = main(["eval", "suite", "--checkpoint", str(path), "--root", str(root), "--datasets",
                "mnist,stl10,sun397", "--max-per-class", "1", "--prompts",
                f"mnist={tmp_path / 'p.txt'}", "--json", str(out), "--markdown", str(md),

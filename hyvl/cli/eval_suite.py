@@ -5,8 +5,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hyvl.cli.common import add_json_arg, add_sharing_args, print_table, write_json
+from hyvl.cli.common import (
+    Processes,
+    add_json_arg,
+    add_sharing_args,
+    print_table,
+    write_json,
+)
 from hyvl.errors import DataError
+
+
+class _Session(Processes):
+    """The checkpoint loaded in this process's share of the work (see :class:`Processes`)."""
+
+    def __init__(self, args):
+        import hyvl
+
+        super().__init__(args.device)
+        self.model, self.preprocess, self.tokenizer = hyvl.load(args.checkpoint, device=self.device)
 
 
 def _default_cache() -> str:
@@ -110,7 +126,6 @@ def run_suite(args) -> int:
         write_json(args.json, {"datasets": rows, "retrieval": catalog.retrieval_listing()})
         return 0
     _need(args)
-    from hyvl.cli.eval import _Session
     from hyvl.evaluation.suite import markdown, run_suite, table_rows
 
     with _Session(args) as s:
@@ -146,7 +161,6 @@ def run_suite(args) -> int:
 
 def run_linprobe(args) -> int:
     _need(args)
-    from hyvl.cli.eval import _Session
     from hyvl.evaluation.linprobe import run_linprobe
 
     with _Session(args) as s:
