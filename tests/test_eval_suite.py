@@ -220,8 +220,12 @@ def test_linprobe_on_found_splits(setup, tmp_path):
     assert 0.0 <= row["value"] <= 100.0 and 1e-9 < row["C"] < 1e7
 
 
-def test_unknown_dataset_is_a_clear_error(setup, capsys):
+def test_bad_input_is_a_clear_error(setup, tmp_path, capsys):
     path, *_, root, _, _ = setup
-    rc = main(["eval", "suite", "--checkpoint", str(path), "--root", str(root), "--datasets",
-               "nosuch", "--device", "cpu"])  # fmt: skip
-    assert rc == 2 and "nosuch" in capsys.readouterr().err
+    base = ["eval", "suite", "--checkpoint", str(path), "--root", str(root), "--device", "cpu"]
+    assert main([*base, "--datasets", "nosuch"]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    (tmp_path / "three.txt").write_text("a\nb\nc\n")
+    args = ["--datasets", "mnist", "--classnames", f"mnist={tmp_path / 'three.txt'}"]
+    assert main([*base, *args, "--no-cache"]) == 2
+    assert "mnist: 3 class names given, the dataset has 10 classes" in capsys.readouterr().err

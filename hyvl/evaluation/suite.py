@@ -336,7 +336,13 @@ def run_suite(
                 if isinstance(found, str):
                     out["missing"][name] = found
                     continue
-            found.classnames = _override(classnames, name) or found.classnames
+            names = _override(classnames, name) or found.classnames
+            if len(names) != len(found.classnames):
+                raise DataError(
+                    f"{name}: {len(names)} class names given, the dataset has "
+                    f"{len(found.classnames)} classes"
+                )
+            found.classnames = names
             found.templates = _override(prompts, name) or found.templates
             log(f"{name}: {found.layout} at {found.path}")
             row, predicted, labels = _classification(
