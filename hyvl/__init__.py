@@ -15,11 +15,14 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "create_model",
+    "create_model_and_transforms",
+    "get_tokenizer",
     "list_models",
     "geometry",
     "load",
     "lorentz",
     "save",
+    "similarity",
 ]
 
 # Submodules reachable as attributes (hyvl.lorentz, hyvl.geometry) and name -> (module,
@@ -30,6 +33,9 @@ _LAZY = {
     "list_models": ("hyvl.models.registry", "list_models"),
     "save": ("hyvl.models.checkpoint", "save"),
     "load": ("hyvl.models.checkpoint", "load"),
+    "create_model_and_transforms": ("hyvl.models.factory", "create_model_and_transforms"),
+    "get_tokenizer": ("hyvl.models.factory", "get_tokenizer"),
+    "similarity": ("hyvl.models.factory", "similarity"),
 }
 
 
@@ -51,4 +57,5 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover
     from hyvl import geometry, lorentz
     from hyvl.models.checkpoint import load, save
+    from hyvl.models.factory import create_model_and_transforms, get_tokenizer, similarity
     from hyvl.models.registry import create_model, list_models

@@ -106,10 +106,10 @@ def test_clamps_on_curvature_alpha_and_logit_scale():
     assert math.isclose(model.curv.item(), 2.0, rel_tol=1e-6)
     with torch.no_grad():
         model.log_curv.fill_(10.0)
-        model.log_logit_scale.fill_(10.0)
+        model.logit_scale.fill_(10.0)
         model.visual_alpha.fill_(3.0)
     assert math.isclose(model.curv.item(), 20.0, rel_tol=1e-5)  # 10 c0
-    assert math.isclose(model.logit_scale.item(), 100.0, rel_tol=1e-5)
+    assert math.isclose(model.logit_scale_exp.item(), 100.0, rel_tol=1e-5)
     feats = torch.randn(2, 128)
     # alpha is clamped at exp(0) = 1: the lift equals exp_map0 of the raw features
     assert torch.allclose(model.lift_image(feats), lorentz.exp_map0(feats, model.curv), atol=1e-5)
@@ -136,7 +136,7 @@ def test_init_follows_meru():
     d = model.config.embed_dim
     assert math.isclose(model.visual_alpha.item(), math.log(d**-0.5), rel_tol=1e-6)
     assert math.isclose(model.textual_alpha.item(), math.log(d**-0.5), rel_tol=1e-6)
-    assert math.isclose(model.logit_scale.item(), 1 / 0.07, rel_tol=1e-5)
+    assert math.isclose(model.logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-5)  # a log, as open_clip
     assert math.isclose(model.curv.item(), 1.0, rel_tol=1e-6)
     for proj, width in ((model.visual_proj, model.visual.width), (model.textual_proj, 128)):
         assert proj.bias is None

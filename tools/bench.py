@@ -112,7 +112,7 @@ def lift_loss_share(b: int, reps: int) -> dict[str, float]:
                 img[b:] if n == 2 else None,
                 txt[b:] if n == 2 else None,
                 model.curv,
-                model.logit_scale,
+                model.logit_scale_exp,
             )
             compute_objective(emb, cfg, "lorentz", distributed_gather=False)["loss"].backward()
             if r:

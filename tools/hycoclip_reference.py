@@ -49,7 +49,7 @@ def reference_step_loss(
 ):
     """HyCoCLIP's loss, structured as the published forward pass (one process)."""
     curv = model.curv
-    scale = model.logit_scale
+    scale = model.logit_scale_exp
     # four tower calls
     img = model.image_features(images)
     box_img = model.image_features(box_images)

@@ -15,7 +15,18 @@ import sys
 import hyvl
 
 # Order is the order shown in --help.
-VERBS = ["demo", "train", "eval", "data", "index", "retrieve", "traverse", "viz", "bench"]
+VERBS = [
+    "demo",
+    "train",
+    "eval",
+    "data",
+    "index",
+    "retrieve",
+    "traverse",
+    "viz",
+    "export",
+    "bench",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

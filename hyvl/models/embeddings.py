@@ -18,7 +18,8 @@ class Embeddings:
     Shapes: ``image`` (B, D), ``text`` (B, D); ``box_image`` and ``box_text`` (B*k, D) or None,
     ordered sample-major (rows ``i*k .. i*k+k-1`` belong to sample ``i``). For Lorentz models
     these are space components on the hyperboloid of curvature ``-curv``; for CLIP they are unit
-    vectors and ``curv`` is None. ``logit_scale`` is the exponentiated, clamped temperature.
+    vectors and ``curv`` is None. ``logit_scale`` is the multiplier of the logits, ``model.logit_scale_exp`` (the model's
+    ``logit_scale`` parameter is its log), as open_clip's forward returns ``logit_scale.exp()``.
     """
 
     image: torch.Tensor

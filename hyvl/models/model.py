@@ -27,7 +27,13 @@ class HyvlModel(nn.Module):
 
     Images enter in [0, 1], (B, 3, H, W); they are normalised inside with the stored
     ``pixel_mean`` / ``pixel_std`` buffers. Tokens are (B, L) long tensors from
-    :func:`hyvl.models.tokenizer.get_tokenizer`.
+    :func:`hyvl.get_tokenizer`.
+
+    ``logit_scale`` is the LOG of the contrastive temperature, as open_clip and MERU store it
+    (init ``log(1/0.07)``); ``logit_scale_exp`` is the clamped multiplier the losses use.
+    ``normalize_inside`` (default True) says whether the model normalises its input; it is
+    False for models from ``hyvl.create_model_and_transforms(..., normalize=True)``, whose
+    preprocess ends with ``Normalize`` as open_clip's does.
     """
 
     def __init__(self, config: ModelConfig):
@@ -49,9 +55,13 @@ class HyvlModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1))
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1))
 
-        # CLIP: temperature stored as a log, init 1/0.07, clamped at logit_scale_max.
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        self.normalize_inside = True
+        # CLIP: temperature stored as a log (open_clip's and MERU's name and meaning), init
+        # 1/0.07, clamped at logit_scale_max when exponentiated.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         self._log_logit_scale_max = math.log(config.logit_scale_max)
+        # Exports and training checkpoints written before the rename call it log_logit_scale.
+        self._register_load_state_dict_pre_hook(_rename_log_logit_scale)
         if self.space.hyperbolic:
             # MERU Sec. 3.2: alpha per modality, init embed_dim^-0.5 (log stored, <= 0) so that
             # initial embeddings have norm ~1 whatever the width.
@@ -88,8 +98,14 @@ class HyvlModel(nn.Module):
         return self.log_curv.clamp(*self._log_curv_bounds).exp()
 
     @property
-    def logit_scale(self) -> torch.Tensor:
-        return self.log_logit_scale.clamp(max=self._log_logit_scale_max).exp()
+    def logit_scale_exp(self) -> torch.Tensor:
+        """The clamped multiplier of the logits, ``exp(logit_scale)`` capped at logit_scale_max."""
+        return self.logit_scale.clamp(max=self._log_logit_scale_max).exp()
+
+    @property
+    def log_logit_scale(self) -> nn.Parameter:
+        """The parameter's earlier name (same tensor, same meaning: the log)."""
+        return self.logit_scale
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.visual.set_grad_checkpointing(enable)
@@ -98,8 +114,18 @@ class HyvlModel(nn.Module):
     # ----------------------------------------------------------------- features
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [0,1] -> (B, D) projected features, before alpha / exp_map0 / norm."""
-        x = (images - self.pixel_mean) / self.pixel_std
-        return self.visual_proj(self.visual(x))
+        if self.normalize_inside:
+            if not self.training and images.numel() and images.min() < -1e-3:
+                # Pixels in [0, 1] are never negative; normalised ones are (anything darker
+                # than the mean). Normalising twice would silently shift every embedding.
+                raise ValueError(
+                    f"images look normalised already (min {images.min().item():.2f} < 0), but "
+                    "this model normalises its input: use hyvl's preprocess (no Normalize), or "
+                    "hyvl.create_model_and_transforms(..., normalize=True) for open_clip-style "
+                    "normalised preprocessing"
+                )
+            images = (images - self.pixel_mean) / self.pixel_std
+        return self.visual_proj(self.visual(images))
 
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens -> (B, D) projected features, before alpha / exp_map0 / norm."""
@@ -172,5 +198,11 @@ class HyvlModel(nn.Module):
             box_image=box_image,
             box_text=box_text,
             curv=self.curv,
-            logit_scale=self.logit_scale,
+            logit_scale=self.logit_scale_exp,
         )
+
+
+def _rename_log_logit_scale(state_dict, prefix, *args) -> None:
+    old = prefix + "log_logit_scale"
+    if old in state_dict:
+        state_dict[prefix + "logit_scale"] = state_dict.pop(old)

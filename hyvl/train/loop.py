@@ -590,7 +590,8 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
                     {
                         "lr": lr,
                         "curv": _scalar(getattr(unwrapped, "curv", None)),
-                        "logit_scale": _scalar(getattr(unwrapped, "logit_scale", None)),
+                        # the multiplier of the logits (exp of the parameter model.logit_scale)
+                        "logit_scale": _scalar(getattr(unwrapped, "logit_scale_exp", None)),
                         "grad_norm": _json_number(grad_norm),
                         "samples_per_s": window_samples / elapsed,
                         "skipped_samples": _skipped_samples(loader),

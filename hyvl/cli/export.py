@@ -1,0 +1,68 @@
+"""``hyvl export onnx|hub``: deployable files from a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a checkpoint: ONNX towers, or a folder ready for the Hugging Face Hub",
+        description="Export a checkpoint (export dir, training output dir or MERU/HyCoCLIP .pth).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="export_cmd", required=True)
+    onnx = sub.add_parser(
+        "onnx",
+        help="image.onnx and text.onnx (dynamic batch) for onnxruntime",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    hub = sub.add_parser(
+        "hub",
+        help="model.safetensors + config.json + README.md (model card) for push_to_hub",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for q in (onnx, hub):
+        q.add_argument("--checkpoint", required=True, help="checkpoint to export")
+        q.add_argument("--out", required=True, help="output folder")
+        q.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON")
+    onnx.add_argument(
+        "--check", action="store_true", help="run both graphs in onnxruntime against torch"
+    )
+    hub.add_argument("--repo-id", default=None, help="ORG/NAME written into the card's example")
+    onnx.set_defaults(func=run_onnx)
+    hub.set_defaults(func=run_hub)
+
+
+def run_onnx(args) -> int:
+    from hyvl.cli.common import print_table, write_json
+    from hyvl.models.checkpoint import load_model
+    from hyvl.models.onnx_export import check_onnx, export_onnx
+
+    model = load_model(args.checkpoint)
+    paths = export_onnx(model, args.out)
+    result = {"files": paths}
+    if args.check:
+        result["max_abs_diff"] = check_onnx(model, args.out)
+    rows = [{"tower": k, "file": v} for k, v in paths.items()]
+    for row in rows:
+        if "max_abs_diff" in result:
+            row["max |onnx - torch|"] = result["max_abs_diff"][row["tower"]]
+    print_table(rows, title=f"onnx export of {args.checkpoint}")
+    write_json(args.json, result)
+    return 0
+
+
+def run_hub(args) -> int:
+    from pathlib import Path
+
+    from hyvl.cli.common import print_table, write_json
+    from hyvl.hub import prepare_folder
+
+    out = prepare_folder(args.checkpoint, args.out, args.repo_id)
+    files = sorted(p.name for p in Path(out).iterdir())
+    print_table([{"file": f} for f in files], title=f"hub folder {out}")
+    print(f"upload: hyvl.push_to_hub({str(out)!r}, 'ORG/NAME')")
+    write_json(args.json, {"folder": str(out), "files": files})
+    return 0
