@@ -21,6 +21,7 @@ __all__ = [
     "geometry",
     "load",
     "lorentz",
+    "push_to_hub",
     "save",
     "similarity",
 ]
@@ -36,6 +37,7 @@ _LAZY = {
     "create_model_and_transforms": ("hyvl.models.factory", "create_model_and_transforms"),
     "get_tokenizer": ("hyvl.models.factory", "get_tokenizer"),
     "similarity": ("hyvl.models.factory", "similarity"),
+    "push_to_hub": ("hyvl.models.publish", "push_to_hub"),
 }
 
 
@@ -58,4 +60,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from hyvl import geometry, lorentz
     from hyvl.models.checkpoint import load, save
     from hyvl.models.factory import create_model_and_transforms, get_tokenizer, similarity
+    from hyvl.models.publish import push_to_hub
     from hyvl.models.registry import create_model, list_models

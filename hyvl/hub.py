@@ -1,20 +1,28 @@
-"""Hugging Face Hub: download (``hf-hub:ORG/NAME``), push, and the model card every export carries.
+"""Hugging Face Hub ids (``hf-hub:ORG/NAME``) and the model card (README.md) every export carries.
 
 Downloads go through ``huggingface_hub.snapshot_download``, so the hub cache (``HF_HOME`` /
 ``HF_HUB_CACHE``), ``HF_HUB_OFFLINE=1`` and tokens behave as for every other HF library. A hub
 repository holds a plain hyvl export: ``model.safetensors``, ``config.json``, ``README.md``.
+Uploading is :func:`hyvl.models.publish.push_to_hub` (``hyvl.push_to_hub``).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hyvl.errors import CheckpointError
 
 EXPORT_FILES = ("model.safetensors", "config.json")
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def local_path(spec: str | Path) -> Path:
+    """A local path for a checkpoint: ``hf-hub:ORG/NAME[@REV]`` resolved through the hub cache."""
+    if isinstance(spec, str) and spec.startswith(HF_HUB_PREFIX):
+        return download(spec[len(HF_HUB_PREFIX) :])
+    return Path(spec)
 
 
 def download(repo: str) -> Path:
@@ -66,7 +74,9 @@ def _metrics(run_dir: Path | None) -> dict[str, Any] | None:
 
 def _training(run_dir: Path | None) -> str:
     if run_dir is None or not (run_dir / "config.yaml").is_file():
-        return "Not recorded: this export was written directly with `hyvl.save`, not by `hyvl train`."
+        return (
+            "Not recorded: this export was written directly with `hyvl.save`, not by `hyvl train`."
+        )
     import yaml
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
@@ -104,7 +114,7 @@ def model_card(model, run_dir: str | Path | None = None, repo_id: str | None = N
         "- hyvl",
         "- vision-language",
         f"- {cfg.geometry}",
-        *(["- hyperbolic"] if cfg.geometry == "lorentz" else []),
+        *(["- hyperbolic"] if model.space.hyperbolic else []),
         "---",
         "",
         f"# {cfg.name or 'hyvl model'}",
@@ -155,53 +165,3 @@ def write_model_card(
     path = Path(directory) / "README.md"
     path.write_text(model_card(model, run_dir, repo_id))
     return path
-
-
-def prepare_folder(checkpoint: str | Path, out: str | Path, repo_id: str | None = None) -> Path:
-    """A folder ready for upload: the export of ``checkpoint`` and its model card, in ``out``.
-
-    ``checkpoint``: an export or a training output directory (its eval.jsonl and config.yaml go
-    into the card), or a MERU / HyCoCLIP ``.pth`` (converted to safetensors).
-    """
-    from hyvl.models.checkpoint import load_model, save
-
-    checkpoint, out = Path(checkpoint), Path(out)
-    model = load_model(checkpoint)
-    run_dir = checkpoint if (checkpoint / "export").is_dir() else None
-    if out.exists() and any(out.iterdir()):
-        raise CheckpointError(f"{out}: exists and is not empty; choose a new folder")
-    save(model, out)
-    write_model_card(out, model, run_dir, repo_id)
-    return out
-
-
-def push_to_hub(
-    path_or_model,
-    repo_id: str,
-    private: bool | None = None,
-    commit_message: str = "Upload hyvl model",
-    token: str | None = None,
-):
-    """Upload a model (or an export / training output directory / .pth) to ``repo_id``.
-
-    Creates the repository if needed and uploads model.safetensors, config.json and README.md
-    (the model card). Returns huggingface_hub's ``CommitInfo``.
-    """
-    from huggingface_hub import HfApi
-
-    from hyvl.models.checkpoint import save
-
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "upload"
-        if isinstance(path_or_model, (str, Path)):
-            prepare_folder(path_or_model, folder, repo_id)
-        else:
-            model = getattr(path_or_model, "module", path_or_model)
-            save(model, folder)
-            write_model_card(folder, model, repo_id=repo_id)
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id, folder_path=folder, commit_message=commit_message
-        )
-

@@ -136,7 +136,9 @@ def test_init_follows_meru():
     d = model.config.embed_dim
     assert math.isclose(model.visual_alpha.item(), math.log(d**-0.5), rel_tol=1e-6)
     assert math.isclose(model.textual_alpha.item(), math.log(d**-0.5), rel_tol=1e-6)
-    assert math.isclose(model.logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-5)  # a log, as open_clip
+    assert math.isclose(
+        model.logit_scale.exp().item(), 1 / 0.07, rel_tol=1e-5
+    )  # a log, as open_clip
     assert math.isclose(model.curv.item(), 1.0, rel_tol=1e-6)
     for proj, width in ((model.visual_proj, model.visual.width), (model.textual_proj, 128)):
         assert proj.bias is None

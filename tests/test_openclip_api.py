@@ -23,7 +23,13 @@ def open_clip_tiny(tmp_path_factory):
     cfg = {
         "embed_dim": 32,
         "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 1,
+        },
     }
     (folder / "hyvl-test-tiny.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(folder)
@@ -50,7 +56,9 @@ def test_create_model_and_transforms_matches_open_clip_shapes(open_clip_tiny):
     assert oc_val(picture).shape == (3, 32, 32)
     # logit_scale: a parameter holding the log, exp() = 1/0.07 at init in both
     assert isinstance(model.logit_scale, torch.nn.Parameter)
-    assert math.isclose(model.logit_scale.exp().item(), oc_model.logit_scale.exp().item(), rel_tol=1e-6)
+    assert math.isclose(
+        model.logit_scale.exp().item(), oc_model.logit_scale.exp().item(), rel_tol=1e-6
+    )
     assert math.isclose(model.logit_scale_exp.item(), 1 / 0.07, rel_tol=1e-5)
     # the tokenizer: same call, same ids as open_clip's at the same context length
     tok = hyvl.get_tokenizer("meru_tiny")

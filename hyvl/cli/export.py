@@ -58,7 +58,7 @@ def run_hub(args) -> int:
     from pathlib import Path
 
     from hyvl.cli.common import print_table, write_json
-    from hyvl.hub import prepare_folder
+    from hyvl.models.publish import prepare_folder
 
     out = prepare_folder(args.checkpoint, args.out, args.repo_id)
     files = sorted(p.name for p in Path(out).iterdir())

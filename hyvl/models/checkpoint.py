@@ -30,15 +30,21 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-def save(model, directory: str | Path) -> Path:
-    """Write ``model`` as DIR/model.safetensors + DIR/config.json; returns DIR.
+def save(
+    model, directory: str | Path, run_dir: str | Path | None = None, repo_id: str | None = None
+) -> Path:
+    """Write ``model`` as DIR/model.safetensors + DIR/config.json + DIR/README.md; returns DIR.
 
+    README.md is the model card (:func:`hyvl.hub.model_card`): geometry, curvature, config, and
+    for an export of a training run (``run_dir``, its output directory) the training data and
+    the last evaluation of its eval.jsonl. ``repo_id`` goes into the card's loading example.
     Atomic (:func:`hyvl.io.atomic_dir`): a failure or a kill mid-write leaves the previous
     export in DIR whole; other files in DIR are kept.
     """
     from safetensors.torch import save_model
 
     import hyvl
+    from hyvl.hub import model_card
     from hyvl.io import atomic_dir
 
     directory = Path(directory)
@@ -51,6 +57,7 @@ def save(model, directory: str | Path) -> Path:
     with atomic_dir(directory, last=CONFIG) as tmp:
         save_model(model, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / "README.md").write_text(model_card(model, run_dir, repo_id))
     return directory
 
 
@@ -113,8 +120,12 @@ def _load_pth(path: Path):
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """A :class:`HyvlModel` in eval mode from an export, a training output dir, or a .pth."""
-    path = Path(path)
+    """A :class:`HyvlModel` in eval mode from an export, a training output dir, a .pth, or a
+    Hugging Face Hub id ``hf-hub:ORG/NAME[@REVISION]`` (an export, downloaded or read from the
+    hub cache; ``HF_HUB_OFFLINE=1`` reads only the cache)."""
+    from hyvl.hub import local_path
+
+    path = local_path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     if path.is_dir():

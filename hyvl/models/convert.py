@@ -53,7 +53,7 @@ def openclip_to_hyvl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         elif key == "text_projection":
             out["textual_proj.weight"] = value.t()
         elif key == "logit_scale":
-            out["log_logit_scale"] = value.reshape(())
+            out["logit_scale"] = value.reshape(())  # both hold the log
         elif key.startswith("visual."):
             new = key[len("visual.") :]
             for old, repl in _OPENCLIP_VISION_SWAPS:
@@ -118,7 +118,7 @@ _TEXT_RENAMES = [
     (r"^textual\.resblocks\.", "textual.transformer.transformer.resblocks."),
     (r"^textual\.ln_final\.", "textual.transformer.ln_final."),
 ]
-_TOP_RENAMES = {"curv": "log_curv", "logit_scale": "log_logit_scale"}
+_TOP_RENAMES = {"curv": "log_curv"}  # MERU's logit_scale is a log, as hyvl's
 _VIT_BY_WIDTH = {
     384: "vit_small_mocov3_patch16_224",
     768: "vit_base_patch16_224",

@@ -15,8 +15,7 @@ import torch
 
 from hyvl.config import ModelConfig, TextConfig, to_dict
 from hyvl.errors import CheckpointError
-
-HF_HUB_PREFIX = "hf-hub:"
+from hyvl.hub import HF_HUB_PREFIX, local_path
 
 # Config fields a checkpoint may set differently from the registry config it is loaded into:
 # names and init-only settings, and the pixel statistics it was trained with (loaded as buffers).
@@ -76,10 +75,10 @@ def create_model_and_transforms(
             )
         if overrides:
             raise CheckpointError(f"{name_or_path}: config overrides apply to model names only")
-        model = load_model(_local(name_or_path), device)
+        model = load_model(local_path(name_or_path), device)
     elif pretrained is not None:
         want = resolve_model_config({"base": str(name_or_path), **overrides})
-        model = load_model(_local(pretrained), device)
+        model = load_model(local_path(pretrained), device)
         diff = _differences(to_dict(want), to_dict(model.config))
         if diff:
             raise CheckpointError(
@@ -96,15 +95,6 @@ def create_model_and_transforms(
         train, val = T.Compose([*train.transforms, norm]), T.Compose([*val.transforms, norm])
         model.normalize_inside = False
     return model, train, val
-
-
-def _local(spec: str | Path) -> Path:
-    """A local path for a checkpoint spec: ``hf-hub:`` ids are resolved through the hub cache."""
-    if isinstance(spec, str) and spec.startswith(HF_HUB_PREFIX):
-        from hyvl.hub import download
-
-        return download(spec[len(HF_HUB_PREFIX) :])
-    return Path(spec)
 
 
 def get_tokenizer(name_or_path: str | Path | TextConfig | ModelConfig):
@@ -124,7 +114,7 @@ def get_tokenizer(name_or_path: str | Path | TextConfig | ModelConfig):
         return tokenizer_for(spec)
     if not _is_checkpoint(spec):
         return tokenizer_for(get_model_config(str(spec)).text)
-    return tokenizer_for(_checkpoint_config(_local(spec)).text)
+    return tokenizer_for(_checkpoint_config(local_path(spec)).text)
 
 
 def _checkpoint_config(path: Path) -> ModelConfig:
@@ -150,9 +140,5 @@ def similarity(image_emb: torch.Tensor, text_emb: torch.Tensor, model) -> torch.
     (``img @ txt.T`` is NOT a similarity on the hyperboloid). CLIP: the cosine ``img @ txt.T``
     of the unit embeddings. Multiply by ``model.logit_scale_exp`` for the training logits.
     """
-    from hyvl import lorentz
-
-    image_emb, text_emb = image_emb.float(), text_emb.float()
-    if model.geometry == "lorentz":
-        return -lorentz.pairwise_dist(image_emb, text_emb, model.curv.detach().float())
-    return image_emb @ text_emb.T
+    curv = None if model.curv is None else model.curv.detach().float()
+    return model.space.pairwise_similarity(image_emb.float(), text_emb.float(), curv)

@@ -48,7 +48,7 @@ class _Encoder(nn.Module):
         else:
             feats, log_alpha = m.textual_proj(m.textual(x)), getattr(m, "textual_alpha", None)
         feats = feats.float()
-        if m.geometry == "euclidean":
+        if not m.space.hyperbolic:
             return F.normalize(feats, dim=-1)
         v = feats * log_alpha.clamp(max=0.0).exp()
         r = m.curv.sqrt() * v.norm(dim=-1, keepdim=True)

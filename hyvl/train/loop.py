@@ -367,7 +367,7 @@ def export_model(model: nn.Module, output_dir: Path) -> Path:
     tmp = output_dir / ".tmp-export"
     old = output_dir / ".old-export"
     shutil.rmtree(tmp, ignore_errors=True)
-    hyvl.save(model, tmp)
+    hyvl.save(model, tmp, run_dir=output_dir)  # the model card reads the run's eval.jsonl
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
