@@ -33,7 +33,7 @@ CONFIG = "config.json"
 def save(
     model, directory: str | Path, run_dir: str | Path | None = None, repo_id: str | None = None
 ) -> Path:
-    """Write ``model`` as DIR/model.safetensors + DIR/config.json + DIR/README.md; returns DIR.
+    """Write ``model`` into DIR as model.safetensors, config.json and README.md; returns DIR.
 
     README.md is the model card (:func:`hyvl.hub.model_card`): geometry, curvature, config, and
     for an export of a training run (``run_dir``, its output directory) the training data and
