@@ -1,199 +1,57 @@
-"""Typed configuration: YAML files and dotted ``key=value`` overrides, validated into dataclasses.
+"""Typed configuration: YAML files and dotted ``key=value`` overrides, validated by pydantic.
 
-An unknown key is an error naming the key, where it was found, and the nearest valid key,
-so a typo (``train.max_step=10``) fails at start instead of being ignored.
+Each section is a pydantic model whose fields carry their type, default, range and a one-line
+help (``hyvl config keys`` prints them). What this module adds to pydantic is the part users
+see: an unknown key is an error naming the key and the nearest valid one, so a typo
+(``train.max_step=10``) fails at start instead of being ignored; every error is one line
+naming the dotted key (:class:`~hyvl.errors.ConfigError`); numbers parse as users type them
+(``1e-3``, which YAML 1.1 reads as a string); and a run config is checked as one recipe
+(model family, objective and box crops agree). The machinery under the sections (one-line
+errors, overrides, YAML) is :mod:`hyvl.config_base`.
 
 Every numeric default taken from a paper names its source once, here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
+from pydantic import BeforeValidator, Field, model_validator
+
+from hyvl.config_base import (
+    Float,
+    Int,
+    Section,
+    apply_overrides,
+    field_row,
+    from_dict,
+    load_yaml,
+    parse_override,
+    section_class,
+    to_dict,
+)
 from hyvl.errors import ConfigError
 
-# --------------------------------------------------------------------------------------
-# Generic machinery
-# --------------------------------------------------------------------------------------
+__all__ = [
+    "DEFAULT_MODEL", "FAMILIES", "IMAGENET_MEAN", "IMAGENET_STD", "DataConfig", "EvalConfig",
+    "Family", "ModelConfig", "ObjectiveConfig", "RunConfig", "Section", "TextConfig",
+    "TrainConfig", "VisionConfig", "apply_overrides", "check_recipe", "fields_table",
+    "from_dict", "load_run_config", "load_yaml", "model_family", "parse_override", "to_dict",
+]  # fmt: skip
 
 
-def _nearest(key: str, valid: list[str], where: str = "") -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
-    if not close:
-        return ""
-    return f"; did you mean {(where + '.' if where else '') + close[0]!r}?"
+def _precision(value: Any) -> Any:
+    """accelerate spells full precision ``no``, which YAML 1.1 reads as False: both mean fp32."""
+    return "fp32" if value is False or value == "no" else value
 
 
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    """Check (and gently coerce) ``value`` against the annotation ``tp``."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        errors = []
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
-    if origin is Literal:
-        if isinstance(value, bool):
-            # YAML 1.1 reads no / off / false (yes / on / true) as booleans, so
-            # `train.mixed_precision=no` arrives as False: take the one choice spelled that way.
-            spellings = ("yes", "on", "true") if value else ("no", "off", "false")
-            spelled = [c for c in typing.get_args(tp) if isinstance(c, str) and c in spellings]
-            if len(spelled) == 1:
-                return spelled[0]
-        if value not in typing.get_args(tp):
-            choices = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise ConfigError(f"{where}: {value!r} is not one of {choices}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(
-                _check_type(v, a, f"{where}[{i}]")
-                for i, (v, a) in enumerate(zip(value, args, strict=False))
-            )
-        item = args[0] if args else Any
-        out = [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
+def _no_clip(value: Any) -> Any:
+    """``grad_clip: null`` switches clipping off, as 0 does."""
+    return 0.0 if value is None else value
 
 
-def from_dict(cls: type, data: dict, where: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping; unknown keys raise ConfigError."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise ConfigError(f"unknown config key {path!r}{_nearest(str(key), names, where)}")
-        kwargs[key] = _check_type(value, hints[key], path)
-    try:
-        obj = cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where or 'config'}: {err}") from err
-    return obj
-
-
-def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain dict of YAML/JSON-safe values (tuples become lists)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.max_steps=10"`` -> (["train", "max_steps"], 10); the value is parsed as YAML."""
-    import yaml
-
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
-    return key.split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply dotted overrides to a raw (not yet validated) config mapping, in place."""
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for i, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if isinstance(child, str) and key == "model" and i == 0:
-                # `model: meru_tiny` plus `model.embed_dim=64` -> a named base with overrides.
-                child = {"base": child}
-            if child is None:
-                child = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[: i + 1])} is not a mapping")
-            node[key] = child
-            node = child
-        node[keys[-1]] = value
-    return data
-
-
-def load_yaml(path: str | Path) -> dict:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r}: top level must be a mapping")
-    return data
-
+Precision = Annotated[Literal["fp32", "bf16", "fp16"], BeforeValidator(_precision)]
 
 # --------------------------------------------------------------------------------------
 # Model
@@ -204,77 +62,90 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-@dataclass
-class VisionConfig:
+class VisionConfig(Section):
     """Image tower: any timm ViT by name, with optional architecture overrides."""
 
-    timm_name: str = "vit_small_mocov3_patch16_224"
-    image_size: int = 224
+    where: ClassVar[str] = "model.vision"
+    timm_name: str = Field("vit_small_mocov3_patch16_224", description="timm model name")
+    image_size: Int = Field(224, gt=0, description="input image side in pixels")
     # Architecture overrides passed to timm (None = the named model's own value).
-    patch_size: int | None = None
-    width: int | None = None
-    depth: int | None = None
-    heads: int | None = None
-    mlp_ratio: float | None = None
-    # Local file with timm weights for the tower (never downloaded).
-    pretrained: str | None = None
-    drop_path_rate: float = 0.0
-    timm_kwargs: dict = field(default_factory=dict)
-    # LayerNorm eps (None = timm's 1e-6). MERU / HyCoCLIP build every ViT with eps 1e-5.
-    ln_eps: float | None = None
-    # Fixed (frozen) 2-D sin-cos position embedding of MoCo v3 (Chen et al. 2021), which MERU /
-    # HyCoCLIP use for every ViT; False = timm's learned position embedding.
-    sincos_pos_embed: bool = False
+    patch_size: Int | None = Field(None, gt=0, description="ViT patch size (null: timm's)")
+    width: Int | None = Field(None, gt=0, description="ViT width (null: timm's)")
+    depth: Int | None = Field(None, gt=0, description="ViT depth (null: timm's)")
+    heads: Int | None = Field(None, gt=0, description="attention heads (null: timm's)")
+    mlp_ratio: Float | None = Field(None, gt=0, description="MLP ratio (null: timm's)")
+    pretrained: str | None = Field(
+        None, description="local file of timm weights for the tower (never downloaded)"
+    )
+    drop_path_rate: Float = Field(0.0, ge=0, lt=1, description="stochastic depth rate")
+    timm_kwargs: dict = Field(default_factory=dict, description="extra timm.create_model kwargs")
+    # MERU / HyCoCLIP build every ViT with LayerNorm eps 1e-5 (timm: 1e-6).
+    ln_eps: Float | None = Field(None, gt=0, description="LayerNorm eps (null: timm's 1e-6)")
+    # Fixed 2-D sin-cos position embedding of MoCo v3 (Chen et al. 2021), which MERU / HyCoCLIP
+    # use for every ViT.
+    sincos_pos_embed: bool = Field(
+        False, description="frozen 2-D sin-cos position embedding instead of a learned one"
+    )
 
 
-@dataclass
-class TextConfig:
+class TextConfig(Section):
     """Text tower: the CLIP text transformer (open_clip) or a Hugging Face model."""
 
-    kind: Literal["openclip", "hf"] = "openclip"
+    where: ClassVar[str] = "model.text"
+    kind: Literal["openclip", "hf"] = Field(
+        "openclip", description="CLIP text transformer (openclip) or a Hugging Face model (hf)"
+    )
     # CLIP text transformer (Radford et al. 2021): vocab 49408, context 77, width 512,
     # 12 layers, 8 heads, causal mask, EOS (argmax token) pooling.
-    context_length: int = 77
-    vocab_size: int = 49408
-    width: int = 512
-    layers: int = 12
-    heads: int = 8
-    mlp_ratio: float = 4.0
-    # Hugging Face text tower: a local directory or hub name (only loaded when kind == "hf").
-    hf_name: str | None = None
-    hf_pooling: Literal["cls", "mean", "eos"] = "cls"
-    # QuickGELU activations, as OpenAI's CLIP weights need (open_clip's "-quickgelu" models).
-    quick_gelu: bool = False
+    context_length: Int = Field(77, gt=0, description="tokens per text")
+    vocab_size: Int = Field(49408, gt=0, description="tokenizer vocabulary size")
+    width: Int = Field(512, gt=0, description="transformer width")
+    layers: Int = Field(12, gt=0, description="transformer layers")
+    heads: Int = Field(8, gt=0, description="attention heads")
+    mlp_ratio: Float = Field(4.0, gt=0, description="MLP ratio")
+    hf_name: str | None = Field(
+        None, description="Hugging Face text model: a local directory or hub name (kind=hf)"
+    )
+    hf_pooling: Literal["cls", "mean", "eos"] = Field(
+        "cls", description="how a Hugging Face tower pools tokens"
+    )
+    # OpenAI's CLIP weights need QuickGELU (open_clip's "-quickgelu" models).
+    quick_gelu: bool = Field(False, description="QuickGELU activations")
 
 
-@dataclass
-class ModelConfig:
-    name: str = "custom"
-    geometry: Literal["lorentz", "euclidean"] = "lorentz"
-    embed_dim: int = 512
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    text: TextConfig = field(default_factory=TextConfig)
+class ModelConfig(Section):
+    """A model: geometry, embedding size, the two towers and the learnable scalars."""
+
+    where: ClassVar[str] = "model"
+    name: str = Field("custom", description="a label (the registered name for named models)")
+    geometry: Literal["lorentz", "euclidean"] = Field(
+        "lorentz", description="hyperboloid (MERU / HyCoCLIP) or unit sphere (CLIP)"
+    )
+    embed_dim: Int = Field(512, gt=0, description="embedding dimension")
+    vision: VisionConfig = Field(default_factory=VisionConfig, description="image tower")
+    text: TextConfig = Field(default_factory=TextConfig, description="text tower")
     # MERU (Desai et al. 2023), Sec. 3: curvature init c0 = 1, learnable, clamped to [c0/10, 10 c0].
-    curv_init: float = 1.0
-    learn_curv: bool = True
+    curv_init: Float = Field(1.0, gt=0, description="initial curvature c0")
+    learn_curv: bool = Field(True, description="learn the curvature (clamped to [c0/10, 10 c0])")
     # MERU: learnable scalar alpha per modality, init embed_dim^-0.5, stored as log, clamped <= 0.
-    learn_alpha: bool = True
+    learn_alpha: bool = Field(
+        True, description="learn the per-modality scale alpha before the lift"
+    )
     # CLIP (Radford et al. 2021): logit scale init 1/0.07, clamped at 100.
-    logit_scale_init: float = 1 / 0.07
-    logit_scale_max: float = 100.0
-    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
-    pixel_std: tuple[float, float, float] = IMAGENET_STD
-    grad_checkpointing: bool = False
-    # A local open_clip CLIP state dict (.pt/.bin/.safetensors) to initialise both towers, both
-    # projections and the logit scale from (hyperbolic fine-tuning of a pretrained CLIP). Only
-    # read when the model is built; exports store the weights and drop the path.
-    openclip_init: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.embed_dim <= 0:
-            raise ConfigError(f"model.embed_dim must be positive, got {self.embed_dim}")
-        if self.curv_init <= 0:
-            raise ConfigError(f"model.curv_init must be positive, got {self.curv_init}")
+    logit_scale_init: Float = Field(1 / 0.07, gt=0, description="initial logit scale (not the log)")
+    logit_scale_max: Float = Field(100.0, gt=0, description="logit scale clamp")
+    pixel_mean: tuple[Float, Float, Float] = Field(
+        IMAGENET_MEAN, description="per-channel mean, subtracted inside the model"
+    )
+    pixel_std: tuple[
+        Annotated[Float, Field(gt=0)], Annotated[Float, Field(gt=0)], Annotated[Float, Field(gt=0)]
+    ] = Field(IMAGENET_STD, description="per-channel std, divided inside the model")
+    grad_checkpointing: bool = Field(False, description="activation checkpointing in the towers")
+    # Hyperbolic fine-tuning of a pretrained CLIP: both towers, projections and the logit scale.
+    # Only read when the model is built; exports store the weights and drop the path.
+    openclip_init: str | None = Field(
+        None, description="local open_clip CLIP state dict to initialise the model from"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -282,34 +153,48 @@ class ModelConfig:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(Section):
     """Which loss terms, with which weights. ``kind`` picks the paper's recipe."""
 
-    kind: Literal["clip", "meru", "hycoclip"] = "meru"
-    # Logits: "distance" = scale * -Lorentz distance (cosine for euclidean);
-    # "angle" = scale * -exterior angle (ATMG, Ramasinghe et al. 2024), lorentz only.
-    logits: Literal["distance", "angle"] = "distance"
-    # "softmax" = symmetric InfoNCE (CLIP); "sigmoid" = pairwise sigmoid (SigLIP, Zhai et al. 2023).
-    loss: Literal["softmax", "sigmoid"] = "softmax"
+    where: ClassVar[str] = "objective"
+    kind: Literal["clip", "meru", "hycoclip"] = Field(
+        "meru", description="loss recipe; defaults to the model's family"
+    )
+    # "angle": the exterior angle of ATMG (Ramasinghe et al. 2024).
+    logits: Literal["distance", "angle"] = Field(
+        "distance", description="logits from -distance, or -exterior angle (lorentz only)"
+    )
+    # "sigmoid": pairwise sigmoid of SigLIP (Zhai et al. 2023).
+    loss: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="symmetric InfoNCE (softmax) or pairwise sigmoid"
+    )
     # MERU Sec. 3.3 and HyCoCLIP Sec. 3: entailment weight 0.2.
-    entail_weight: float = 0.2
-    # HyCoCLIP Sec. 3.2: aperture scale k = 0.7 for inter-modality (text->image, box text->box image)
-    # and k = 1.2 for intra-modality (box image->image, box text->text); the four terms are
-    # summed and halved (0.5) before the weight.
-    inter_aperture_scale: float = 0.7
-    intra_aperture_scale: float = 1.2
-    hycoclip_entail_factor: float = 0.5
-    # MERU Eq. 9: half-aperture constant K = 0.1 (min_radius).
-    min_radius: float = 0.1
+    entail_weight: Float = Field(0.2, ge=0, description="weight of the entailment term(s)")
+    # HyCoCLIP Sec. 3.2: aperture scale k = 0.7 for inter-modality (text->image, box text->box
+    # image) and k = 1.2 for intra-modality (box image->image, box text->text); the four terms
+    # are summed and halved (0.5) before the weight.
+    inter_aperture_scale: Float = Field(
+        0.7, gt=0, description="HyCoCLIP cone aperture scale, text->image terms"
+    )
+    intra_aperture_scale: Float = Field(
+        1.2, gt=0, description="HyCoCLIP cone aperture scale, box->whole terms"
+    )
+    hycoclip_entail_factor: Float = Field(
+        0.5, ge=0, description="HyCoCLIP factor on the sum of its four entailment terms"
+    )
+    # MERU Eq. 9: half-aperture constant K = 0.1.
+    min_radius: Float = Field(0.1, gt=0, description="half-aperture constant K (MERU Eq. 9)")
+    # SigLIP init: logit bias -10.
+    sigmoid_bias_init: Float = Field(-10.0, description="initial logit bias (loss=sigmoid)")
+    gather_with_grad: bool = Field(
+        True, description="gather embeddings from all processes with gradients (global negatives)"
+    )
     # Not in the papers (0 = their recipe: full weight from the first step): the entailment
     # weight ramps linearly from 0 to entail_weight over this many steps, so the contrastive
     # terms spread the embeddings out before the cones pull them in (docs/learning.md).
-    entail_warmup_steps: int = 0
-    # SigLIP init: logit bias -10 (only used with loss == "sigmoid").
-    sigmoid_bias_init: float = -10.0
-    # Distributed: gather embeddings from all processes with gradients, loss over local rows.
-    gather_with_grad: bool = True
+    entail_warmup_steps: Int = Field(
+        0, ge=0, description="steps over which the entailment weight ramps up from 0 (0: off)"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -317,23 +202,41 @@ class ObjectiveConfig:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class DataConfig:
-    # Shard spec(s): brace expansion, globs, local paths, pipe: and http(s) URLs.
-    train_shards: str | list[str] = ""
-    val_shards: str | list[str] = ""
-    layout: Literal["auto", "plain", "grit", "hycoclip", "grounded"] = "auto"
-    resampled: bool = True
-    shuffle_buffer: int = 1000
-    workers: int = 2
-    # Box crops per training sample (HyCoCLIP: one, chosen at random); 0 = plain image-text.
-    boxes_per_sample: int = 1
+class DataConfig(Section):
+    """Training data: webdataset shards and how samples become batches."""
+
+    where: ClassVar[str] = "data"
+    train_shards: str | list[str] = Field(
+        "", description="training shards: brace expansion, globs, paths, pipe: or http(s) URLs"
+    )
+    val_shards: str | list[str] = Field("", description="validation shards (same syntax)")
+    layout: Literal["auto", "plain", "grit", "hycoclip", "grounded"] = Field(
+        "auto", description="sample format of the shards (auto: detected per sample)"
+    )
+    resampled: bool = Field(True, description="endless seeded resampling of the shards")
+    shuffle_buffer: Int = Field(1000, ge=0, description="samples in the shuffle buffer")
+    workers: Int = Field(2, ge=0, description="data loader worker processes")
+    # HyCoCLIP: one box per sample, chosen at random.
+    boxes_per_sample: Int = Field(
+        0, ge=0, description="box crops per sample; defaults from objective.kind (hycoclip: 1)"
+    )
     # HyCoCLIP drops boxes smaller than 32x32 pixels.
-    min_box_size: int = 32
-    # Random resized crop scale for training (MERU/HyCoCLIP: (0.5, 1.0)).
-    rrc_scale: tuple[float, float] = (0.5, 1.0)
-    # Log every Nth skipped sample (counts are always kept exactly).
-    skip_log_every: int = 100
+    min_box_size: Int = Field(32, ge=0, description="drop boxes smaller than this many pixels")
+    # MERU / HyCoCLIP: (0.5, 1.0).
+    rrc_scale: tuple[Annotated[Float, Field(gt=0, le=1)], Annotated[Float, Field(gt=0, le=1)]] = (
+        Field((0.5, 1.0), description="random resized crop area range (train)")
+    )
+    skip_log_every: Int = Field(
+        100, gt=0, description="log every Nth skipped sample (counts are always exact)"
+    )
+
+    @model_validator(mode="after")
+    def _crop_range(self) -> DataConfig:
+        if self.rrc_scale[0] > self.rrc_scale[1]:
+            raise ConfigError(
+                f"data.rrc_scale must be (low, high) with low <= high, got {self.rrc_scale}"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------
@@ -341,64 +244,187 @@ class DataConfig:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainConfig:
-    max_steps: int = 1000
-    batch_size: int = 64  # global batch (summed over processes)
-    # MERU/HyCoCLIP recipe: AdamW lr 5e-4, betas (0.9, 0.98), weight decay 0.2
-    # (norms, biases, curvature, alphas and logit scale excluded), 4000 warmup steps, cosine to 0.
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    weight_decay: float = 0.2
-    warmup_steps: int = 4000
-    min_lr: float = 0.0
-    seed: int = 0
-    checkpoint_every: int = 1000
-    keep_last: int = 2
-    log_every: int = 10
-    eval_every: int = 0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    grad_accum: int = 1
-    grad_clip: float = 0.0
-    compile: bool = False
-    fsdp: bool = False
-    cpu: bool = False
-    # Box crops / box texts: one tower call with the whole images / texts ("fused"), or their
-    # own ("split", 3-9% faster on 2 CPU cores); "auto" fuses on CUDA only.
-    box_towers: Literal["auto", "fused", "split"] = "fused"
-    # A non-finite loss skips the step; this many in a row stop the run.
-    max_nonfinite: int = 10
+class TrainConfig(Section):
+    """Optimisation, schedule, checkpoints, precision and processes."""
+
+    where: ClassVar[str] = "train"
+    max_steps: Int = Field(1000, gt=0, description="optimizer steps")
+    batch_size: Int = Field(64, gt=0, description="global batch (summed over processes)")
+    # MERU/HyCoCLIP recipe: AdamW lr 5e-4, betas (0.9, 0.98), weight decay 0.2 (norms, biases,
+    # curvature, alphas and logit scale excluded), warmup, cosine to 0. Their 4000 warmup steps
+    # belong to 120k-500k step runs; the default here is a tenth of the default max_steps.
+    lr: Float = Field(5e-4, gt=0, description="peak learning rate (AdamW)")
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.98), description="AdamW betas"
+    )
+    eps: Float = Field(1e-8, gt=0, description="AdamW eps")
+    weight_decay: Float = Field(0.2, ge=0, description="AdamW weight decay on weight matrices")
+    warmup_steps: Int = Field(100, ge=0, description="linear warmup steps before the cosine")
+    min_lr: Float = Field(0.0, ge=0, description="learning rate at the end of the cosine")
+    seed: Int = Field(0, ge=0, description="seed of weights, data order and augmentation")
+    checkpoint_every: Int = Field(1000, gt=0, description="steps between checkpoints")
+    keep_last: Int = Field(2, ge=0, description="checkpoints kept (0: all)")
+    log_every: Int = Field(10, gt=0, description="steps between metrics.jsonl records")
+    eval_every: Int = Field(0, ge=0, description="steps between evaluations (0: none)")
+    mixed_precision: Precision = Field(
+        "fp32", description="precision of the towers (accelerate's word 'no' means fp32)"
+    )
+    grad_accum: Int = Field(
+        1, gt=0, description="GradCache chunks per step (same loss, less memory)"
+    )
+    grad_clip: Annotated[Float, BeforeValidator(_no_clip)] = Field(
+        0.0, ge=0, description="clip the gradient norm at this value (0 or null: off)"
+    )
+    compile: bool = Field(False, description="torch.compile the model")
+    fsdp: bool = Field(False, description="fully sharded data parallel (accelerate)")
+    cpu: bool = Field(False, description="train on CPU even when a GPU is present")
+    # "split" was 3-9% faster on 2 CPU cores; "auto" fuses on CUDA only.
+    box_towers: Literal["auto", "fused", "split"] = Field(
+        "fused", description="box crops / texts through the towers with the whole ones or alone"
+    )
+    max_nonfinite: Int = Field(
+        10, gt=0, description="non-finite losses in a row (each step skipped) that stop the run"
+    )
+    trackers: list[str] = Field(
+        default_factory=list, description="accelerate trackers, e.g. [tensorboard]"
+    )
     # Training health (hyvl/train/health.py): a collapse only warns, or stops the run with a
-    # non-zero exit (keeping the checkpoints written so far); a problem must hold this many
-    # steps before it is reported.
-    on_collapse: Literal["warn", "stop"] = "warn"
-    health_patience: int = 20
-    trackers: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+    # non-zero exit (keeping the checkpoints written so far).
+    on_collapse: Literal["warn", "stop"] = Field(
+        "warn", description="on a detected collapse: warn, or stop the run (exit non-zero)"
+    )
+    health_patience: Int = Field(
+        20, gt=0, description="steps a health problem must hold before it is reported"
+    )
 
 
-@dataclass
-class EvalConfig:
-    zeroshot: str = ""  # ImageFolder dir (with classnames.txt / templates.txt) or shards
-    retrieval: str = ""  # COCO captions JSON
-    batch_size: int = 64
-    templates: str = ""  # "" = templates.txt beside the data, else a file or a built-in set name
+class EvalConfig(Section):
+    """Evaluation during training (``train.eval_every``), with the functions of ``hyvl eval``."""
+
+    where: ClassVar[str] = "eval"
+    zeroshot: str = Field(
+        "", description="zero-shot data: ImageFolder (classnames.txt, templates.txt) or shards"
+    )
+    retrieval: str = Field("", description="retrieval data: a COCO captions JSON")
+    batch_size: Int = Field(64, gt=0, description="evaluation batch size")
+    templates: str = Field(
+        "", description="prompt templates: a file or a built-in set ('': beside the data)"
+    )
 
 
-@dataclass
-class RunConfig:
-    # A registered model name (hyvl.list_models()), or a mapping: {base: NAME, ...overrides}
-    # or a full model config.
-    model: str | dict = "meru_tiny"
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+# --------------------------------------------------------------------------------------
+# A run: one recipe
+# --------------------------------------------------------------------------------------
+
+
+class Family(NamedTuple):
+    geometry: str
+    boxes: bool  # whether the objective uses box crops (and so needs data.boxes_per_sample >= 1)
+
+
+# The model family decides geometry, objective and box needs; meru_* and hycoclip_* models
+# share one architecture and differ in objective and data.
+FAMILIES = {
+    "clip": Family("euclidean", boxes=False),
+    "meru": Family("lorentz", boxes=False),
+    "hycoclip": Family("lorentz", boxes=True),
+}
+
+
+def model_family(spec: Any) -> tuple[str | None, str]:
+    """(family or None, geometry) of a model spec (a name or a mapping), without building it."""
+    name = spec if isinstance(spec, str) else spec.get("base") if isinstance(spec, dict) else None
+    family = name.split("_")[0] if isinstance(name, str) else None
+    family = family if family in FAMILIES else None
+    geometry = spec.get("geometry") if isinstance(spec, dict) else None
+    if geometry is None:
+        geometry = FAMILIES[family].geometry if family else ModelConfig().geometry
+    return family, geometry
+
+
+DEFAULT_MODEL = "meru_tiny"
+
+
+class RunConfig(Section):
+    """A training run: model, objective, data, train and eval sections, checked together."""
+
+    model: str | dict = Field(
+        DEFAULT_MODEL,
+        description="a model name (hyvl.list_models()) or a mapping {base: NAME, key: value}",
+    )
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig, description="losses")
+    data: DataConfig = Field(default_factory=DataConfig, description="training data")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="optimisation")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="periodic evaluation")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """Unset ``objective.kind`` follows the model family, unset boxes follow the objective."""
+        if not isinstance(data, dict):
+            return data
+        # sections given as objects count with the keys that were set on them
+        data = {
+            k: v.model_dump(exclude_unset=True) if isinstance(v, Section) else v
+            for k, v in data.items()
+        }
+        family, geometry = model_family(data.get("model", DEFAULT_MODEL))
+        objective, section = data.get("objective") or {}, data.get("data") or {}
+        if not isinstance(objective, dict) or not isinstance(section, dict):
+            return data  # pydantic reports the wrong type
+        if "kind" not in objective:
+            by_geometry = [f for f, v in FAMILIES.items() if v.geometry == geometry]
+            kind = family or (by_geometry[0] if by_geometry else None)
+            if kind:
+                data["objective"] = {**objective, "kind": kind}
+        kind = data.get("objective", {}).get("kind")
+        if "boxes_per_sample" not in section and kind in FAMILIES:
+            data["data"] = {**section, "boxes_per_sample": int(FAMILIES[kind].boxes)}
+        return data
+
+    @model_validator(mode="after")
+    def _one_recipe(self) -> RunConfig:
+        if isinstance(self.model, dict):  # the keys given are model keys with valid values
+            spec = {k: v for k, v in self.model.items() if k != "base"}
+            from_dict(ModelConfig, spec, "model")
+        check_recipe(self)
+        return self
+
+
+def check_recipe(cfg: RunConfig) -> None:
+    """Model family, geometry, objective and box crops agree, else ConfigError naming the keys.
+
+    An objective of another family is accepted as an ablation with ``objective.entail_weight=0``
+    (contrastive terms only, e.g. HyCoCLIP's box-augmented CLIP baseline), as build_objective
+    accepts it.
+    """
+    family, geometry = model_family(cfg.model)
+    kind, boxes = cfg.objective.kind, cfg.data.boxes_per_sample
+    ablation = " (or objective.entail_weight=0: contrastive terms only)"
+    if cfg.objective.entail_weight != 0:
+        model = cfg.model if isinstance(cfg.model, str) else cfg.model.get("base", "")
+        if family is not None and kind != family:
+            size = model.partition("_")[2]
+            raise ConfigError(
+                f"objective.kind={kind!r} does not match model {model!r} (the {family} family): "
+                f"use {f'model={kind}_{size}' if size else f'a {kind}_* model'} or "
+                f"objective.kind={family}{ablation}"
+            )
+        if FAMILIES[kind].geometry != geometry:
+            raise ConfigError(
+                f"objective.kind={kind!r} trains a {FAMILIES[kind].geometry} model, but "
+                f"model.geometry is {geometry!r}: use a {kind}_* model{ablation}"
+            )
+    if FAMILIES[kind].boxes and boxes == 0:
+        raise ConfigError(
+            f"objective.kind={kind!r} needs box crops but data.boxes_per_sample=0: set "
+            "data.boxes_per_sample=1 (and train on grounded shards)"
+        )
+    if not FAMILIES[kind].boxes and boxes > 0:
+        raise ConfigError(
+            f"data.boxes_per_sample={boxes} loads box crops objective.kind={kind!r} does not use, "
+            "and skips every sample without boxes: set data.boxes_per_sample=0"
+        )
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -407,6 +433,22 @@ def load_run_config(path: str | Path | None, overrides: list[str] | None = None)
 
     data = load_yaml(resolve_recipe(path)) if path else {}
     if "model" not in data and any(o.startswith("model.") for o in overrides or []):
-        data["model"] = {"base": RunConfig.model}
+        data["model"] = {"base": DEFAULT_MODEL}
     apply_overrides(data, list(overrides or []))
     return from_dict(RunConfig, data)
+
+
+def fields_table(cls: type[Section] = RunConfig, prefix: str = "") -> list[dict[str, Any]]:
+    """Every key of ``cls`` (nested sections flattened): key, type, default, help."""
+    rows: list[dict[str, Any]] = []
+    for name, field in cls.model_fields.items():
+        key = f"{prefix}{name}"
+        section = section_class(field.annotation)
+        if section is None and name == "model" and cls is RunConfig:
+            section = ModelConfig  # `model.KEY=VALUE` overrides the named model's KEY
+            rows.append(field_row(key, field))
+        if section is not None:
+            rows.extend(fields_table(section, key + "."))
+        else:
+            rows.append(field_row(key, field))
+    return rows

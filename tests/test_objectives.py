@@ -465,11 +465,15 @@ def test_config_from_yaml_mapping_builds_objective():
     (ObjectiveConfig(kind="meru"), "euclidean", "entail_weight=0"),
     (ObjectiveConfig(kind="hycoclip"), "euclidean", "entailment"),
     (ObjectiveConfig(kind="clip"), "spherical", "geometry"),
-    (ObjectiveConfig(entail_weight=-1.0), "lorentz", "entail_weight"),
 ])  # fmt: skip
 def test_meaningless_combinations_raise_config_error(cfg, geometry, match):
     with pytest.raises(ConfigError, match=match):
         build_objective(cfg, geometry)
+
+
+def test_negative_entailment_weight_is_refused_at_construction():
+    with pytest.raises(ConfigError, match="objective.entail_weight must be >= 0"):
+        ObjectiveConfig(entail_weight=-1.0)
 
 
 def test_hycoclip_without_boxes_names_the_fix():

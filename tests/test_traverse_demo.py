@@ -2,7 +2,6 @@
 200 steps, ~40 s on 2 cores) walks from an image to the origin monotonically and reads ever more
 generic texts of the demo hierarchy (coloured shape > shape > family > "shape")."""
 
-import dataclasses
 import json
 
 import pytest
@@ -31,7 +30,7 @@ def trained(tmp_path_factory):
         "vision": {"image_size": 32, "depth": 2},
         "text": {"layers": 2},
     }
-    train(dataclasses.replace(cfg, model=small), root / "model")
+    train(cfg.model_copy(update={"model": small}), root / "model")
     return root, data
 
 

@@ -32,8 +32,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
-    """Render rows (dicts sharing keys) as a plain aligned text table."""
+def format_table(rows: list[dict[str, Any]], title: str | None = None, align: str = "right") -> str:
+    """Render rows (dicts sharing keys) as a plain aligned text table.
+
+    ``align="right"`` right-aligns every column but the first (numbers); ``"left"`` all (text).
+    """
     if not rows:
         return (title + "\n" if title else "") + "(no rows)"
     columns: list[str] = []
@@ -46,19 +49,19 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
 
     def line(values: list[str]) -> str:
         return "  ".join(
-            v.rjust(w) if i else v.ljust(w)
+            v.rjust(w) if i and align == "right" else v.ljust(w)
             for i, (v, w) in enumerate(zip(values, widths, strict=False))
         )
 
     out = [title] if title else []
-    out.append(line(columns))
+    out.append(line(columns).rstrip())
     out.append("  ".join("-" * w for w in widths))
-    out.extend(line(r) for r in cells)
+    out.extend(line(r).rstrip() for r in cells)
     return "\n".join(out)
 
 
-def print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
-    print(format_table(rows, title), flush=True)
+def print_table(rows: list[dict[str, Any]], title: str | None = None, align: str = "right") -> None:
+    print(format_table(rows, title, align), flush=True)
 
 
 class Processes:

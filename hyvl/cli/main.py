@@ -18,6 +18,7 @@ import hyvl
 VERBS = [
     "demo",
     "train",
+    "config",
     "eval",
     "data",
     "index",

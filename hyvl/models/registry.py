@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from hyvl.config import ModelConfig, from_dict, to_dict
+from hyvl.config import FAMILIES, ModelConfig, from_dict, to_dict
 from hyvl.errors import ConfigError
 
 # Image towers of the papers (MERU Table 1, HyCoCLIP Sec. 4): MoCo-v3 ViT-S/16, ViT-B/16, ViT-L/16,
@@ -35,7 +35,6 @@ _TOWERS: dict[str, dict[str, Any]] = {
         "text": {"context_length": 32, "width": 128, "layers": 4, "heads": 4},
     },
 }
-_GEOMETRY = {"clip": "euclidean", "meru": "lorentz", "hycoclip": "lorentz"}
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -50,10 +49,10 @@ def _merge(base: dict, override: dict) -> dict:
 
 def _named() -> dict[str, dict]:
     configs = {}
-    for family, geometry in _GEOMETRY.items():
+    for family, recipe in FAMILIES.items():
         for tower, spec in _TOWERS.items():
             name = f"{family}_{tower}"
-            configs[name] = _merge({"name": name, "geometry": geometry}, spec)
+            configs[name] = _merge({"name": name, "geometry": recipe.geometry}, spec)
     return configs
 
 

@@ -57,14 +57,6 @@ def check_objective(cfg: ObjectiveConfig, geometry: str) -> Geometry:
             "lorentz model; use a lorentz model, objective.kind='clip', or "
             "objective.entail_weight=0 (contrastive terms only)"
         )
-    if cfg.entail_weight < 0:
-        raise ConfigError(f"objective.entail_weight must be >= 0, got {cfg.entail_weight}")
-    if cfg.entail_warmup_steps < 0:
-        raise ConfigError(
-            f"objective.entail_warmup_steps must be >= 0, got {cfg.entail_warmup_steps}"
-        )
-    if cfg.min_radius <= 0:
-        raise ConfigError(f"objective.min_radius must be positive, got {cfg.min_radius}")
     return space
 
 

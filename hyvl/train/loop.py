@@ -107,7 +107,8 @@ def make_accelerator(cfg: RunConfig, output_dir: Path):
     _reset_single_process_state()
     accelerator = Accelerator(
         cpu=tcfg.cpu or not torch.cuda.is_available(),
-        mixed_precision=tcfg.mixed_precision,
+        # accelerate spells full precision "no"
+        mixed_precision="no" if tcfg.mixed_precision == "fp32" else tcfg.mixed_precision,
         log_with=list(tcfg.trackers) or None,
         project_dir=str(output_dir),
         **kwargs,
@@ -395,7 +396,7 @@ def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None
     batch_size = cfg.eval.batch_size
     # the towers run in the training's mixed precision, as open_clip's evaluation does;
     # embeddings and scores stay fp32
-    precision = {"no": "fp32"}.get(cfg.train.mixed_precision, cfg.train.mixed_precision)
+    precision = cfg.train.mixed_precision
     was_training = model.training
     model.eval()
     try:
@@ -613,7 +614,7 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
                 raise FloatingPointError(
                     f"hyvl train: {nonfinite_in_row} non-finite losses in a row (train.max_nonfinite="
                     f"{tcfg.max_nonfinite}) at step {step}; lower train.lr, set train.grad_clip, or "
-                    f"try mixed_precision=no. Last good checkpoint: {ckpt.latest_checkpoint(output_dir)}"
+                    f"try train.mixed_precision=fp32. Last good checkpoint: {ckpt.latest_checkpoint(output_dir)}"
                 )
 
             if (
