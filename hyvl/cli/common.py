@@ -107,11 +107,35 @@ def add_sharing_args(parser: argparse.ArgumentParser) -> None:
         "process takes its own GPU (or the CPU with --device cpu) and they split the work",
     )
     parser.add_argument(
-        "--workers", type=int, default=0, help="DataLoader processes decoding images (default 0)"
+        "--workers", type=int, default=0, help="DataLoader processes decoding images"
     )
     parser.add_argument(
         "--precision",
-        choices=["fp32", "bf16", "fp16"],
+        type=precision_word,
+        choices=PRECISIONS,
         default="fp32",
-        help="autocast for the towers (embeddings and scores stay fp32); bf16 / fp16 on GPUs",
+        help="autocast for the towers (embeddings and scores stay fp32); bf16 / fp16 on GPUs. "
+        "The words of train.mixed_precision; accelerate's 'no' and torch's dtype names are "
+        "read too",
     )
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+# Other spellings users bring: accelerate ("no"), torch dtypes, Lightning ("bf16-mixed", "16").
+_PRECISION_ALIASES = {
+    "no": "fp32",
+    "32": "fp32",
+    "float32": "fp32",
+    "bfloat16": "bf16",
+    "bf16-mixed": "bf16",
+    "float16": "fp16",
+    "16": "fp16",
+    "16-mixed": "fp16",
+}
+
+
+def precision_word(value: str) -> str:
+    """``--precision`` value -> one of fp32 | bf16 | fp16 (unknown words pass on to argparse's
+    choices check, which names the valid ones)."""
+    word = str(value).strip().lower()
+    return _PRECISION_ALIASES.get(word, word)

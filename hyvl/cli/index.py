@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hyvl.cli.common import add_sharing_args
+from hyvl.cli.common import add_json_arg, add_sharing_args
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +19,16 @@ def add_parser(subparsers) -> None:
     b.add_argument("--out", required=True, help="index directory")
     b.add_argument("--append", action="store_true", help="add to an existing index at --out")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
-    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass")
+    b.add_argument(
+        "--ann",
+        choices=["hnsw", "ivf"],
+        action="append",
+        default=None,
+        help="also build and save this approximate FAISS index (repeatable); `hyvl retrieve "
+        "--backend hnsw|ivf` then loads it instead of rebuilding it",
+    )
+    add_json_arg(b)
     add_sharing_args(b)
     b.set_defaults(func=run_build)
 
@@ -28,7 +37,7 @@ def run_build(args) -> int:
     """Under torchrun the processes split the embedding; the first one writes the index."""
     from pathlib import Path
 
-    from hyvl.cli.common import Processes, print_table
+    from hyvl.cli.common import Processes, print_table, write_json
     from hyvl.errors import HyvlError
     from hyvl.io import check_out_dir
     from hyvl.search.index import EmbeddingIndex, build_index, is_index_dir
@@ -62,6 +71,18 @@ def run_build(args) -> int:
     counts = {}
     for item in new.items:
         counts[item["kind"]] = counts.get(item["kind"], 0) + 1
+    ann = [str(p) for backend in args.ann or [] for p in new.build_ann(backend)]
     rows = [{"kind": k, "items": v} for k, v in sorted(counts.items())]
     print_table(rows, title=f"index {args.out} ({new.geometry}, curv {new.curv})")
+    for path in ann:
+        print(f"ann: {path}")
+    summary = {
+        "index": str(args.out),
+        "geometry": new.geometry,
+        "curv": new.curv,
+        "items": len(new),
+        "counts": dict(sorted(counts.items())),
+        "ann": ann,
+    }
+    write_json(args.json, summary)
     return 0

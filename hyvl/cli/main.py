@@ -50,7 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # verb not built yet in this checkout
             raise
         module.add_parser(sub)
+    show_defaults(parser)
     return parser
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter, quiet where the default says nothing (None, an off flag)
+    or the help text gives it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+            return text
+        return super()._get_help_string(action)
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every parser under ``parser`` shows its defaults in --help (set here once, not per verb)."""
+    parser.formatter_class = DefaultsFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                show_defaults(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,16 +14,15 @@ def shard_stats(
 ) -> dict[str, Any]:
     """``{"samples", "with_boxes", "boxes", "skipped": {reason: n}, "dropped_boxes": {...},
     "layouts": {...}, "shards"}``: samples counts usable samples only."""
-    from tqdm.auto import tqdm
-
     from hyvl.data.layouts import detect_layout
+    from hyvl.progress import progress_bar
 
     urls = expand_shards(shards)
     skipped: Counter = Counter()
     dropped: Counter = Counter()
     layouts: Counter = Counter()
     samples = with_boxes = boxes = 0
-    for raw in tqdm(
+    for raw in progress_bar(
         raw_samples(urls, skipped), desc="reading", unit=" samples", disable=not progress
     ):
         try:

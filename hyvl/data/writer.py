@@ -145,9 +145,8 @@ def write_shards(
     manifest as they were. Shards of the previous manifest of ``prefix`` that the new one does
     not list are removed; other files in OUT are kept.
     """
-    from tqdm.auto import tqdm
-
     from hyvl.io import atomic_dir
+    from hyvl.progress import progress_bar
 
     out_dir = Path(out_dir)
     records = list(records)
@@ -171,7 +170,7 @@ def write_shards(
             )
             for i in range(0, len(records), samples_per_shard)
         ]
-        bar = tqdm(
+        bar = progress_bar(
             total=len(jobs), desc=f"writing {out_dir.name}", unit="shard", disable=not progress
         )
         results = []

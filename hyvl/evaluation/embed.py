@@ -155,9 +155,9 @@ def encoding(model, precision: str = "fp32"):
 
 
 def progress(items: Iterable, total: int | None, desc: str, shard: Shard):
-    from tqdm.auto import tqdm
+    from hyvl.progress import progress_bar
 
-    return tqdm(items, total=total, desc=desc, leave=False, disable=not shard.is_main)
+    return progress_bar(items, total=total, desc=desc, leave=False, disable=not shard.is_main)
 
 
 @torch.no_grad()

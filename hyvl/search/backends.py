@@ -13,6 +13,8 @@ the exact backends always return the brute-force order.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from hyvl.errors import HyvlError
@@ -159,7 +161,10 @@ class FaissBackend:
         nprobe: int | None = None,
         hnsw_m: int = 32,
         ef_search: int = 64,
+        prebuilt=None,
     ):
+        """``prebuilt``: a FAISS index read from disk (:meth:`write` wrote it for the same
+        items and options); it replaces the build, and ``nprobe`` / ``ef_search`` still apply."""
         faiss = _faiss()
         self.name = f"faiss-{kind}"
         self.items, self.curv, self.kind = items.float(), curv, kind
@@ -174,7 +179,13 @@ class FaissBackend:
             extra = (sq.max() - sq).clamp_min(0).sqrt().unsqueeze(-1)
             vecs = torch.cat([vecs, extra], dim=-1).contiguous()
         dim = vecs.shape[1]
-        if kind == "flat":
+        if prebuilt is not None:
+            index = prebuilt
+            if kind == "hnsw":
+                index.hnsw.efSearch = ef_search
+            elif kind == "ivf" and nprobe:
+                faiss.extract_index_ivf(index).nprobe = nprobe
+        elif kind == "flat":
             index = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_L2)
@@ -189,9 +200,17 @@ class FaissBackend:
             self._quantizer = quantizer  # keep it alive as long as the index
         else:
             raise HyvlError(f"unknown FAISS index kind {kind!r} (flat, hnsw, ivf)")
-        index.add(vecs.numpy())
+        if prebuilt is None:
+            index.add(vecs.numpy())
         self.index = index
         self.aug_norm_max = float(vecs.norm(dim=-1).max()) if len(vecs) else 0.0  # certificate
+
+    def write(self, path: Path) -> None:
+        """The FAISS index to ``path`` (atomically), for ``prebuilt=faiss.read_index(path)``."""
+        from hyvl.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            _faiss().write_index(self.index, str(tmp))
 
     def candidates(self, queries: torch.Tensor, n: int):
         """(augmented queries, FAISS scores, item indices) of the ``n`` best candidates."""
@@ -222,7 +241,7 @@ def make_backend(name: str, items, geometry, curv, **options):
     if name in ("faiss", "flat"):
         return FaissBackend(items, geometry, curv, "flat")
     if name in ("hnsw", "ivf"):
-        return FaissBackend(items, geometry, curv, name, **options)
+        return FaissBackend(items, geometry, curv, name, **options)  # prebuilt= passes through
     raise HyvlError(f"unknown backend {name!r}: torch, faiss, hnsw or ivf")
 
 

@@ -3,6 +3,9 @@
 Layout of ``INDEX/``: ``embeddings.safetensors`` (tensor ``embeddings`` (N, D)),
 ``items.jsonl`` (one ``{"kind": "image"|"text", "item": path/key/text, "caption"?}`` per row)
 and ``meta.json`` (``checkpoint``, ``geometry``, ``curv``, ``embed_dim``, ``hyvl_version``).
+Approximate FAISS indexes (HNSW, IVF) are saved beside them as ``ann-BACKEND-KIND-OPTIONS.faiss``
+(+ ``.json``: the rows they index and a fingerprint of those embeddings) by ``hyvl index build
+--ann`` or on first use, and read back instead of rebuilt while the embeddings are unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class EmbeddingIndex:
         self.embeddings = embeddings.float().contiguous()
         self.items = items
         self.meta = meta
+        self.directory: Path | None = None  # set by load(): where ANN indexes are kept
         self._backends: dict = {}
 
     @property
@@ -61,6 +65,7 @@ class EmbeddingIndex:
                 for item in self.items:
                     f.write(json.dumps(item) + "\n")
             (tmp / INDEX_FILES[2]).write_text(json.dumps(self.meta, indent=2) + "\n")
+        self.directory = directory
         return directory
 
     @classmethod
@@ -94,7 +99,9 @@ class EmbeddingIndex:
             raise DataError(
                 f"{directory}: {emb.shape[0]} embeddings but {len(items)} lines in items.jsonl"
             )
-        return cls(emb, items, meta)
+        index = cls(emb, items, meta)
+        index.directory = directory
+        return index
 
     def append(self, other: EmbeddingIndex) -> EmbeddingIndex:
         """A new index with ``other``'s rows after this one's; both must share model space."""
@@ -133,10 +140,13 @@ class EmbeddingIndex:
             rows = self.rows(kind)
             if len(rows) == 0:
                 raise DataError(f"the index holds no {kind} items")
-            self._backends[key] = (
-                rows,
-                make_backend(backend, self.embeddings[rows], self.geometry, self.curv, **options),
-            )
+            if backend in ("hnsw", "ivf") and self.directory is not None:
+                engine = self._saved_ann(backend, kind, rows, options)
+            else:
+                engine = make_backend(
+                    backend, self.embeddings[rows], self.geometry, self.curv, **options
+                )
+            self._backends[key] = (rows, engine)
         rows, engine = self._backends[key]
         dist, idx = engine.search(queries.float(), k)
         # Map to index rows with one tensor gather and build the dicts from Python ints: indexing
@@ -150,6 +160,56 @@ class EmbeddingIndex:
             ]
             for d_row, i_row in zip(dist.tolist(), found, strict=True)
         ]
+
+    def build_ann(self, backend: str, **options) -> list[Path]:
+        """Build and save ``backend`` (hnsw / ivf) for each item kind; returns the files."""
+        if self.directory is None:
+            raise HyvlError("build_ann needs an index loaded from (or saved to) a directory")
+        paths = []
+        for kind in sorted({it["kind"] for it in self.items}):
+            self.search(self.embeddings[:1], 1, kind=kind, backend=backend, **options)
+            paths.append(self._ann_path(backend, kind, options))
+        return paths
+
+    def _ann_path(self, backend: str, kind: str | None, options: dict) -> Path:
+        # Build-time options name the file; search-time ones (nprobe, ef_search) apply on load.
+        build = (
+            f"m{options.get('hnsw_m', 32)}"
+            if backend == "hnsw"
+            else f"nlist{options.get('nlist') or 'auto'}"
+        )
+        return self.directory / f"ann-{backend}-{kind or 'all'}-{build}.faiss"
+
+    def _saved_ann(self, backend: str, kind: str | None, rows: torch.Tensor, options: dict):
+        """The ANN backend from its saved file when that indexes these embeddings, else built
+        and saved (a read-only index directory only costs the rebuild, with a warning)."""
+        import logging
+
+        from hyvl.io import write_text
+        from hyvl.search.backends import _faiss, make_backend
+
+        path = self._ann_path(backend, kind, options)
+        emb = self.embeddings[rows].double()
+        stamp = {"rows": len(rows), "fingerprint": [emb.sum().item(), emb.square().sum().item()]}
+        side = path.with_suffix(".json")
+        items = self.embeddings[rows]
+        if path.is_file() and side.is_file():
+            try:
+                saved = json.loads(side.read_text())
+            except json.JSONDecodeError:
+                saved = None
+            if saved == stamp:
+                prebuilt = _faiss().read_index(str(path))
+                return make_backend(
+                    backend, items, self.geometry, self.curv, prebuilt=prebuilt, **options
+                )
+        engine = make_backend(backend, items, self.geometry, self.curv, **options)
+        try:
+            engine.write(path)
+            write_text(side, json.dumps(stamp) + "\n")
+        except OSError as err:
+            logging.getLogger(__name__).warning("%s: ANN index not saved (%s)", path, err)
+        return engine
 
     def approximate_recall(
         self,

@@ -526,9 +526,9 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
     eval_file = None
     do_eval = bool(cfg.eval.zeroshot or cfg.eval.retrieval)
 
-    from tqdm.auto import tqdm
+    from hyvl.progress import progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=tcfg.max_steps,
         initial=start_step,
         disable=not main,
