@@ -1,5 +1,6 @@
 """hyvl.save / hyvl.load: exports, training dirs, MERU / HyCoCLIP .pth files, and clear errors."""
 
+import math
 import pickle
 import re
 from collections import OrderedDict
@@ -81,7 +82,7 @@ class _MeruText(nn.Module):
 class _MeruReference(nn.Module):
     """An independent MERU / HyCoCLIP / MERU-CLIP model with the published key layout."""
 
-    def __init__(self, lorentz: bool, pixel_mean=IMAGENET_MEAN, curv=0.7):
+    def __init__(self, lorentz: bool, pixel_mean=IMAGENET_MEAN, curv=0.7, width=384):
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 
@@ -89,14 +90,14 @@ class _MeruReference(nn.Module):
         self.visual = VisionTransformer(
             img_size=32,
             patch_size=16,
-            embed_dim=384,
+            embed_dim=width,
             depth=1,
             num_heads=12,
             num_classes=0,
             norm_layer=nn.LayerNorm,
         )
         self.textual = _MeruText(vocab=100, context=8, width=64, layers=2)
-        self.visual_proj = nn.Linear(384, 32, bias=False)
+        self.visual_proj = nn.Linear(width, 32, bias=False)
         self.textual_proj = nn.Linear(64, 32, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(1 / 0.07).log())
         if lorentz:
@@ -128,10 +129,17 @@ class _MeruReference(nn.Module):
         return self._lift(self.textual_proj(feats), getattr(self, "textual_alpha", None))
 
 
-def _reference_pth(path, lorentz=True, pixel_mean=IMAGENET_MEAN):
+def _reference_pth(
+    path, lorentz=True, pixel_mean=IMAGENET_MEAN, curv=0.7, pixel_scale=1.0, width=384
+):
+    """Write a reference model as a published .pth; ``pixel_scale=255`` stores the pixel
+    mean / std on the 0-255 scale (the model then expects 0-255 images, as such files do)."""
     torch.manual_seed(3)
-    ref = _MeruReference(lorentz, pixel_mean).eval()
-    torch.save({"model": ref.state_dict(), "iteration": 10}, path)
+    ref = _MeruReference(lorentz, pixel_mean, curv, width).eval()
+    state = ref.state_dict()
+    state["pixel_mean"] = state["pixel_mean"] * pixel_scale
+    state["pixel_std"] = state["pixel_std"] * pixel_scale
+    torch.save({"model": state, "iteration": 10}, path)
     return ref
 
 
@@ -173,6 +181,52 @@ def test_published_pth_reproduces_the_reference_model(tmp_path, lorentz):
     again, _, _ = hyvl.load(tmp_path / "export")
     with torch.no_grad():
         assert torch.equal(again.encode_image(images), loaded.encode_image(images))
+
+
+def test_pth_keeps_its_pixel_statistics_on_the_0_1_scale(tmp_path):
+    # Stored for 0-255 images: hyvl's preprocess gives [0, 1], so mean and std are rescaled.
+    ref = _reference_pth(tmp_path / "ref255.pth", pixel_scale=255.0)
+    loaded, _, _ = hyvl.load(tmp_path / "ref255.pth")
+    torch.testing.assert_close(loaded.pixel_mean.flatten(), torch.tensor(IMAGENET_MEAN))
+    torch.testing.assert_close(loaded.pixel_std.flatten(), torch.tensor(IMAGENET_STD))
+    images, _ = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.encode_image(images).double(), ref.encode_image(images).double(),
+            atol=1e-6, rtol=1e-6,
+        )  # fmt: skip
+
+
+def test_pth_curvature_clamp_is_centred_on_its_stored_curvature(tmp_path):
+    # MERU clamps log c to [c0/10, 10 c0] around its init; a loaded file's c0 is its value,
+    # even outside the range a fresh model would allow (c = 30 > 10 = 10 x the default 1).
+    _reference_pth(tmp_path / "ref.pth", curv=30.0)
+    loaded, _, _ = hyvl.load(tmp_path / "ref.pth")
+    assert loaded.curv.item() == pytest.approx(30.0, rel=1e-6)
+    for pushed, clamped in ((1e6, 300.0), (1e-6, 3.0)):
+        with torch.no_grad():
+            loaded.log_curv.fill_(math.log(pushed))
+        assert loaded.curv.item() == pytest.approx(clamped, rel=1e-6), pushed
+    # the range travels with the model through hyvl's own format
+    hyvl.save(loaded, tmp_path / "export")
+    again, _, _ = hyvl.load(tmp_path / "export")
+    assert again.curv.item() == pytest.approx(3.0, rel=1e-6)
+    with torch.no_grad():
+        again.log_curv.fill_(math.log(1e6))
+    assert again.curv.item() == pytest.approx(300.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("width", [384, 768], ids=["vit_s", "vit_b"])
+def test_pth_sincos_position_embedding_stays_frozen(tmp_path, width):
+    # MERU's ViTs (MoCo v3's ViT-S and timm's ViT-B / L alike) keep a fixed sin-cos table:
+    # loading the file must not make the positions trainable (fine-tuning would move them).
+    ref = _reference_pth(tmp_path / "ref.pth", width=width)
+    loaded, _, _ = hyvl.load(tmp_path / "ref.pth")
+    pos = loaded.visual.vit.pos_embed
+    assert not pos.requires_grad
+    assert torch.equal(pos, ref.visual.pos_embed)  # the file's values, not a fresh table
+    trainable = {n for n, p in loaded.named_parameters() if p.requires_grad}
+    assert "visual.vit.pos_embed" not in trainable and "visual.vit.cls_token" in trainable
 
 
 def test_hycoclip_pixel_mean_bug_is_detected_and_the_trained_values_kept(tmp_path, caplog):
