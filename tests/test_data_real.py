@@ -83,3 +83,21 @@ def test_cli_writes_the_real_kind(tmp_path, capsys):
     assert "written" in capsys.readouterr().out
     image = Image.open(next((out / "zeroshot" / "00_handwritten_zero").glob("*.jpg")))
     assert image.size == (real.CANVAS, real.CANVAS)
+
+
+def test_demo_on_real_data_trains_reports_health_and_refuses_mixed_data(tmp_path, capsys):
+    out = tmp_path / "demo"
+    small(out / "data")  # hyvl demo reuses DIR/data when it holds shards
+    argv = ["demo", "--data", "real", "--model", "clip", "--out", str(out)]
+    assert (
+        main([*argv, "--steps", "2", "--batch-size", "8", "--json", str(tmp_path / "r.json")]) == 0
+    )
+    printed = capsys.readouterr().out
+    assert "hyvl demo (real)" in printed and "clip: checkpoint" in printed
+    assert "healthy" in printed  # the run's health verdict, healthy or not
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["zeroshot"]["num_classes"] == 13 and result["zeroshot"]["num_samples"] == 26
+    assert result["zeroshot"]["chance"] == 100 / 13
+    # the shapes demo on top of the real data is refused, not silently mixed
+    assert main(["demo", "--model", "clip", "--out", str(out), "--steps", "1"]) == 2
+    assert "holds another demo's data" in capsys.readouterr().err

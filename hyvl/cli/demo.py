@@ -50,6 +50,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_BATCH,
         help=f"batch size (default {DEFAULT_BATCH})",
     )
+    p.add_argument(
+        "--data",
+        default="shapes",
+        choices=["shapes", "real"],
+        help="shapes: generated coloured shapes (default); real: scanned handwritten digits and "
+        "texture photographs shipped with scikit-learn / scikit-image (pip install 'hyvl[real]')",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for data generation and training")
     add_json_arg(p)
     p.set_defaults(func=run)
@@ -65,15 +72,23 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--steps and --batch-size must be positive")
     models = list(KINDS) if args.model == "all" else [args.model]
     out = Path(args.out)
-    results = run_demo(out, models, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    results = run_demo(
+        out, models, steps=args.steps, batch_size=args.batch_size, seed=args.seed, data=args.data
+    )
     print_table(
         table_rows(results),
-        title=f"hyvl demo: {args.steps} steps x batch {args.batch_size} per model "
+        title=f"hyvl demo ({args.data}): {args.steps} steps x batch {args.batch_size} per model "
         "(d0 = mean distance to the origin; retrieval R@1 in %)",
     )
     figure = plot(results, out / "demo.png")
+    from hyvl.cli.eval import degenerate_warning
+
     for kind in models:
-        print(f"{kind}: checkpoint {out / kind} (hyvl.load('{out / kind}'))")
+        if results[kind]["zeroshot"].get("num_predicted_classes") == 1:
+            print(f"{kind}: {degenerate_warning(results[kind]['zeroshot'])}", file=sys.stderr)
+        print(
+            f"{kind}: checkpoint {out / kind} (hyvl.load('{out / kind}')); {results[kind]['health']}"
+        )
     if figure is not None:
         print(f"plot: {figure}")
     write_json(args.json, public_json(results))

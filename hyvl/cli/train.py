@@ -52,12 +52,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hyvl.config import load_run_config
+    from hyvl.train.health import CollapseError
     from hyvl.train.loop import train
 
     cfg = load_run_config(args.config, args.overrides)
     try:
         summary = train(cfg, args.output_dir)
-    except FloatingPointError as err:  # the run diverged: say so plainly, no traceback
+    except (
+        FloatingPointError,
+        CollapseError,
+    ) as err:  # diverged / collapsed: plainly, no traceback
         print(str(err), file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) != 0:  # several processes: the main one reports
@@ -69,4 +73,5 @@ def run(args: argparse.Namespace) -> int:
         f"trained {summary['step']} steps in {summary['seconds']:.0f} s; last loss {loss_text}; "
         f"export: {summary['export']}"
     )
+    print(f"health: {summary['health']}")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hyvl.config import RunConfig, from_dict, load_run_config, to_dict
+from hyvl.errors import ConfigError
 
 KINDS = ("hycoclip", "meru", "clip")
 # Order of the distance columns: the HyCoCLIP picture (box text nearest the origin, then
@@ -32,6 +33,10 @@ def demo_config(
     recipe = to_dict(load_run_config(f"{kind}_tiny"))
     train = recipe["train"]
     warmup = round(train["warmup_steps"] * steps / train["max_steps"])
+    objective = recipe["objective"]  # the entailment warm-up keeps its share of the run too
+    objective["entail_warmup_steps"] = round(
+        objective["entail_warmup_steps"] * steps / train["max_steps"]
+    )
     recipe["data"]["train_shards"] = str(data_dir / "train" / "*.tar")
     train.update(
         max_steps=steps,
@@ -47,14 +52,25 @@ def demo_config(
     return from_dict(RunConfig, recipe)
 
 
-def ensure_demo_data(data_dir: Path, seed: int = 0) -> Path:
-    """Make the demo dataset in ``data_dir`` unless it is already there."""
-    if (data_dir / "train").is_dir() and any((data_dir / "train").glob("*.tar")):
-        return data_dir
-    from hyvl.data.demo import make_demo
+def ensure_demo_data(data_dir: Path, seed: int = 0, kind: str = "shapes") -> Path:
+    """Make the demo dataset ``kind`` ("shapes" or "real") in ``data_dir`` unless it is there.
+
+    Existing data of the other kind is an error rather than a silent mix-up.
+    """
+    from hyvl.data import demo, real
     from hyvl.data.writer import write_demo
 
-    return write_demo(make_demo, data_dir, seed=seed)
+    module = real if kind == "real" else demo
+    names = data_dir / "zeroshot" / "classnames.txt"
+    if (data_dir / "train").is_dir() and any((data_dir / "train").glob("*.tar")):
+        if names.is_file() and names.read_text().split("\n")[:-1] != module.CLASSES:
+            raise ConfigError(
+                f"{data_dir} holds another demo's data (its classnames.txt is not the {kind} "
+                "demo's): pick another --out or remove it"
+            )
+        return data_dir
+    make = real.make_real_demo if kind == "real" else demo.make_demo
+    return write_demo(make, data_dir, seed=seed)
 
 
 def run_one(
@@ -68,7 +84,7 @@ def run_one(
 
     started = time.perf_counter()
     cfg = demo_config(kind, data_dir, steps=steps, batch_size=batch_size, seed=seed)
-    train(cfg, out_dir)
+    summary = train(cfg, out_dir)
     model, preprocess, tokenizer = hyvl.load(out_dir)
     model.eval()
     zeroshot = evaluate_zeroshot(model, preprocess, tokenizer, data_dir / "zeroshot")
@@ -88,6 +104,7 @@ def run_one(
         "dist_to_origin": {
             k: distances[k]["mean"] for k in ("image", "text", "box_image", "box_text")
         },
+        "health": summary["health"],
         "_distances": distances,  # per-sample values for the plot; dropped from the JSON
     }
 
@@ -135,11 +152,18 @@ def distances_to_origin(
 
 
 def run_demo(
-    out: str | Path, models: list[str], *, steps: int, batch_size: int, seed: int = 0
+    out: str | Path,
+    models: list[str],
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    data: str = "shapes",
 ) -> dict[str, Any]:
-    """Demo data (made if missing), then train + evaluate each model. Returns name -> results."""
+    """Demo data ``data`` ("shapes" or "real", made if missing), then train + evaluate each
+    model. Returns name -> results."""
     out = Path(out)
-    data_dir = ensure_demo_data(out / "data", seed=seed)
+    data_dir = ensure_demo_data(out / "data", seed=seed, kind=data)
     results = {}
     for kind in models:
         results[kind] = run_one(

@@ -229,7 +229,7 @@ class HealthMonitor:
         for name in ("collapse", "frozen_text", "entailment_dead", "clamp"):
             if name in found:
                 self.open.add(name)
-            elif not self._streaks.get(name, _Streak()).since:
+            elif self._streaks.get(name, _Streak()).since is None:
                 self.open.discard(name)
         new = {k: v for k, v in found.items() if k not in self.problems}
         for name, message in new.items():

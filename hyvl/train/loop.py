@@ -32,6 +32,8 @@ from torch import nn
 from hyvl.config import RunConfig, load_yaml, to_dict
 from hyvl.errors import ConfigError, DataError
 from hyvl.train import checkpoint as ckpt
+from hyvl.train.health import TrainingHealth
+from hyvl.train.health import postfix as health_postfix
 from hyvl.train.optim import build_optimizer, build_scheduler
 
 EMB_FIELDS = ("image", "text", "box_image", "box_text")
@@ -54,6 +56,7 @@ class TrainModule(nn.Module):
     def forward(self, images, tokens, box_images=None, box_tokens=None, cached_grads=None):
         emb = self.model(images, tokens, box_images=box_images, box_tokens=box_tokens)
         if cached_grads is None:
+            self.last_embeddings = emb  # training health reads the logged step's batch
             return self.objective(emb)
         surrogate = torch.zeros((), device=images.device, dtype=torch.float32)
         for name in EMB_FIELDS:
@@ -252,6 +255,7 @@ def forward_backward(
         if getattr(embs[0], name) is not None:
             leaves[name] = getattr(embs[0], name).detach().float().requires_grad_(True)
     losses = core.objective(Embeddings(**leaves))
+    core.last_embeddings = Embeddings(**leaves)
     finite = _all_finite(accelerator, losses["loss"])
     if finite:
         obj_params = core._objective_params()
@@ -537,6 +541,7 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
         file=sys.stderr,
     )
     nonfinite_in_row = 0
+    health = TrainingHealth(cfg, tcfg.batch_size)
     last_record: dict[str, Any] = {}
     window_start, window_samples = time.perf_counter(), 0
     step = start_step
@@ -553,6 +558,7 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
                 except StopIteration:
                     raise DataError(f"no training samples in {cfg.data.train_shards!r}") from None
             batch = batch.to(accelerator.device)
+            core.objective.step = step  # the entailment warm-up's clock
             result = forward_backward(accelerator, wrapped, core, batch, tcfg.grad_accum)
             grad_norm = None
             stepped = False
@@ -599,17 +605,21 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
                         "optimizer_stepped": stepped,
                     }
                 )
+                if result.finite:  # a skipped step's embeddings may hold NaN
+                    for line in health.observe(step, record, core.last_embeddings, unwrapped):
+                        accelerator.print(line, file=sys.stderr)
                 window_start, window_samples = time.perf_counter(), 0
                 last_record = record
                 if main:
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
-                    bar.set_postfix(_postfix(record), refresh=False)
+                    bar.set_postfix({**_postfix(record), **health_postfix(record)}, refresh=False)
                 if tcfg.trackers:
                     accelerator.log(
                         {k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step
                     )
 
+            health.check_stop(step, lambda: ckpt.latest_checkpoint(output_dir))
             if nonfinite_in_row >= tcfg.max_nonfinite:
                 raise FloatingPointError(
                     f"hyvl train: {nonfinite_in_row} non-finite losses in a row (train.max_nonfinite="
@@ -656,6 +666,7 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
         "export": str(output_dir / "export"),
         "last": last_record,
         "seconds": time.perf_counter() - started,
+        "health": health.monitor.summary(),
     }
 
 
@@ -688,7 +699,8 @@ def _postfix(record: dict[str, Any]) -> dict[str, str]:
         k
         for k in record
         if k not in ("step", "optimizer_stepped", "grad_norm")
-        and not k.startswith(("contrastive_", "entail_"))
+        and not k.startswith(("contrastive_", "entail_", "spread_", "d0_", "in_cone", "health"))
+        and k != "loss_over_ln_b"
     ]
     out = {}
     for key in keys:
