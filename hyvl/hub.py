@@ -138,7 +138,9 @@ def model_card(model, run_dir: str | Path | None = None, repo_id: str | None = N
         f"| {model.logit_scale_exp.item():.2f} |",
         "",
         "Curvature is the learned `c` of the hyperboloid of curvature `-c`; embeddings are its "
-        "space components. Similarity is the negative geodesic distance (cosine for euclidean).",
+        "space components and similarity is the negative geodesic distance."
+        if model.space.hyperbolic
+        else "Embeddings are unit vectors; similarity is the cosine.",
         "",
         "## Training data",
         "",

@@ -31,7 +31,8 @@ def test_every_help_shows_the_defaults():
     for parser in _parsers(build_parser()):
         formatter = parser._get_formatter()
         for action in parser._actions:
-            meaningful = action.default not in (None, False, argparse.SUPPRESS)
+            quiet = action.default is None or action.default is False
+            meaningful = not quiet and action.default != argparse.SUPPRESS
             if action.option_strings and meaningful and action.help != argparse.SUPPRESS:
                 assert "default" in formatter._get_help_string(action).lower(), (
                     parser.prog,
@@ -43,6 +44,7 @@ def test_every_help_shows_the_defaults():
     help_of = {p.prog: p.format_help() for p in text}
     assert "(default: 64)" in help_of["hyvl index build"]
     assert "(default: fp32)" in help_of["hyvl eval zeroshot"]
+    assert "decoding images (default: 0)" in " ".join(help_of["hyvl eval zeroshot"].split())
 
 
 @pytest.mark.parametrize(

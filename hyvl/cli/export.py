@@ -63,6 +63,6 @@ def run_hub(args) -> int:
     out = prepare_folder(args.checkpoint, args.out, args.repo_id)
     files = sorted(p.name for p in Path(out).iterdir())
     print_table([{"file": f} for f in files], title=f"hub folder {out}")
-    print(f"upload: hyvl.push_to_hub({str(out)!r}, 'ORG/NAME')")
+    print(f"upload: hyvl.push_to_hub({str(out)!r}, {args.repo_id or 'ORG/NAME'!r})")
     write_json(args.json, {"folder": str(out), "files": files})
     return 0

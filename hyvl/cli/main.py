@@ -60,7 +60,8 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+        quiet = action.default is None or action.default is False  # (0 == False: use `is`)
+        if quiet or action.default == argparse.SUPPRESS or "default" in text.lower():
             return text
         return super()._get_help_string(action)
 
