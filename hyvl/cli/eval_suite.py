@@ -114,7 +114,10 @@ def _names(args) -> list[str] | None:
 
 def _report_missing(missing: dict) -> None:
     if missing:
-        print_table([{"not evaluated": n, "why": why} for n, why in missing.items()])
+        width = max(map(len, missing))
+        print("not evaluated:")
+        for name, why in missing.items():
+            print(f"  {name.ljust(width)}  {why}")
 
 
 def run_suite(args) -> int:

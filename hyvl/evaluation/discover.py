@@ -96,7 +96,12 @@ def _torchvision(info: DatasetInfo, root: Path, split: str, preprocess):
         try:
             dataset = cls(str(base), **kwargs)
         except (RuntimeError, ValueError, OSError, KeyError, IndexError) as err:
-            reasons.append(f"{spec.cls}({base}): {str(err).splitlines()[0][:120]}")
+            msg = str(err).splitlines()[0][:120]
+            # torchvision's "Dataset not found ... use download=True": say what was looked for
+            not_found = "dataset not found" in msg.lower()
+            reasons.append(
+                f"no {spec.cls} files under {base}" if not_found else f"{spec.cls}({base}): {msg}"
+            )
             continue
         if spec.relabel == "count":
             index = {int(c): i for i, c in enumerate(info.classnames)}
