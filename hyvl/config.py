@@ -377,7 +377,7 @@ class RunConfig(Section):
             kind = family or (by_geometry[0] if by_geometry else None)
             if kind:
                 data["objective"] = {**objective, "kind": kind}
-        kind = data.get("objective", {}).get("kind")
+        kind = (data.get("objective") or {}).get("kind")
         if "boxes_per_sample" not in section and kind in FAMILIES:
             data["data"] = {**section, "boxes_per_sample": int(FAMILIES[kind].boxes)}
         return data

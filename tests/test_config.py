@@ -247,3 +247,10 @@ def test_the_default_config_yields_batches_from_plain_image_text_shards(tmp_path
     loader = build_train_loader(cfg.data, batch_size=4, image_size=32, tokenizer=tokenizer)
     batch = next(iter(loader))
     assert batch.images.shape == (4, 3, 32, 32) and batch.box_images is None
+
+
+def test_empty_sections_in_yaml_take_the_defaults(tmp_path):
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("model: hycoclip_tiny\nobjective:\n")
+    cfg = load_run_config(cfg_file)
+    assert (cfg.objective.kind, cfg.data.boxes_per_sample) == ("hycoclip", 1)
