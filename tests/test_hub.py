@@ -14,12 +14,15 @@ import hyvl
 from hyvl.errors import CheckpointError
 
 REV = "0123456789abcdef0123456789abcdef01234567"
+SMALL = {"vision": {"depth": 1}, "text": {"layers": 1}}  # the tiny towers, one block each (fast)
 
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     torch.manual_seed(0)
-    return hyvl.save(hyvl.create_model("meru_tiny"), tmp_path_factory.mktemp("h") / "export")
+    return hyvl.save(
+        hyvl.create_model("meru_tiny", **SMALL), tmp_path_factory.mktemp("h") / "export"
+    )
 
 
 @pytest.fixture
@@ -48,7 +51,7 @@ def test_hf_hub_ids_load_from_the_offline_cache(offline_cache, export):
     model, preprocess, tokenizer = hyvl.load("hf-hub:hyvl-test/meru-tiny")
     same, _, val = hyvl.create_model_and_transforms(f"hf-hub:hyvl-test/meru-tiny@{REV}")
     named, _, _ = hyvl.create_model_and_transforms(
-        "meru_tiny", pretrained="hf-hub:hyvl-test/meru-tiny"
+        "meru_tiny", pretrained="hf-hub:hyvl-test/meru-tiny", **SMALL
     )
     ids = hyvl.get_tokenizer("hf-hub:hyvl-test/meru-tiny")(["a red square"])
     assert torch.equal(ids, tok(["a red square"]))
@@ -129,9 +132,9 @@ def test_push_to_hub_uploads_the_export_and_card(export, monkeypatch):
 def test_torch_hub_loads_from_a_local_clone():
     repo = Path(__file__).resolve().parents[1]
     torch.manual_seed(0)
-    model = torch.hub.load(str(repo), "meru_tiny", source="local")
+    model = torch.hub.load(str(repo), "meru_tiny", source="local", **SMALL)
     assert model.curv is not None and model.image_size == 64
     model, preprocess, tokenizer = torch.hub.load(
-        str(repo), "meru_tiny", source="local", with_transforms=True
+        str(repo), "meru_tiny", source="local", with_transforms=True, **SMALL
     )
     assert tokenizer(["x"]).shape == (1, 32)

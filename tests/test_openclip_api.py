@@ -14,6 +14,8 @@ from PIL import Image
 import hyvl
 from hyvl.errors import CheckpointError
 
+SMALL = {"vision": {"depth": 1}, "text": {"layers": 1}}  # the tiny towers, one block each (fast)
+
 
 @pytest.fixture(scope="module")
 def open_clip_tiny(tmp_path_factory):
@@ -41,14 +43,14 @@ def open_clip_tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def meru_export(tmp_path_factory):
     torch.manual_seed(0)
-    model = hyvl.create_model("meru_tiny")
+    model = hyvl.create_model("meru_tiny", **SMALL)
     return hyvl.save(model, tmp_path_factory.mktemp("exp") / "meru_tiny")
 
 
 def test_create_model_and_transforms_matches_open_clip_shapes(open_clip_tiny):
     oc_model, oc_train, oc_val, oc_tok = open_clip_tiny
     torch.manual_seed(0)
-    model, train, val = hyvl.create_model_and_transforms("meru_tiny")
+    model, train, val = hyvl.create_model_and_transforms("meru_tiny", **SMALL)
     picture = Image.new("RGB", (96, 70), "red")
     # the same triple, in the same modes, with the same output shapes per image
     assert model.training == oc_model.training
@@ -76,7 +78,7 @@ def test_create_model_and_transforms_matches_open_clip_shapes(open_clip_tiny):
 def test_similarity_is_larger_for_closer_in_both_geometries(open_clip_tiny):
     oc_model, _, oc_val, oc_tok = open_clip_tiny
     torch.manual_seed(0)
-    models = {name: hyvl.create_model(name).eval() for name in ("meru_tiny", "clip_tiny")}
+    models = {name: hyvl.create_model(name, **SMALL).eval() for name in ("meru_tiny", "clip_tiny")}
     for name, model in models.items():
         with torch.no_grad():
             emb = model.encode_text(hyvl.get_tokenizer(name)(["a", "b c", "d e f"]))
@@ -95,10 +97,10 @@ def test_similarity_is_larger_for_closer_in_both_geometries(open_clip_tiny):
 
 def test_normalize_true_moves_normalisation_into_the_transform():
     torch.manual_seed(0)
-    model, _, val = hyvl.create_model_and_transforms("meru_tiny")
+    model, _, val = hyvl.create_model_and_transforms("meru_tiny", **SMALL)
     model.eval()
     torch.manual_seed(0)
-    normed, _, normed_val = hyvl.create_model_and_transforms("meru_tiny", normalize=True)
+    normed, _, normed_val = hyvl.create_model_and_transforms("meru_tiny", normalize=True, **SMALL)
     normed.eval()
     assert type(normed_val.transforms[-1]).__name__ == "Normalize"
     assert not normed.normalize_inside and model.normalize_inside
@@ -113,7 +115,9 @@ def test_normalize_true_moves_normalisation_into_the_transform():
 
 
 def test_pretrained_path_and_architecture_check(meru_export):
-    model, _, val = hyvl.create_model_and_transforms("meru_tiny", pretrained=str(meru_export))
+    model, _, val = hyvl.create_model_and_transforms(
+        "meru_tiny", pretrained=str(meru_export), **SMALL
+    )
     direct, _, _ = hyvl.create_model_and_transforms(meru_export)
     ref, _, tok = hyvl.load(meru_export)
     assert not model.training  # weights loaded: ready for inference
@@ -123,7 +127,7 @@ def test_pretrained_path_and_architecture_check(meru_export):
         for m in (model, direct):
             torch.testing.assert_close(m.encode_text(ids), ref.encode_text(ids))
     with pytest.raises(CheckpointError, match="is not a 'clip_tiny' model; differs in geometry"):
-        hyvl.create_model_and_transforms("clip_tiny", pretrained=meru_export)
+        hyvl.create_model_and_transforms("clip_tiny", pretrained=meru_export, **SMALL)
     with pytest.raises(CheckpointError, match="pass pretrained= only with a model name"):
         hyvl.create_model_and_transforms(str(meru_export), pretrained=str(meru_export))
 

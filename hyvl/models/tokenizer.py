@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from hyvl.config import TextConfig
@@ -37,6 +39,13 @@ def get_tokenizer(cfg: TextConfig):
     """
     if cfg.kind == "hf":
         return HFTokenizer(cfg.hf_name, cfg.context_length)
+    return _clip_tokenizer(cfg.context_length)
+
+
+@functools.lru_cache(maxsize=8)
+def _clip_tokenizer(context_length: int):
+    # Building the BPE tables takes ~0.1-1 s; the tokenizer holds no per-call state beyond a
+    # word cache, so every load / get_tokenizer of the same context length shares one.
     from open_clip.tokenizer import SimpleTokenizer
 
-    return SimpleTokenizer(context_length=cfg.context_length)
+    return SimpleTokenizer(context_length=context_length)
