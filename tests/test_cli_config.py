@@ -64,3 +64,14 @@ def test_config_keys_lists_every_key_with_type_default_and_help(tmp_path, capsys
     assert all(set(r) == {"key", "type", "default", "help"} and r["help"] for r in rows)
     header = out.splitlines()[0].split()
     assert header == ["key", "type", "default", "help"]
+
+
+def test_help_keeps_the_examples_one_per_line(capsys):
+    # the defaults formatter set once for every verb must not re-wrap hand-made epilogs
+    for verb in ("config", "train"):
+        try:
+            main([verb, "--help"])
+        except SystemExit as stop:
+            assert stop.code == 0
+        out = capsys.readouterr().out
+        assert f"examples:\n  hyvl {verb} " in out

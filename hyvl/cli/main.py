@@ -66,9 +66,14 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class RawDefaultsFormatter(argparse.RawDescriptionHelpFormatter, DefaultsFormatter):
+    """The same for verbs whose description and epilog are laid out by hand (examples)."""
+
+
 def show_defaults(parser: argparse.ArgumentParser) -> None:
     """Every parser under ``parser`` shows its defaults in --help (set here once, not per verb)."""
-    parser.formatter_class = DefaultsFormatter
+    raw = issubclass(parser.formatter_class, argparse.RawDescriptionHelpFormatter)
+    parser.formatter_class = RawDefaultsFormatter if raw else DefaultsFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
