@@ -23,12 +23,14 @@ def test_help_and_version():
 
 
 def test_import_is_light():
-    # `import hyvl` and the geometry module must not pull in the towers' or trainer's stacks:
-    # scripts that only need hyvl.lorentz should not pay for timm/open_clip/accelerate.
+    # `import hyvl` and the geometry modules must not pull in the towers' or trainer's stacks
+    # (nor the models package, nor the test-only mpmath / hypothesis): scripts that only need
+    # hyvl.lorentz should not pay for timm/open_clip/accelerate. One fresh interpreter checks
+    # all of it (a process of its own is the point: this test process has imported them all).
     code = (
-        "import sys; import hyvl, hyvl.lorentz; "
-        "print([m for m in ('accelerate','timm','open_clip','webdataset','transformers') "
-        "if m in sys.modules])"
+        "import sys; import hyvl, hyvl.lorentz, hyvl.geometry; "
+        "print([m for m in ('accelerate','timm','open_clip','webdataset','transformers', "
+        "'hyvl.models','mpmath','hypothesis') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

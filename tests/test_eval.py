@@ -1,8 +1,7 @@
 """Evaluation: metrics on hand-computed cases, ensembling order per geometry, data readers, CLI."""
 
 import json
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -132,13 +131,20 @@ def _coco(root):
     (root / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
 
 
-def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "hyvl", *map(str, args)], capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture
+def run_cli(capsys):
+    """``hyvl ARGS`` in this process (what is tested is the verb, not the interpreter):
+    returns its exit code and what it printed, as a subprocess run would."""
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
 
 
-def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export):
+def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export, run_cli):
     _imagefolder(tmp_path / "zs")
     _coco(tmp_path / "rt")
     (tmp_path / "h.tsv").write_text("thing\tred thing\nthing\tblue thing\n")
@@ -206,7 +212,7 @@ def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export):
     assert 0 <= h["TIE"] <= 2
 
 
-def test_cli_errors_are_clear(tmp_path, export):
+def test_cli_errors_are_clear(tmp_path, export, run_cli):
     (tmp_path / "bad.json").write_text(
         '{"images": [{"id": 1, "file_name": "nope.jpg"}], "annotations": []}'
     )

@@ -1,8 +1,10 @@
 """Evaluation shared by 2 processes (torchrun + gloo) == evaluation in 1 process, exactly.
 
-The same file is the worker script: ``python tests/test_eval_distributed.py WORLD OUT`` runs
-every evaluation on the demo world in one process (plain python) or, under torchrun, in
-several; rank 0 writes the results and the raw embeddings, every rank writes what it got.
+The same file is the worker script: under torchrun, ``tests/test_eval_distributed.py WORLD OUT``
+runs every evaluation on the demo world in each process; rank 0 writes the results and the raw
+embeddings, every rank writes what it got. The one-process reference is the same function
+called in the test's own process, on one thread like each torchrun process: only the
+multi-process runs need a process boundary.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,7 +79,7 @@ def worker(world: Path, out: Path) -> None:
         world / "export", world / "retrieval" / "images", world / "texts.txt", RT_BATCH, shard=shard
     )
     shards_index = build_index(
-        world / "export", world / "val" / "*.tar", None, VAL_BATCH, shard=shard
+        world / "export", world / "val" / "*.tar", world / "texts.txt", VAL_BATCH, shard=shard
     )
     results["index_items"] = {"folder": folder_index.items, "shards": shards_index.items}
     (out / f"results_rank{shard.rank}.json").write_text(json.dumps(results))
@@ -124,51 +127,73 @@ def _run(cmd, **kw):
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
 
 
-def test_two_processes_give_the_one_process_results_exactly(world, tmp_path):
+@contextmanager
+def one_thread():
+    """Run in this process as a torchrun process runs (OMP_NUM_THREADS=1), so that the
+    references are bit-comparable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def one(world, tmp_path_factory):
+    """The one-process results and embeddings (the reference of every comparison)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path_factory.mktemp("one")
+    with one_thread():
+        worker(world, out)
+    return json.loads((out / "results_rank0.json").read_text()), load_file(
+        str(out / "embeddings.safetensors")
+    )
+
+
+def test_two_processes_give_the_one_process_results_exactly(world, one, tmp_path):
     from safetensors.torch import load_file
 
     script = str(Path(__file__).resolve())
-    (tmp_path / "one").mkdir()
-    (tmp_path / "two").mkdir()
-    _run([sys.executable, script, str(world), str(tmp_path / "one")])
-    _run([*TORCHRUN, "2", script, str(world), str(tmp_path / "two")])
+    _run([*TORCHRUN, "2", script, str(world), str(tmp_path)])
 
-    want = json.loads((tmp_path / "one" / "results_rank0.json").read_text())
+    want, embeddings = one
     assert want["zeroshot"]["num_samples"] == 24 and want["retrieval_coco"]["num_texts"] == 20
     assert want["retrieval_shards"]["num_images"] == 30
-    assert len(want["index_items"]["shards"]) == 30 and want["index_items"]["shards"][0]["caption"]
+    shards_items = want["index_items"]["shards"]
+    assert len(shards_items) == 30 + 18 and shards_items[0]["caption"]  # val + hierarchy texts
     assert len(want["index_items"]["folder"]) == 10 + 18  # 10 images and 18 hierarchy texts
     for rank in (0, 1):  # every process returns the whole result, not its share's
-        got = json.loads((tmp_path / "two" / f"results_rank{rank}.json").read_text())
+        got = json.loads((tmp_path / f"results_rank{rank}.json").read_text())
         assert got == want, rank
 
-    one = load_file(str(tmp_path / "one" / "embeddings.safetensors"))
-    two = load_file(str(tmp_path / "two" / "embeddings.safetensors"))
-    assert one["images"].shape == (24, 128) and one["texts"].shape[0] == 9
-    assert one["folder_index"].shape == (28, 128) and one["shards_index"].shape == (30, 128)
-    assert one["labels"].tolist() == sorted(one["labels"].tolist())  # ImageFolder order kept
-    for name in one:  # the same rows, in the same order, bit for bit
-        assert torch.equal(one[name], two[name]), name
+    two = load_file(str(tmp_path / "embeddings.safetensors"))
+    assert embeddings["images"].shape == (24, 128) and embeddings["texts"].shape[0] == 9
+    assert embeddings["folder_index"].shape == (28, 128)
+    assert embeddings["shards_index"].shape == (48, 128)
+    labels = embeddings["labels"].tolist()
+    assert labels == sorted(labels)  # ImageFolder order kept
+    for name in embeddings:  # the same rows, in the same order, bit for bit
+        assert torch.equal(embeddings[name], two[name]), name
 
 
-def test_cli_two_processes_print_once_and_write_the_same_json(world, tmp_path):
+def test_cli_two_processes_print_once_and_write_the_one_process_results(world, one, tmp_path):
+    want, embeddings = one
     args = ["eval", "zeroshot", "--checkpoint", str(world / "export"), "--batch-size", "5"]
     args += ["--data", str(world / "zeroshot"), "--device", "cpu"]
-    one = _run([sys.executable, "-m", "hyvl", *args, "--json", str(tmp_path / "one.json")])
     two = _run([*TORCHRUN, "2", "-m", "hyvl", *args, "--json", str(tmp_path / "two.json")])
-    assert json.loads((tmp_path / "two.json").read_text()) == json.loads(
-        (tmp_path / "one.json").read_text()
-    )
-    assert one.stdout.count("mean_per_class") == two.stdout.count("mean_per_class") == 1
+    assert json.loads((tmp_path / "two.json").read_text()) == want["zeroshot"]
+    assert two.stdout.count("mean_per_class") == 1  # the table, printed by one process
 
     build = ["index", "build", "--checkpoint", str(world / "export"), "--device", "cpu"]
     build += ["--images", str(world / "val" / "*.tar"), "--texts", str(world / "texts.txt")]
-    _run([sys.executable, "-m", "hyvl", *build, "--out", str(tmp_path / "index1")])
-    two = _run([*TORCHRUN, "2", "-m", "hyvl", *build, "--out", str(tmp_path / "index2")])
+    build += ["--batch-size", str(VAL_BATCH), "--out", str(tmp_path / "idx")]
+    two = _run([*TORCHRUN, "2", "-m", "hyvl", *build])
     assert two.stdout.count("index ") == 1  # the table, printed once
-    a, b = EmbeddingIndex.load(tmp_path / "index1"), EmbeddingIndex.load(tmp_path / "index2")
-    assert a.items == b.items and len(a.items) == 30 + 18
-    assert torch.equal(a.embeddings, b.embeddings)
+    index = EmbeddingIndex.load(tmp_path / "idx")
+    assert index.items == want["index_items"]["shards"]
+    assert torch.equal(index.embeddings, embeddings["shards_index"])
 
 
 def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, tmp_path):
@@ -201,28 +226,18 @@ def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, 
     assert periodic["zeroshot"]["num_samples"] == 24  # all of it, not one process's share
     assert periodic["retrieval"]["num_texts"] == 20
 
-    # The export written at step 2 holds the weights that were evaluated.
-    common = ["--checkpoint", str(out), "--batch-size", "5"]
-    for kind, data in (
-        ("zeroshot", world / "zeroshot"),
-        ("retrieval", world / "retrieval" / "captions.json"),
-    ):
-        json_out = tmp_path / f"{kind}.json"
-        _run(
-            [
-                sys.executable,
-                "-m",
-                "hyvl",
-                "eval",
-                kind,
-                *common,
-                "--data",
-                str(data),
-                "--json",
-                str(json_out),
-            ]
+    # The export written at step 2 holds the weights that were evaluated: `hyvl eval` of it
+    # (here in this process, as one process runs it) gives the same numbers.
+    from hyvl.evaluation import evaluate_retrieval, evaluate_zeroshot
+
+    model, preprocess, tokenizer = hyvl.load(out)
+    with one_thread():
+        zeroshot = evaluate_zeroshot(model, preprocess, tokenizer, world / "zeroshot", batch_size=5)
+        retrieval = evaluate_retrieval(
+            model, preprocess, tokenizer, world / "retrieval" / "captions.json", batch_size=5
         )
-        assert json.loads(json_out.read_text()) == periodic[kind], kind
+    assert zeroshot == periodic["zeroshot"]
+    assert retrieval == periodic["retrieval"]
 
 
 if __name__ == "__main__":
