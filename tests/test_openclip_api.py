@@ -156,3 +156,21 @@ def test_models_submodules_are_lazy_attributes(monkeypatch):
     assert callable(hyvl.models.tokenizer.get_tokenizer)
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         hyvl.models.nonexistent  # noqa: B018
+
+
+def test_training_outputs_keep_the_multiplier():
+    # forward()'s Embeddings and the objective's diagnostic (metrics.jsonl's logit_scale) are the
+    # multiplier exp(model.logit_scale), as open_clip's forward returns logit_scale.exp()
+    from hyvl.config import ObjectiveConfig
+    from hyvl.objectives import compute_objective
+
+    torch.manual_seed(0)
+    model = hyvl.create_model("meru_tiny", **SMALL)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(20.0))
+        emb = model(torch.rand(2, 3, 64, 64), hyvl.get_tokenizer("meru_tiny")(["a", "b"]))
+        out = compute_objective(
+            emb, ObjectiveConfig(kind="meru"), "lorentz", distributed_gather=False
+        )
+    assert math.isclose(emb.logit_scale.item(), 20.0, rel_tol=1e-5)
+    assert math.isclose(out["logit_scale"].item(), 20.0, rel_tol=1e-5)
