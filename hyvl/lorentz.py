@@ -36,13 +36,18 @@ is ~100% wrong and the exterior angle is off by up to a radian. Here:
   rounding of ``x`` and ``y`` already moves the true angle that much).
 * Pairwise :func:`pairwise_dist` and :func:`pairwise_oxy_angle` (the
   ``(B1, B2)`` hot path) are matmuls, and a plain fp32 matmul's rounding
-  (``~6e-8 c |x||y|`` in ``cosh(sqrt(c) d) - 1``) swamps close pairs. They use
-  an error-free split of the matmul (5 matmuls, 6x the FLOPs of one) instead:
-  ``pairwise_dist`` is within ~3e-6 relative of the truth wherever
-  ``d > 0.05`` and ``r <= 5`` (MERU's form: 4e-3), ~1e-4 at ``r = 60``; for
-  closer pairs it degrades (~6e-4 at ``1e-3 |x|``, ``r = 5``). Use it for
-  logits and ranking, and :func:`dist` for the distance of given pairs.
-  :func:`pairwise_inner` is a single plain matmul (cheap ranking score).
+  (``~6e-8 c |x||y|`` in ``cosh(sqrt(c) d) - 1``) swamps close pairs. How they
+  avoid that depends on the device (:func:`pairwise_matmul`): fp32 inputs on a
+  CPU take one float64 matmul (products of fp32 values are exact in float64):
+  ``pairwise_dist`` is then within ~2e-7 relative of the truth at every radius
+  up to 20 and every separation down to ``1e-3 |x|`` (distances below the
+  float64 rounding bound, ~5e-7 for ``sqrt(c)|x| ~ 1``, read 0). Elsewhere (GPUs,
+  float64 inputs) an error-free split of the matmul (5 matmuls, 6x the FLOPs of
+  one): within ~3e-6 relative wherever ``d > 0.05`` and ``r <= 5`` (MERU's
+  form: 4e-3), ~1e-4 at ``r = 60``; closer pairs degrade (~6e-4 at
+  ``1e-3 |x|``, ``r = 5``). Use it for logits and ranking, and :func:`dist` for
+  the distance of given pairs. :func:`pairwise_inner` is a single plain matmul
+  (cheap ranking score).
 
 Element-wise functions accept any broadcastable ``(..., D)`` shapes; pairwise
 ones take ``(B1, D)`` and ``(B2, D)`` (optionally with equal leading batch dims).
@@ -76,6 +81,7 @@ __all__ = [
     "oxy_angle",
     "pairwise_dist",
     "pairwise_inner",
+    "pairwise_matmul",
     "pairwise_oxy_angle",
     "time_component",
     "to_poincare",
@@ -628,6 +634,30 @@ def _compensated_sqdist(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
     return sqdist.clamp_(min=0), nx_hi, nx_lo, ny_hi, ny_lo
 
 
+def pairwise_matmul(x: Tensor) -> str:
+    """How the pairwise functions form their matmul for inputs like ``x``: the documented rule.
+
+    * ``"float64"``: fp32 inputs on a CPU. One float64 matmul of the fp32 values: their
+      products are exact in float64 and the sums are rounded at ``2^-53``, so cancellation
+      costs nothing at fp32 output precision. A CPU runs float64 at half its fp32 SIMD rate
+      (measured 1.4-2x the time of an fp32 matmul here), far below the split's 6x FLOPs.
+    * ``"split"``: everything else. GPUs run float64 at 1/2 (A100, H100) to 1/64 (consumer
+      cards) of their fp32 rate, while the split's exact slices also run on TF32 / fp32
+      tensor cores; float64 inputs gain nothing from a float64 matmul either.
+    """
+    return "float64" if x.dtype == torch.float32 and x.device.type == "cpu" else "split"
+
+
+def _float64_sqdist(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+    """Same outputs as ``_compensated_sqdist`` from one float64 matmul (the ``"float64"`` rule)."""
+    xd, yd = x.double(), y.double()
+    nx, ny = xd.square().sum(dim=-1), yd.square().sum(dim=-1)
+    sq = (xd @ yd.mT).mul_(-2.0).add_(nx.unsqueeze(-1)).add_(ny.unsqueeze(-2))
+    nx_hi, ny_hi = nx.to(x.dtype), ny.to(x.dtype)
+    nx_lo, ny_lo = (nx - nx_hi).to(x.dtype), (ny - ny_hi).to(x.dtype)
+    return sq.clamp_(min=0).to(x.dtype), nx_hi, nx_lo, ny_hi, ny_lo
+
+
 class _PairwiseSqDist(torch.autograd.Function):
     """Compensated ``|x_i - y_j|^2`` and squared norms, with the plain analytic gradient.
 
@@ -639,7 +669,7 @@ class _PairwiseSqDist(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor):
         ctx.save_for_backward(x, y)
-        out = _compensated_sqdist(x, y)
+        out = (_float64_sqdist if pairwise_matmul(x) == "float64" else _compensated_sqdist)(x, y)
         ctx.mark_non_differentiable(out[2], out[4])
         return out
 
@@ -687,6 +717,65 @@ class _PairwiseTerms:
         self.z = (0.5 * c * (sq - self.dut.square() / c)).clamp(min=0)
 
 
+class _PairwiseDist(torch.autograd.Function):
+    """``d_ij = acosh(u_t v_t - u.v) / s`` with ``u = s x``, ``v = s y`` (``s = sqrt(c)``).
+
+    The ``"float64"`` rule of :func:`pairwise_matmul`, fused: one float64 matmul of the
+    time-augmented rows ``[-u, u_t] . [v, v_t]`` gives ``1 + z = cosh(sqrt(c) d)`` with an
+    absolute error of ``~2^-53 (1 + c |x||y|)``; ``z`` is subtracted in float64 (exact) and
+    everything on the ``(B1, B2)`` matrix after that runs in place in fp32, as
+    ``d = 2 asinh(sqrt(z / 2)) / s``. A hand-written backward because on a CPU each pass over a
+    ``(B, B)`` matrix costs about a third of a matmul: it keeps only ``d`` and uses
+    ``dd/dz = 1 / (s sinh(s d))`` and two fp32 matmuls, where autograd through the pieces
+    would make about ten passes.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, s: Tensor, eps: float):
+        sd = s.double()
+        u, v = x.double() * sd, y.double() * sd
+        ut = torch.sqrt(1.0 + u.square().sum(dim=-1, keepdim=True))
+        vt = torch.sqrt(1.0 + v.square().sum(dim=-1, keepdim=True))
+        # cosh(s d) / 2 (the halving is exact), then z / 2 = (cosh(s d) - 1) / 2 rounded once
+        # to fp32 straight from the exact float64 difference.
+        half_cosh = torch.cat([-0.5 * u, 0.5 * ut], dim=-1) @ torch.cat([v, vt], dim=-1).mT
+        d = torch.empty(half_cosh.shape, dtype=x.dtype, device=x.device)
+        torch.sub(half_cosh, 0.5, out=d)
+        # Below the matmul's rounding bound (D + 1 products and two rounded time components,
+        # each term <= u_t v_t) z is noise: it becomes exactly 0, so identical points are at
+        # distance 0 (ties stay ties) and negative noise is cut off.
+        bound = (x.shape[-1] + 3) * 2.0**-53 * float(ut.max()) * float(vt.max()) if d.numel() else 0
+        torch.nn.functional.threshold_(d, bound, 0.0)
+        d.sqrt_().asinh_().mul_(2.0 / s)  # d = 2 asinh(sqrt(z / 2)) / s
+        ctx.save_for_backward(x, y, s, d)
+        ctx.eps = eps
+        return d
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, y, s, d = ctx.saved_tensors
+        # G = g dd/dz dz/d(u_t v_t - u.v) = g / (s sinh(s d)), zeroed where z <= eps (the slope
+        # of acosh is infinite at 1).
+        sinh = (d * s).sinh_().mul_(s)
+        floor = math.log1p(ctx.eps + math.sqrt(ctx.eps * (ctx.eps + 2.0))) / float(s)
+        G = g / torch.where(d > floor, sinh, math.inf)  # floor = acosh(1 + eps) / s
+        u, v = x * s, y * s
+        ut = torch.sqrt(1.0 + u.square().sum(dim=-1, keepdim=True))
+        vt = torch.sqrt(1.0 + v.square().sum(dim=-1, keepdim=True))
+        # d(u_t v_t - u.v)/du_i = v_t u_i / u_t - v_j, and the mirror image for v_j.
+        p = G @ torch.cat([v, vt], dim=-1)
+        gu = u / ut * p[..., -1:] - p[..., :-1]
+        q = G.mT @ torch.cat([u, ut], dim=-1)
+        gv = v / vt * q[..., -1:] - q[..., :-1]
+        gs = None
+        if ctx.needs_input_grad[2]:
+            # d = delta(s x, s y) / s: dd/ds = (dd/du . x + dd/dv . y) - d / s
+            gs = (gu * x).sum() + (gv * y).sum() - torch.vdot(g.flatten(), d.flatten()) / s
+        gx = (s * gu).sum_to_size(x.shape) if ctx.needs_input_grad[0] else None
+        gy = (s * gv).sum_to_size(y.shape) if ctx.needs_input_grad[1] else None
+        return gx, gy, gs, None
+
+
 @_fp32_island
 def pairwise_inner(x: Tensor, y: Tensor, curv: Curv = 1.0) -> Tensor:
     """All-pairs Lorentzian inner product with a single matmul (a cheap ranking score).
@@ -731,18 +820,30 @@ def pairwise_dist(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> 
     ``x . y`` from one fp32 matmul, whose rounding (``~6e-8 |x||y|``) is the
     whole of ``z`` for close points: ~100% error when points are ``1e-3 |x|``
     apart, and ~4e-3 relative at ``d > 0.05`` once ``sqrt(c)|x|`` reaches 5.
-    Here ``z = (c/2)(|x - y|^2 - (x_time - y_time)^2)`` with ``|x - y|^2`` and
-    ``|x|^2 - |y|^2`` from an error-free split of the matmul
-    (``_compensated_sqdist``: five matmuls, 6x the FLOPs of one, small next to
-    any encoder). Measured against float64 truth: within ~3e-6 relative
-    wherever ``d > 0.05`` and ``sqrt(c)|x| <= 5``; the remaining rounding grows
-    like ``1 + c |x|^2`` for radially separated pairs (~4e-4 at
-    ``sqrt(c)|x| = 60``) and for pairs closer than ``d ~ 0.05`` (~6e-4 at
-    ``1e-3 |x|`` apart, ``sqrt(c)|x| = 5``). Use :func:`dist` for given pairs
-    (exact at any separation) and this for ``(B1, B2)`` logits and retrieval
-    scores. With TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``) the
-    exact slices stay exact (they have at most 8 significant bits); only the
-    small remainder products lose precision (not measured here: no GPU).
+    Here the matmul follows :func:`pairwise_matmul`:
+
+    * ``"float64"`` (fp32 inputs on a CPU): one float64 matmul of the
+      time-augmented rows gives ``1 + z`` to ``~2^-53 (1 + c|x||y|)``; measured
+      within ~2e-7 relative of float64 truth everywhere in
+      ``tools/geometry_accuracy.py`` (``sqrt(c)|x|`` up to 20, pairs ``1e-3 |x|``
+      apart). ``z`` below the float64 rounding bound reads 0 (identical points
+      are at distance exactly 0; the bound is ``~5e-7`` in ``sqrt(c) d`` for
+      ``sqrt(c)|x| ~ 1``, growing like ``sqrt(1 + c max|x|^2)`` over the batch).
+      Cost: about 1.5x one fp32 matmul, and a hand-written backward.
+    * ``"split"`` (GPUs, float64 inputs): ``z = (c/2)(|x - y|^2 - (x_time -
+      y_time)^2)`` with ``|x - y|^2`` and ``|x|^2 - |y|^2`` from an error-free
+      split of the matmul (``_compensated_sqdist``: five matmuls, 6x the FLOPs
+      of one). Within ~3e-6 relative wherever ``d > 0.05`` and
+      ``sqrt(c)|x| <= 5``; the remaining rounding grows like ``1 + c |x|^2``
+      for radially separated pairs (~4e-4 at ``sqrt(c)|x| = 60``) and for pairs
+      closer than ``d ~ 0.05`` (~6e-4 at ``1e-3 |x|`` apart,
+      ``sqrt(c)|x| = 5``). With TF32 matmuls
+      (``torch.backends.cuda.matmul.allow_tf32``) the exact slices stay exact
+      (they have at most 8 significant bits); only the small remainder
+      products lose precision (not measured here: no GPU).
+
+    Use :func:`dist` for given pairs (exact at any separation) and this for
+    ``(B1, B2)`` logits and retrieval scores.
 
     Guard: where ``z <= eps`` (``sqrt(c) d`` below ~``sqrt(2 eps)``) the value is
     kept but the gradient is zeroed, as acosh's slope is infinite at 1 (MERU
@@ -758,6 +859,10 @@ def pairwise_dist(x: Tensor, y: Tensor, curv: Curv = 1.0, eps: float = 1e-8) -> 
         ``(B1, B2)`` distances >= 0.
     """
     (x, y), c = _cast(x, y, curv=curv)
+    if pairwise_matmul(x) == "float64":
+        s = _sqrt(c)
+        s = s if isinstance(s, Tensor) else torch.tensor(s, dtype=x.dtype, device=x.device)
+        return _PairwiseDist.apply(x, y, s, eps)
     return _acosh1p(_PairwiseTerms(x, y, c).z, eps) / _sqrt(c)
 
 

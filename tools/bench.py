@@ -35,6 +35,12 @@ from hyvl.objectives import compute_objective  # noqa: E402
 KINDS = ("clip", "meru", "hycoclip")
 
 
+def _sync(device: str) -> None:
+    # CUDA kernels run asynchronously: a timer must wait for them.
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
 def make_batch(model, b: int, boxes: bool, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     s, L = model.image_size, model.context_length
@@ -121,42 +127,60 @@ def lift_loss_share(b: int, reps: int) -> dict[str, float]:
     return out
 
 
-def loss_only_scaling(sizes, d: int = 512, reps: int = 3) -> list[dict]:
+def _loss_inputs(kind: str, b: int, d: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    n = 2 if kind == "hycoclip" else 1  # whole rows, then one box row per sample
+    x = torch.randn(b * n, d, generator=g) * 0.05
+    y = torch.randn(b * n, d, generator=g) * 0.05
+    return x.to(device), y.to(device)
+
+
+def _loss_step(kind: str, x: torch.Tensor, y: torch.Tensor, b: int, device: str) -> float:
+    """One lift + objective, forward + backward, on fixed tower features; seconds."""
+    xi, yi = x.clone().requires_grad_(), y.clone().requires_grad_()
+    _sync(device)
+    t = time.perf_counter()
+    if kind == "clip":
+        a = torch.nn.functional.normalize(xi, dim=-1)
+        c = torch.nn.functional.normalize(yi, dim=-1)
+        curv, geometry = None, "euclidean"
+    else:
+        a, c = hyvl.lorentz.exp_map0(xi), hyvl.lorentz.exp_map0(yi)
+        curv, geometry = torch.tensor(1.0, device=device), "lorentz"
+    boxes = kind == "hycoclip"
+    emb = Embeddings(
+        a[:b],
+        c[:b],
+        a[b:] if boxes else None,
+        c[b:] if boxes else None,
+        curv,
+        torch.tensor(10.0, device=device),
+    )
+    loss = compute_objective(emb, ObjectiveConfig(kind=kind), geometry, distributed_gather=False)
+    loss["loss"].backward()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def loss_only_scaling(sizes, d: int = 512, reps: int = 3, device: str = "cpu") -> list[dict]:
+    """Lift + objective alone (no towers), forward + backward, D=512, per batch size.
+
+    The kinds take turns within each repetition (after one warm-up round), so the ratios to
+    CLIP compare times measured under the same machine load.
+    """
     rows = []
     for b in sizes:
-        row = {"batch": b}
-        for kind in KINDS:
-            geometry = "euclidean" if kind == "clip" else "lorentz"
-            g = torch.Generator().manual_seed(0)
-            n = 2 if kind == "hycoclip" else 1
-            x = torch.randn(b * n, d, generator=g) * 0.05
-            y = torch.randn(b * n, d, generator=g) * 0.05
-            times = []
-            for _ in range(reps):
-                xi, yi = x.clone().requires_grad_(), y.clone().requires_grad_()
-                t = time.perf_counter()
-                if geometry == "lorentz":
-                    a, c = hyvl.lorentz.exp_map0(xi), hyvl.lorentz.exp_map0(yi)
-                    curv = torch.tensor(1.0)
-                else:
-                    a, c = (
-                        torch.nn.functional.normalize(xi, dim=-1),
-                        torch.nn.functional.normalize(yi, dim=-1),
-                    )
-                    curv = None
-                emb = Embeddings(
-                    a[:b],
-                    c[:b],
-                    a[b:] if n == 2 else None,
-                    c[b:] if n == 2 else None,
-                    curv,
-                    torch.tensor(10.0),
-                )
-                compute_objective(
-                    emb, ObjectiveConfig(kind=kind), geometry, distributed_gather=False
-                )["loss"].backward()
-                times.append(time.perf_counter() - t)
-            row[f"{kind}_ms"] = 1000 * statistics.median(times)
+        inputs = {kind: _loss_inputs(kind, b, d, device) for kind in KINDS}
+        times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        for rep in range(reps + 1):
+            for kind in KINDS:
+                seconds = _loss_step(kind, *inputs[kind], b, device)
+                if rep:
+                    times[kind].append(seconds)
+        med = {kind: statistics.median(t) for kind, t in times.items()}
+        row = {"batch": b, **{f"{kind}_ms": 1000 * med[kind] for kind in KINDS}}
+        row["meru_over_clip"] = med["meru"] / med["clip"]
+        row["hycoclip_over_clip"] = med["hycoclip"] / med["clip"]
         rows.append(row)
     return rows
 
@@ -252,8 +276,12 @@ def main(argv=None) -> int:
     # bf16 matmuls are emulated on most CPUs (about 20x slower): a small batch keeps it short.
     pb = 16 if args.quick else 64
     res["precision"] = {"batch": pb, **precision(pb, 2 if args.quick else 5)}
-    sizes = [64, 256, 1024] if args.quick else [64, 256, 1024, 4096]
-    res["loss_only"] = loss_only_scaling(sizes)
+    sizes = [256, 1024, 4096] if args.quick else [64, 256, 1024, 4096]
+    res["loss_only"] = loss_only_scaling(sizes, reps=2 if args.quick else 5)
+    for row in res["loss_only"]:
+        if row["batch"] in (1024, 4096):
+            for kind in ("meru", "hycoclip"):
+                res[f"loss_{kind}_over_clip_{row['batch']}"] = row[f"{kind}_over_clip"]
     res["seconds"] = time.perf_counter() - started
     res["machine"]["load_after"] = os.getloadavg()[0]
 

@@ -183,23 +183,40 @@ def compute_objective(
 
         targets = offset + torch.arange(batch, device=image.device)
 
-        def contrastive(rows: Tensor, cols: Tensor, rows_are_apex: bool, tgt: Tensor) -> Tensor:
-            logits = scale * _similarity(space, angle, rows, cols, rows_are_apex, curv)
+        def contrastive(logits: Tensor, tgt: Tensor) -> Tensor:
             return _row_losses(logits, tgt, cfg.loss, bias).sum()
 
+        # One similarity matrix per row side: whole and box rows share a call (one set of
+        # gathered columns, their norms and time components formed once). Without a gather
+        # (one process, or local negatives) text -> image is the transpose of image -> text, so
+        # it is not formed again (as open_clip); with a gather they are different blocks.
+        shared = image_all is image and text_all is text
+        box_image = box_text = None
+        if use_boxes:
+            box_image, box_text = emb.box_image.to(dtype), emb.box_text.to(dtype)
+        image_rows = image if box_image is None else torch.cat([image, box_image])
+        image_logits = scale * _similarity(space, angle, image_rows, text_all, False, curv)
+        if shared:
+            text_logits = image_logits[:batch].mT
+            if box_text is not None:
+                box_text_logits = scale * _similarity(space, angle, box_text, image_all, True, curv)
+        else:
+            text_rows = text if box_text is None else torch.cat([text, box_text])
+            text_logits = scale * _similarity(space, angle, text_rows, image_all, True, curv)
+            text_logits, box_text_logits = text_logits[:batch], text_logits[batch:]
+
         out: dict[str, Tensor] = {}
-        out["contrastive_image_text"] = row_weight * contrastive(image, text_all, False, targets)
-        out["contrastive_text_image"] = row_weight * contrastive(text, image_all, True, targets)
+        out["contrastive_image_text"] = row_weight * contrastive(image_logits[:batch], targets)
+        out["contrastive_text_image"] = row_weight * contrastive(text_logits, targets)
         entail_terms: dict[str, Tensor] = {}
         entail: Tensor | None = None
         if use_boxes:
-            box_image, box_text = emb.box_image.to(dtype), emb.box_text.to(dtype)
             box_targets = targets.repeat_interleave(k)
             out["contrastive_boximage_text"] = box_weight * contrastive(
-                box_image, text_all, False, box_targets
+                image_logits[batch:], box_targets
             )
             out["contrastive_boxtext_image"] = box_weight * contrastive(
-                box_text, image_all, True, box_targets
+                box_text_logits, box_targets
             )
             out["contrastive"] = 0.25 * (
                 out["contrastive_image_text"]
