@@ -226,6 +226,16 @@ class DataConfig(Section):
     rrc_scale: tuple[Annotated[Float, Field(gt=0, le=1)], Annotated[Float, Field(gt=0, le=1)]] = (
         Field((0.5, 1.0), description="random resized crop area range (train)")
     )
+    # Training JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is
+    # >= decode_draft * image_size; box crops come from that decode (coordinates scaled). 1.0:
+    # at least the training resolution (crops of scale >= 0.5 keep >= 0.61 of it); 1.64: no
+    # crop of the whole image has fewer pixels than the output; 0: full-size decode (the same
+    # pixels as before). PNG / WebP and evaluation are always decoded at full size.
+    decode_draft: Float = Field(
+        1.0,
+        ge=0,
+        description="JPEG draft decoding: shorter side >= this x image size (0: full size)",
+    )
     skip_log_every: Int = Field(
         100, gt=0, description="log every Nth skipped sample (counts are always exact)"
     )

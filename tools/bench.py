@@ -6,6 +6,7 @@ machine load hits all alike, and medians are reported.
 
     python tools/bench.py --quick          # < 2 minutes on 2 CPU cores
     python tools/bench.py --json out.json  # full mode
+    python tools/bench.py --device cuda    # the GPU set (tools/bench_gpu.py)
 """
 
 from __future__ import annotations
@@ -55,14 +56,23 @@ def make_batch(model, b: int, boxes: bool, seed: int = 0):
 class Variant:
     """One thing to time: a model + its loss + AdamW, with the same init for every variant."""
 
-    def __init__(self, name: str, b: int, autocast: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        b: int,
+        autocast: str | None = None,
+        device: str = "cpu",
+        size: str = "tiny",
+    ):
         self.name = name
         kind = {"reference": "hycoclip", "hycoclip_split": "hycoclip"}.get(name, name)
         torch.manual_seed(0)
-        self.model = hyvl.create_model(f"{kind}_tiny")
+        self.model = hyvl.create_model(f"{kind}_{size}").to(device)
         self.cfg = ObjectiveConfig(kind=kind)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        self.batch = make_batch(self.model, b, boxes=kind == "hycoclip")
+        batch = make_batch(self.model, b, boxes=kind == "hycoclip")
+        self.batch = tuple(None if t is None else t.to(device) for t in batch)
+        self.device = device
         # hyvl's default embeds whole and box images in one tower call on 2B rows
         # (box_towers="fused"); the split variant makes two calls on B (train.box_towers=split).
         self.model.box_towers = "split" if name == "hycoclip_split" else "fused"
@@ -77,12 +87,15 @@ class Variant:
         ]
 
     def step(self) -> float:
+        device_type = torch.device(self.device).type
+        _sync(self.device)
         t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast == "bf16"):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.autocast == "bf16"):
             loss = self.loss()
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        _sync(self.device)
         return time.perf_counter() - t
 
 
@@ -213,11 +226,12 @@ def peak_memory(kind: str, b: int, steps: int = 2) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def precision(b: int, reps: int) -> dict[str, float]:
-    fp32, bf16 = Variant("hycoclip", b), Variant("hycoclip", b, autocast="bf16")
+def precision(b: int, reps: int, device: str = "cpu") -> dict[str, float]:
+    fp32 = Variant("hycoclip", b, device=device)
+    bf16 = Variant("hycoclip", b, autocast="bf16", device=device)
     with torch.no_grad():
         l32 = float(fp32.loss())
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             l16 = float(bf16.loss())
     fp32.name, bf16.name = "fp32", "bf16"
     t = interleaved([fp32, bf16], reps)
@@ -237,7 +251,16 @@ def main(argv=None) -> int:
     )
     p.add_argument("--quick", action="store_true", help="fewer repetitions, < 2 minutes")
     p.add_argument("--json", help="write the results here")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default) or cuda[:N]: the GPU set (tools/bench_gpu.py), one JSON on stdout",
+    )
     args = p.parse_args(argv)
+    if args.device != "cpu":
+        from bench_gpu import gpu_main
+
+        return gpu_main(args)
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()
     reps = {64: 3, 256: 2} if args.quick else {64: 15, 256: 7}

@@ -13,12 +13,15 @@ seeded streams) costs on top of that. Goal: ratio >= 0.90 with boxes_per_sample=
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hyvl.cli.common import print_table
@@ -56,6 +59,104 @@ class _DecodeOnly(torch.utils.data.IterableDataset):
                 batch = []
 
 
+def write_jpeg_shard(path: Path, size: int, samples: int, seed: int = 0) -> str:
+    """A grounded shard of ``samples`` size x size JPEGs (smooth background, a few blocks, one
+    box per sample on a block): what a photo-sized dataset looks like to the decoder."""
+    import tarfile
+
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    with tarfile.open(path, "w") as tar:
+        for i in range(samples):
+            tint = rng.uniform(0.3, 1.0, 3).astype(np.float32)
+            rgb = (ramp[None, :, None] * tint + ramp[:, None, None] * (1 - tint)) / 1.3
+            rgb += rng.normal(0, 6, (size, size, 3)).astype(np.float32)  # texture, like photos
+            image = Image.fromarray(rgb.clip(0, 255).astype(np.uint8))
+            draw = ImageDraw.Draw(image)
+            for _ in range(4):
+                x, y = rng.integers(0, size * 3 // 4, 2)
+                w = int(rng.integers(size // 8, size // 3))
+                draw.rectangle(
+                    (x, y, x + w, y + w), fill=tuple(int(v) for v in rng.integers(0, 255, 3))
+                )
+            buf = io.BytesIO()
+            image.save(buf, "JPEG", quality=90)
+            meta = {
+                "caption": "blocks",
+                "boxes": [{"bbox": [int(x), int(y), int(x + w), int(y + w)], "text": "a block"}],
+            }
+            for ext, data in (("jpg", buf.getvalue()), ("json", json.dumps(meta).encode())):
+                info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+
+def draft_comparison(
+    root: Path, inputs, outputs, batch_size: int, batches: int, reps: int, workers: int = 0
+):
+    """Loader with one box per sample and draft decoding vs today's full-size decode-only loop
+    (and the loader without draft, for context), on the same JPEGs, in one process, taking
+    turns (base, draft, no-draft, base, ...) so machine load hits all alike; medians."""
+    tokenizer = get_tokenizer(TextConfig(context_length=32))
+    rows = []
+    for size in inputs:
+        shard = write_jpeg_shard(root / f"jpeg{size}.tar", size, samples=2 * batch_size)
+        for out in outputs:
+
+            def loader(draft: float, shard=shard, out=out):
+                cfg = DataConfig(
+                    train_shards=shard,
+                    workers=workers,
+                    shuffle_buffer=1,
+                    boxes_per_sample=1,
+                    min_box_size=0,
+                    decode_draft=draft,
+                )
+                return build_train_loader(
+                    cfg, batch_size=batch_size, image_size=out, tokenizer=tokenizer
+                )
+
+            runs = {
+                "decode_only": (_decode_only_loader([shard], out, batch_size, workers), len),
+                "draft": (loader(1.0), lambda b: len(b.keys)),
+                "no_draft": (loader(0.0), lambda b: len(b.keys)),
+            }
+            rates: dict[str, list[float]] = {name: [] for name in runs}
+            for _ in range(reps):
+                for name, (it, count) in runs.items():
+                    rates[name].append(_rate(it, batches, max(1, workers) * 2, count))
+            med = {name: statistics.median(r) for name, r in rates.items()}
+            rows.append(
+                {
+                    "input_px": size,
+                    "output_px": out,
+                    "decode_only_samples_per_s": round(med["decode_only"], 1),
+                    "loader_draft_samples_per_s": round(med["draft"], 1),
+                    "loader_full_samples_per_s": round(med["no_draft"], 1),
+                    "draft_over_full": round(med["draft"] / med["decode_only"], 3),
+                    "nodraft_over_full": round(med["no_draft"] / med["decode_only"], 3),
+                }
+            )
+            print(
+                f"{size} px JPEG -> {out} px: draft loader / full decode-only "
+                f"{rows[-1]['draft_over_full']:.2f}x",
+                flush=True,
+            )
+    return rows
+
+
+def _decode_only_loader(urls, image_size: int, batch_size: int, workers: int):
+    return torch.utils.data.DataLoader(
+        _DecodeOnly(urls, image_size, batch_size),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+    )
+
+
 def _rate(iterable, batches: int, warmup: int, count) -> float:
     it = iter(iterable)
     for _ in range(warmup):
@@ -80,6 +181,14 @@ def main(argv=None) -> int:
         default=[0, 1],
         help="box crops per sample in the hyvl loader",
     )
+    ap.add_argument(
+        "--draft-inputs", type=int, nargs="*", default=[512, 1024], help="JPEG sizes (px)"
+    )
+    ap.add_argument(
+        "--draft-outputs", type=int, nargs="*", default=[224, 64], help="training sizes (px)"
+    )
+    ap.add_argument("--draft-batches", type=int, default=4, help="timed batches per turn")
+    ap.add_argument("--draft-reps", type=int, default=3, help="turns per variant")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
@@ -103,12 +212,7 @@ def main(argv=None) -> int:
     results = []
     for workers in args.workers:
         warm = max(1, workers) * 2
-        base = torch.utils.data.DataLoader(
-            _DecodeOnly(urls, args.image_size, args.batch_size),
-            batch_size=None,
-            num_workers=workers,
-            prefetch_factor=2 if workers else None,
-        )
+        base = _decode_only_loader(urls, args.image_size, args.batch_size, workers)
         base_rate = _rate(base, args.batches, warm, len)
         for boxes in args.boxes:
             cfg = DataConfig(
@@ -142,8 +246,29 @@ def main(argv=None) -> int:
                 flush=True,
             )
     print_table(results, title="loader throughput (goal: ratio >= 0.90 at boxes_per_sample=0)")
+    out: dict = {"shards": shards, "results": results}
+    if args.draft_inputs and args.draft_outputs:
+        with tempfile.TemporaryDirectory() as jpeg_dir:
+            draft = draft_comparison(
+                Path(jpeg_dir),
+                args.draft_inputs,
+                args.draft_outputs,
+                args.batch_size,
+                args.draft_batches,
+                args.draft_reps,
+            )
+        print_table(
+            draft,
+            title="JPEG draft decoding: loader with 1 box/sample over full-size decode-only "
+            "(goal: >= 1.3 at 224 px from 512 px)",
+        )
+        out["draft"] = draft
+        for row in draft:
+            out[f"draft_over_full_{row['output_px']}_from_{row['input_px']}"] = row[
+                "draft_over_full"
+            ]
     if args.json:
-        Path(args.json).write_text(json.dumps({"shards": shards, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps(out, indent=2))
     if tmp is not None:
         tmp.cleanup()
     return 0

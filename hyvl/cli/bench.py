@@ -32,6 +32,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="fewer repetitions, < 2 minutes")
     p.add_argument("--json", metavar="FILE", help="write the results here")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default) or cuda[:N]: the GPU set, one JSON on stdout (exit 2 without a GPU)",
+    )
     p.set_defaults(func=run)
 
 
@@ -43,4 +48,4 @@ def run(args: argparse.Namespace) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else [])
-    return module.main(argv)
+    return module.main([*argv, "--device", args.device])

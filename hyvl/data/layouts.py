@@ -60,6 +60,45 @@ def decode_image(data: bytes, what: str) -> Image.Image:
         raise Skip("corrupt_image", f"{what}: {type(err).__name__}: {err}") from err
 
 
+def draft_reduction(size: tuple[int, int], min_side: int) -> int:
+    """Largest JPEG DCT reduction (8, 4, 2; else 1) whose decode keeps a side >= ``min_side``.
+
+    libjpeg decodes at 1/2, 1/4 or 1/8 of the size (scaling in the DCT domain), skipping most
+    of the inverse transform and the colour conversion of the pixels it does not produce.
+    """
+    if min_side > 0:
+        for reduction in (8, 4, 2):
+            if min(size) // reduction >= min_side:
+                return reduction
+    return 1
+
+
+def decode_image_draft(
+    data: bytes, what: str, min_side: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    """``(image, full_size)``: a JPEG decoded at the smallest DCT scale (1/8, 1/4, 1/2) whose
+    shorter side is still >= ``min_side``, and the (width, height) of the full-size image.
+
+    Anything else (PNG, WebP, a JPEG with no reduction to spare, ``min_side <= 0``) is exactly
+    :func:`decode_image`, so those pixels are the same as without draft decoding.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # header only
+            full_size, is_jpeg = probe.size, probe.format == "JPEG"
+    except Exception:
+        return decode_image(data, what), (0, 0)  # raises Skip with the reason
+    reduction = draft_reduction(full_size, min_side) if is_jpeg else 1
+    if reduction == 1:
+        return decode_image(data, what), full_size
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.draft("RGB", (full_size[0] // reduction, full_size[1] // reduction))
+        image.load()
+        return image.convert("RGB"), full_size
+    except Exception as err:
+        raise Skip("corrupt_image", f"{what}: {type(err).__name__}: {err}") from err
+
+
 def _text(value: bytes | str | None) -> str:
     if value is None:
         return ""
@@ -94,11 +133,19 @@ def detect_layout(raw: dict) -> str:
     return "plain"
 
 
-def _image_of(raw: dict) -> Image.Image:
+def _image_of(raw: dict, draft: int) -> tuple[Image.Image, tuple[int, int]]:
     for ext in IMAGE_EXTS:
         if ext in raw:
-            return decode_image(raw[ext], f"{raw.get('__key__')}.{ext}")
+            what = f"{raw.get('__key__')}.{ext}"
+            if draft > 0:
+                return decode_image_draft(raw[ext], what, draft)
+            image = decode_image(raw[ext], what)
+            return image, image.size
     raise Skip("missing_image", f"no {'/'.join(IMAGE_EXTS)} member")
+
+
+def _decode(data: bytes, what: str, draft: int) -> Image.Image:
+    return decode_image_draft(data, what, draft)[0] if draft > 0 else decode_image(data, what)
 
 
 def _caption(raw: dict, meta: dict | None) -> str:
@@ -132,8 +179,13 @@ def _check_box(box, text: str, width: int, height: int, min_size: int):
     return (x1, y1, x2, y2), None
 
 
-def parse_sample(raw: dict, layout: str = "auto", min_box_size: int = 0):
-    """(Sample, dropped-box reasons) from a raw sample; raises :class:`Skip`."""
+def parse_sample(raw: dict, layout: str = "auto", min_box_size: int = 0, draft: int = 0):
+    """(Sample, dropped-box reasons) from a raw sample; raises :class:`Skip`.
+
+    ``draft > 0`` decodes JPEGs with :func:`decode_image_draft` (shorter side >= ``draft``).
+    Boxes are read and checked (``min_box_size``, clipping) in the pixels of the full-size
+    image, then scaled to the decoded one, so every box keeps its content and its drop reason.
+    """
     key = raw.get("__key__", "?")
     if layout == "auto":
         layout = detect_layout(raw)
@@ -148,7 +200,7 @@ def parse_sample(raw: dict, layout: str = "auto", min_box_size: int = 0):
     if layout == "hycoclip":
         if "child.jpg" not in raw:
             raise Skip("missing_image", "no child.jpg")
-        image = decode_image(raw["child.jpg"], f"{key}.child.jpg")
+        image = _decode(raw["child.jpg"], f"{key}.child.jpg", draft)
         caption = _text(raw.get("child.txt"))
         if not caption:
             raise Skip("missing_caption" if "child.txt" not in raw else "empty_caption")
@@ -160,16 +212,15 @@ def parse_sample(raw: dict, layout: str = "auto", min_box_size: int = 0):
                 dropped.append("box_empty_text")
                 continue
             try:
-                crops.append((decode_image(raw[name], f"{key}.{name}"), text))
+                crops.append((_decode(raw[name], f"{key}.{name}", draft), text))
             except Skip:
                 dropped.append("box_corrupt_image")
         return Sample(key, image, caption, box_crops=crops, label=label), dropped
 
     meta = _json(raw)
-    image = _image_of(raw)
+    image, (w, h) = _image_of(raw, draft)
     caption = _caption(raw, meta)
     boxes = []
-    w, h = image.size
     if layout == "grounded" and meta is not None:
         normalized = meta.get("bbox_format") == "normalized"
         for item in meta.get("boxes") or []:
@@ -203,4 +254,7 @@ def parse_sample(raw: dict, layout: str = "auto", min_box_size: int = 0):
             else:
                 seen.add(text)
                 boxes.append((box, text))
+    if image.size != (w, h):  # draft-decoded: box pixels of the full size -> decoded pixels
+        sx, sy = image.width / w, image.height / h
+        boxes = [((x1 * sx, y1 * sy, x2 * sx, y2 * sy), t) for (x1, y1, x2, y2), t in boxes]
     return Sample(key, image, caption, boxes=boxes, label=label), dropped

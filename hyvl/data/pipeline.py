@@ -136,6 +136,7 @@ class Decoder:
         layout: str = "auto",
         min_box_size: int = 0,
         rrc_scale: tuple[float, float] = (0.5, 1.0),
+        draft: int = 0,
     ):
         from hyvl.models.transforms import image_transform
 
@@ -145,10 +146,11 @@ class Decoder:
         self.k = boxes_per_sample
         self.layout = layout
         self.min_box_size = min_box_size
+        self.draft = draft
 
     def parse(self, raw: dict, skipped: Counter, dropped: Counter) -> Sample | None:
         try:
-            sample, drops = parse_sample(raw, self.layout, self.min_box_size)
+            sample, drops = parse_sample(raw, self.layout, self.min_box_size, self.draft)
         except Skip as skip:
             skipped[skip.reason] += 1
             log.debug("skipped %s: %s", raw.get("__key__"), skip)
@@ -374,6 +376,7 @@ def build_train_loader(
         layout=data_cfg.layout,
         min_box_size=data_cfg.min_box_size,
         rrc_scale=tuple(data_cfg.rrc_scale),
+        draft=math.ceil(data_cfg.decode_draft * image_size),
     )
     stream = TrainStream(
         urls,
