@@ -343,6 +343,28 @@ def test_float64_matmul_path_gradients_match_float64():
         assert (g32.double() - g64).abs().max() <= 1e-5 * g64.abs().max()
 
 
+def test_oxy_angle_gram_backward_matches_float64():
+    """fp32 on a CPU: oxy_angle's backward from the Gram entries against the gradcheck-verified
+    float64 autograd of the exact form (x, y, curvature); degenerate rows get zero gradient."""
+    torch.manual_seed(1)
+    x = torch.randn(48, 32) * 0.5
+    y = x + torch.randn(48, 32) * 0.3
+    y[:8] = x[:8] + torch.randn(8, 32) * 1e-3  # close pairs
+    y[8], x[9] = x[8], 0.0  # x = y and an apex at the origin
+    weights = torch.randn(48)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        xi = x.to(dtype, copy=True).requires_grad_()
+        yi = y.to(dtype, copy=True).requires_grad_()
+        curv = torch.tensor(0.7, dtype=dtype, requires_grad=True)
+        (L.oxy_angle(xi, yi, curv) * weights.to(dtype)).sum().backward()
+        grads[dtype] = (xi.grad, yi.grad, curv.grad)
+    for g32, g64 in zip(grads[torch.float32], grads[torch.float64], strict=True):
+        assert torch.isfinite(g32).all()
+        assert (g32.double() - g64).abs().max() <= 1e-5 * g64.abs().max()
+    assert (grads[torch.float32][0][8:10] == 0).all()
+
+
 def test_definitions_are_merus_in_float64():
     """Where MERU's formulas are well conditioned (float64, well separated points) they agree."""
     rng = np.random.default_rng(2)
