@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -69,6 +70,12 @@ def meru_oxy_angle(x, y, c, eps=1e-8):
     return torch.acos(torch.clamp(ratio, min=-1 + eps, max=1 - eps))
 
 
+def split_pairwise_dist(x, y, c):
+    """``L.pairwise_dist`` forced onto the compensated split (what it runs off the CPU)."""
+    with mock.patch.object(L, "pairwise_matmul", lambda t: "split"):
+        return L.pairwise_dist(x, y, c)
+
+
 def make_pairs(rng, n, dim, c, r, sep):
     x = rng.standard_normal((n, dim))
     x *= (r / np.sqrt(c) / np.linalg.norm(x, axis=-1))[:, None]
@@ -109,6 +116,9 @@ def measure(c, r, sep, n, dim, seed):
         "dist": rel(L.dist(x, y, c)),
         "pairwise_dist": rel(torch.diagonal(L.pairwise_dist(x, y, c))),
         "pairwise_dist_d>0.05": rel(torch.diagonal(L.pairwise_dist(x, y, c)), far),
+        # the error-free split GPUs and float64 inputs use (pairwise_matmul's rule)
+        "pairwise_dist_split": rel(torch.diagonal(split_pairwise_dist(x, y, c))),
+        "pairwise_dist_split_d>0.05": rel(torch.diagonal(split_pairwise_dist(x, y, c)), far),
         "meru_pairwise_dist": rel(torch.diagonal(meru_pairwise_dist(x, y, c))),
         "meru_pairwise_dist_d>0.05": rel(torch.diagonal(meru_pairwise_dist(x, y, c)), far),
         "oxy_angle": rad(L.oxy_angle(x, y, c)),
