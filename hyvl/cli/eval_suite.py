@@ -152,8 +152,9 @@ def run_suite(args) -> int:
         if not s.shard.is_main:
             return 0
     res["checkpoint"] = str(args.checkpoint)
-    size = res["compare_size"] or "none"
-    print_table(table_rows(res), title=f"suite: {args.root} (published at size {size})")
+    size = res["compare_size"]
+    pub = f"published: ViT size {size}" if size else "published: none (--compare-size to pick)"
+    print_table(table_rows(res), title=f"suite: {args.root} ({pub})")
     _report_missing(res["missing"])
     write_json(args.json, res)
     if args.markdown:

@@ -96,7 +96,7 @@ def _torchvision(info: DatasetInfo, root: Path, split: str, preprocess):
         try:
             dataset = cls(str(base), **kwargs)
         except (RuntimeError, ValueError, OSError, KeyError, IndexError) as err:
-            msg = str(err).splitlines()[0][:120]
+            msg = str(err).splitlines()[0].split(". ")[0]  # its first sentence
             # torchvision's "Dataset not found ... use download=True": say what was looked for
             not_found = "dataset not found" in msg.lower()
             reasons.append(

@@ -280,8 +280,9 @@ def run_suite(
     {...}, "missing": {NAME: reason}}`` (percent; hierarchy metrics as
     :func:`~hyvl.evaluation.hierarchy.hierarchy_metrics`).
 
-    ``datasets``: names to run (suite names, ``coco`` / ``flickr30k``, or extra ImageFolders
-    under ``root`` with a ``classnames.txt``); all by default. ``classnames`` / ``prompts``:
+    ``datasets``: names to run (suite names, ``coco`` / ``flickr30k``, or extra folders under
+    ``root``: ImageFolders with a ``classnames.txt``, or a COCO-format ``captions.json`` +
+    ``images/`` for retrieval); all by default. ``classnames`` / ``prompts``:
     per-dataset overrides (``{name: file}``, or ``{"*": dir}`` with ``NAME.txt`` files).
     ``compare_size``: the model size whose published numbers are shown (default: the model's).
     """
@@ -289,8 +290,23 @@ def run_suite(
     size = compare_size or model_size(model)
     known = catalog.NAMES + catalog.RETRIEVAL
     custom, custom_skipped = find_custom(root, known, preprocess)
-    wanted = list(datasets) if datasets else [*catalog.NAMES, *custom, *catalog.RETRIEVAL]
-    unknown = [n for n in wanted if n not in known and n not in custom and n not in custom_skipped]
+    # other folders with a COCO-format captions.json + images/ (hyvl data demo's retrieval/)
+    extra_retrieval = (
+        [
+            p.name
+            for p in sorted(Path(root).iterdir())
+            if p.is_dir() and p.name not in known and (p / "captions.json").is_file()
+        ]
+        if Path(root).is_dir()
+        else []
+    )
+    retrieval = (*catalog.RETRIEVAL, *extra_retrieval)
+    wanted = list(datasets) if datasets else [*catalog.NAMES, *custom, *retrieval]
+    unknown = [
+        n
+        for n in wanted
+        if n not in known and n not in custom and n not in custom_skipped and n not in retrieval
+    ]
     if unknown:
         raise DataError(
             f"unknown dataset(s) {', '.join(unknown)}: not a suite dataset "
@@ -322,7 +338,7 @@ def run_suite(
             if name in custom_skipped:
                 out["missing"][name] = custom_skipped[name]
                 continue
-            if name in catalog.RETRIEVAL:
+            if name in retrieval:
                 res = _retrieval(model, preprocess, tokenizer, root, name, opts, size)
                 if isinstance(res, str):
                     out["missing"][name] = res
