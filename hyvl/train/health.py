@@ -280,8 +280,12 @@ class TrainingHealth:
         self.scales = aperture_scales(cfg.objective)
         self.min_radius = cfg.objective.min_radius
 
-    def observe(self, step: int, record: dict, emb, model) -> list[str]:
-        """Adds the health fields to ``record``; returns one line per new problem."""
+    def observe(self, step: int, record: dict, emb, model, reduce=None) -> list[str]:
+        """Adds the health fields to ``record``; returns one line per new problem.
+
+        ``reduce({name: 0-dim tensor}) -> {name: float}`` averages the local batch's numbers
+        over processes (a collective: every process calls ``observe`` at the same steps).
+        """
         stats = embedding_stats(
             emb,
             contrastive_loss=record.get("contrastive"),
@@ -289,6 +293,9 @@ class TrainingHealth:
             min_radius=self.min_radius,
             aperture_scales=self.scales,
         )
+        if reduce is not None:
+            present = {k: torch.tensor(float(v)) for k, v in stats.items() if v is not None}
+            stats.update(reduce(present))
         record.update(stats)
         scalars = {k: record.get(k) for k in ("logit_scale", "curv")}
         new = self.monitor.update(step, {**stats, **scalars, **model_scalars(model)})

@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -606,7 +607,10 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
                     }
                 )
                 if result.finite:  # a skipped step's embeddings may hold NaN
-                    for line in health.observe(step, record, core.last_embeddings, unwrapped):
+                    # every process judges the same (mean) numbers, so all stop together
+                    mean = partial(_mean_over_processes, accelerator)
+                    lines = health.observe(step, record, core.last_embeddings, unwrapped, mean)
+                    for line in lines:
                         accelerator.print(line, file=sys.stderr)
                 window_start, window_samples = time.perf_counter(), 0
                 last_record = record
