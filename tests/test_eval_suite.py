@@ -229,3 +229,17 @@ def test_bad_input_is_a_clear_error(setup, tmp_path, capsys):
     args = ["--datasets", "mnist", "--classnames", f"mnist={tmp_path / 'three.txt'}"]
     assert main([*base, *args, "--no-cache"]) == 2
     assert "mnist: 3 class names given, the dataset has 10 classes" in capsys.readouterr().err
+
+
+def test_imagenet_hierarchy_rows_cover_every_class():
+    from hyvl.evaluation.discover import Found
+    from hyvl.evaluation.suite import _hierarchy
+
+    info = catalog.info("imagenet")
+    found = Found("imagenet", "imagefolder", None, list(info.classnames), [], ids=list(info.wnids))
+    labels = torch.arange(1000)
+    right = _hierarchy(found, labels, labels)
+    assert right["TIE"] == 0 and right["jaccard"] == 1 and right["num_samples"] == 1000
+    assert right["leaf_included"] is False  # HyCoCLIP's published variant
+    wrong = _hierarchy(found, labels.roll(1), labels)
+    assert wrong["TIE"] >= 2 and wrong["hier_precision"] < 1
