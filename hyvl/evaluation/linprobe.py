@@ -48,17 +48,20 @@ def mean_per_class(pred, labels, num_classes: int) -> float:
     return 100.0 * float(torch.stack(accs).mean())
 
 
-def fit_logistic(train_x, train_y, val_x, val_y, num_classes: int) -> tuple[float, float]:
-    """(best C, its validation mean per-class accuracy) by CLIP's two-pass search."""
+def fit_logistic(
+    train_x, train_y, val_x, val_y, num_classes: int, costs=COSTS, steps: int = 4
+) -> tuple[float, float]:
+    """(best C, its validation mean per-class accuracy) by CLIP's two-pass search: the
+    ``costs`` grid, then ``steps`` bisection steps in log space around the best."""
     from sklearn.linear_model import LogisticRegression
 
     def score(c: float) -> float:
         clf = LogisticRegression(C=c, max_iter=1000, random_state=0).fit(train_x, train_y)
         return mean_per_class(clf.predict(val_x), val_y, num_classes)
 
-    best_c, best = max(((c, score(c)) for c in COSTS), key=lambda t: t[1])
+    best_c, best = max(((c, score(c)) for c in costs), key=lambda t: t[1])
     delta = 10.0
-    for _ in range(4):  # bisection in log space around the best cost
+    for _ in range(steps):
         for c in (best_c / delta, best_c * delta):
             s = score(c)
             if s > best:
@@ -67,7 +70,7 @@ def fit_logistic(train_x, train_y, val_x, val_y, num_classes: int) -> tuple[floa
     return best_c, best
 
 
-def probe(train, val, test, num_classes: int) -> dict[str, Any]:
+def probe(train, val, test, num_classes: int, costs=COSTS, steps: int = 4) -> dict[str, Any]:
     """``train`` / ``val`` / ``test``: (features (N, D), labels (N,)); ``val`` None -> 20% of
     train held out (seeded). Returns the test accuracy, C and split sizes."""
     from sklearn.linear_model import LogisticRegression
@@ -79,7 +82,7 @@ def probe(train, val, test, num_classes: int) -> dict[str, Any]:
         vx, vy, tx, ty = tx[order[:cut]], ty[order[:cut]], tx[order[cut:]], ty[order[cut:]]
     else:
         vx, vy = val[0].numpy(), val[1].numpy()
-    c, val_acc = fit_logistic(tx, ty, vx, vy, num_classes)
+    c, val_acc = fit_logistic(tx, ty, vx, vy, num_classes, costs, steps)
     import numpy as np
 
     final = LogisticRegression(C=c, max_iter=1000, random_state=0)
@@ -108,9 +111,12 @@ def run_linprobe(
     shard: Shard | None = None,
     workers: int = 0,
     precision: str = "fp32",
+    costs=COSTS,
+    steps: int = 4,
 ) -> dict[str, Any]:
     """Linear probe on every suite dataset under ``root`` with a train and a test split ->
-    ``{"datasets": {NAME: {"metric", "value", "C", ...}}, "mean", "missing": {NAME: reason}}``."""
+    ``{"datasets": {NAME: {"metric", "value", "C", ...}}, "mean", "missing": {NAME: reason}}``.
+    ``costs`` / ``steps``: the C grid and the bisection steps of :func:`fit_logistic`."""
     from hyvl.errors import DataError
 
     shard = shard or Shard()
@@ -151,7 +157,9 @@ def run_linprobe(
                 found.name = f"{name} {s}"
                 feats[s] = embed_found(backbone, preprocess, tokenizer, found, **opts)
             out["datasets"][name] = {
-                **probe(feats["train"], feats.get("val"), feats["test"], info.num_classes),
+                **probe(
+                    feats["train"], feats.get("val"), feats["test"], info.num_classes, costs, steps
+                ),
                 "layout": splits["test"].layout,
             }
     finally:
