@@ -24,7 +24,7 @@ import errno
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -171,15 +171,18 @@ def _fsync_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, last: str | None = None) -> Iterator[Path]:
+def atomic_dir(
+    path: str | Path, last: str | None = None, derived: Callable[[str], bool] | None = None
+) -> Iterator[Path]:
     """Yield an empty staging directory beside ``path``; on a clean exit its entries replace
     those of ``path``, on an exception it is deleted and ``path`` is untouched.
 
     When ``path`` holds nothing but entries the staging directory also has (the usual case:
     an older version of the same artefact), the directories are swapped whole. Otherwise the
     other entries are kept and each staged entry is renamed in on its own, ``last`` (e.g. the
-    manifest or config naming the rest) after the others. Callers decide beforehand whether
-    replacing is allowed (:func:`check_out_dir`).
+    manifest or config naming the rest) after the others. ``derived(name)``: entries of the
+    old version computed from it (caches such as ANN indexes), which go with it in a swap.
+    Callers decide beforehand whether replacing is allowed (:func:`check_out_dir`).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -204,7 +207,7 @@ def atomic_dir(path: str | Path, last: str | None = None) -> Iterator[Path]:
     staged = {p.name for p in stage.iterdir()}
     if not path.exists():
         os.replace(stage, path)
-    elif {p.name for p in path.iterdir()} <= staged:
+    elif {p.name for p in path.iterdir() if not (derived and derived(p.name))} <= staged:
         _swap(stage, path)
     else:
         for name in sorted(staged, key=lambda n: (n == last, n)):

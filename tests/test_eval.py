@@ -167,7 +167,9 @@ def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export, run_cli):
         "num_samples",
         "num_classes",
         "num_predicted_classes",
+        "skipped",
     }
+    assert z["skipped"] == {}  # every image readable
     assert 1 <= z["num_predicted_classes"] <= 2
     assert z["num_samples"] == 6 and z["num_classes"] == 2 and z["top5"] == 100.0
     assert "top1" in out.stdout

@@ -363,3 +363,14 @@ def test_demo_data_failing_mid_write_keeps_the_previous_data(tmp_path, monkeypat
     with pytest.raises(ZeroDivisionError):
         small_demo(tmp_path / "data", seed=1)
     assert snapshot(tmp_path / "data") == before
+
+
+def test_demo_data_on_a_full_disk_keeps_the_previous_data(tmp_path):
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        small_demo(disk / "data", seed=0)
+        before = snapshot(disk / "data")
+        fill(disk, leave=20_000)
+        with pytest.raises(HyvlError, match="no space left on device"):
+            small_demo(disk / "data", seed=1)
+        assert snapshot(disk / "data") == before
+        assert sorted(p.name for p in disk.iterdir()) == ["data", "filler"]

@@ -9,6 +9,35 @@ from pathlib import Path
 from typing import Any
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse turns the ValueError into a usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def resolve_device(device: str | None) -> str:
+    """``--device``: cuda when available by default; an unusable device is a one-line error."""
+    import torch
+
+    from hyvl.errors import HyvlError
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise HyvlError(f"--device {device}: not a device ({err}); use cpu or cuda[:N]") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise HyvlError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+    if kind == "cuda" and (torch.device(device).index or 0) >= torch.cuda.device_count():
+        raise HyvlError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise HyvlError(f"--device {device}: MPS is not available here; use --device cpu")
+    return device
+
+
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", metavar="FILE", default=None, help="also write the results as JSON to FILE"
@@ -16,12 +45,15 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def write_json(path: str | Path | None, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (parent folders created). ``None`` path: do nothing."""
+    """Write ``obj`` as indented JSON (parent folders created, replaced atomically). ``None``
+    path: do nothing."""
+    from hyvl.io import write_text
+
     if not path:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _cell(value: Any) -> str:
@@ -60,6 +92,14 @@ def format_table(rows: list[dict[str, Any]], title: str | None = None, align: st
     return "\n".join(out)
 
 
+def skipped_line(skipped: dict[str, int] | None) -> str:
+    """``skipped: 2 (corrupt_image 1, image_too_large 1)``, or ``skipped: 0``."""
+    if not skipped:
+        return "skipped: 0"
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+    return f"skipped: {sum(skipped.values())} ({detail})"
+
+
 def print_table(rows: list[dict[str, Any]], title: str | None = None, align: str = "right") -> None:
     print(format_table(rows, title, align), flush=True)
 
@@ -77,12 +117,10 @@ class Processes:
     def __init__(self, device: str | None = None):
         import os
 
-        import torch
-
         from hyvl.evaluation.embed import Shard
 
         self.state = None
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import PartialState
 

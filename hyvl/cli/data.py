@@ -132,6 +132,8 @@ def run_make_shards(args) -> int:
     print_table(rows, title=f"{manifest['samples']} samples written to {args.out}")
     for reason, n in sorted(manifest["skipped"].items()):
         print(f"skipped {n} record(s): {reason}")
+    for reason, n in sorted(manifest["dropped_boxes"].items()):
+        print(f"dropped {n} box(es): {reason}")
     if args.json:
         write_json(args.json, manifest)
     return 0

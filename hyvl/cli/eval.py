@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from hyvl.cli.common import Processes, add_json_arg, add_sharing_args, print_table, write_json
+from hyvl.cli.common import (
+    Processes,
+    add_json_arg,
+    add_sharing_args,
+    print_table,
+    skipped_line,
+    write_json,
+)
 
 
 def _common(p) -> None:
@@ -104,13 +111,14 @@ def _evaluate(args, evaluate, *data, **kwargs) -> tuple[dict, bool]:
 def _report(args, main: bool, rows, title: str, res: dict) -> int:
     if main:
         print_table(rows, title=title)
+        print(skipped_line(res.get("skipped")))
         if args.json:
             write_json(args.json, res)
     return 0
 
 
 def _metric_rows(res: dict) -> list[dict]:
-    return [{"metric": k, "value": v} for k, v in res.items()]
+    return [{"metric": k, "value": v} for k, v in res.items() if not isinstance(v, dict)]
 
 
 def run_zeroshot(args) -> int:

@@ -37,7 +37,7 @@ def run_build(args) -> int:
     """Under torchrun the processes split the embedding; the first one writes the index."""
     from pathlib import Path
 
-    from hyvl.cli.common import Processes, print_table, write_json
+    from hyvl.cli.common import Processes, print_table, skipped_line, write_json
     from hyvl.errors import HyvlError
     from hyvl.io import check_out_dir
     from hyvl.search.index import EmbeddingIndex, build_index, is_index_dir
@@ -65,6 +65,7 @@ def run_build(args) -> int:
         )
     if not procs.shard.is_main:
         return 0
+    skipped = new.skipped
     if base is not None:
         new = base.append(new)
     new.save(args.out)
@@ -74,6 +75,7 @@ def run_build(args) -> int:
     ann = [str(p) for backend in args.ann or [] for p in new.build_ann(backend)]
     rows = [{"kind": k, "items": v} for k, v in sorted(counts.items())]
     print_table(rows, title=f"index {args.out} ({new.geometry}, curv {new.curv})")
+    print(skipped_line(skipped))
     for path in ann:
         print(f"ann: {path}")
     summary = {
@@ -83,6 +85,7 @@ def run_build(args) -> int:
         "items": len(new),
         "counts": dict(sorted(counts.items())),
         "ann": ann,
+        "skipped": skipped,
     }
     write_json(args.json, summary)
     return 0

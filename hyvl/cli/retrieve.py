@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hyvl.cli.common import add_json_arg, print_table, write_json
+from hyvl.cli.common import add_json_arg, positive_int, print_table, write_json
 
 
 def add_parser(subparsers) -> None:
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
         choices=["image", "text"],
         help="what to return (default: images for --text, texts for --image)",
     )
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("-k", type=positive_int, default=5, help="how many results (default 5)")
     p.add_argument("--backend", default="torch", choices=["torch", "faiss", "hnsw", "ivf"])
     p.add_argument("--checkpoint", help="override the model recorded in the index")
     p.add_argument("--nprobe", type=int, help="ivf: lists searched (default max(8, nlist/3))")
@@ -33,11 +33,13 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     import torch
-    from PIL import Image
 
     from hyvl.errors import DataError
+    from hyvl.images import BadImage, open_rgb
     from hyvl.search.index import EmbeddingIndex, load_index_model
 
+    if args.text is not None and not args.text.strip():
+        raise DataError("--text is empty: give the words to search for")
     index = EmbeddingIndex.load(args.index)
     model, preprocess, tokenizer = load_index_model(index, args.checkpoint)
     with torch.no_grad():
@@ -46,10 +48,10 @@ def run(args) -> int:
             kind = args.kind or "image"
         else:
             try:
-                with Image.open(args.image) as im:
-                    query = model.encode_image(preprocess(im.convert("RGB")).unsqueeze(0))
-            except OSError as err:
-                raise DataError(f"{args.image}: unreadable image ({err})") from err
+                image = open_rgb(args.image)
+            except BadImage as err:  # one query image: nothing to skip to
+                raise DataError(f"{err} ({err.reason})") from err
+            query = model.encode_image(preprocess(image).unsqueeze(0))
             kind = args.kind or "text"
     options = {}
     if args.backend == "ivf":
@@ -58,9 +60,14 @@ def run(args) -> int:
         options["ef_search"] = args.ef_search
     hits = index.search(query, args.k, kind=kind, backend=args.backend, **options)[0]
     results = [{"rank": h["rank"], "item": h["item"], "distance": h["distance"]} for h in hits]
-    # shard items are keys: show their captions too (the JSON keeps its three fields: rank, item, distance)
+    # shard items are keys: show their captions too (the JSON keeps its three fields: rank,
+    # item, distance); 4 significant digits: neighbours often differ only in the third
     shown = [
-        {**r, "caption": h["caption"]} if "caption" in h else r
+        {
+            **r,
+            "distance": f"{r['distance']:.4g}",
+            **({"caption": h["caption"]} if "caption" in h else {}),
+        }
         for r, h in zip(results, hits, strict=True)
     ]
     print_table(shown, title=f"{kind}s nearest to {args.text or args.image!r} ({args.backend})")

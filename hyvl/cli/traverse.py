@@ -27,14 +27,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     import torch
-    from PIL import Image
 
     import hyvl
     from hyvl.errors import DataError, HyvlError
     from hyvl.evaluation.embed import embed_texts
+    from hyvl.images import BadImage, open_rgb
+    from hyvl.search.index import read_texts
     from hyvl.search.traverse import tangent_path, traverse
 
     if args.index:
@@ -49,7 +48,7 @@ def run(args) -> int:
         if not args.checkpoint:
             raise HyvlError("--texts needs --checkpoint")
         model, preprocess, tokenizer = hyvl.load(args.checkpoint)
-        texts = [t.strip() for t in Path(args.texts).read_text().splitlines() if t.strip()]
+        texts = read_texts(args.texts)
         text_emb = embed_texts(model, tokenizer, texts)
     if not model.space.hyperbolic:
         raise HyvlError("traversals need a Lorentz model (MERU / HyCoCLIP)")
@@ -58,10 +57,10 @@ def run(args) -> int:
 
     def embed(path):
         try:
-            with Image.open(path) as im:
-                return model.encode_image(preprocess(im.convert("RGB")).unsqueeze(0))[0]
-        except OSError as err:
-            raise DataError(f"{path}: unreadable image ({err})") from err
+            image = open_rgb(path)
+        except BadImage as err:
+            raise DataError(f"{err} ({err.reason})") from err
+        return model.encode_image(preprocess(image).unsqueeze(0))[0]
 
     with torch.no_grad():
         start = embed(args.image)

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
 from PIL import Image
+
+from hyvl.images import BadImage, open_rgb, to_rgb
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -52,12 +55,12 @@ class Sample:
 
 
 def decode_image(data: bytes, what: str) -> Image.Image:
+    """Fully decoded 8-bit RGB (so truncated files fail here), every mode scaled correctly;
+    a damaged or oversized image raises Skip (``corrupt_image``, ``image_too_large``)."""
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()  # force the full decode now, so truncated files fail here
-        return image.convert("RGB")
-    except Exception as err:
-        raise Skip("corrupt_image", f"{what}: {type(err).__name__}: {err}") from err
+        return open_rgb(data, what)
+    except BadImage as err:
+        raise Skip(err.reason, str(err)) from err
 
 
 def draft_reduction(size: tuple[int, int], min_side: int) -> int:
@@ -94,7 +97,7 @@ def decode_image_draft(
         image = Image.open(io.BytesIO(data))
         image.draft("RGB", (full_size[0] // reduction, full_size[1] // reduction))
         image.load()
-        return image.convert("RGB"), full_size
+        return to_rgb(image), full_size
     except Exception as err:
         raise Skip("corrupt_image", f"{what}: {type(err).__name__}: {err}") from err
 
@@ -169,6 +172,8 @@ def _check_box(box, text: str, width: int, height: int, min_size: int):
         x1, y1, x2, y2 = (float(v) for v in box)
     except (TypeError, ValueError):
         return None, "box_malformed"
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return None, "box_not_finite"  # NaN would pass the checks below and clip to an edge
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
         return None, "box_outside_image"
     x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from hyvl.errors import DataError
+from hyvl.images import BadImage, open_rgb, to_rgb
 
 FIXED_MTIME = 1_700_000_000  # reproducible tars
 
@@ -30,21 +32,16 @@ def safe_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-]", "_", str(key))
 
 
-def _encode(record: dict, resize: int | None, quality: int) -> tuple[dict | None, str | None]:
-    """Record -> webdataset sample dict, or (None, skip reason)."""
+def _encode(
+    record: dict, resize: int | None, quality: int, dropped: Counter | None = None
+) -> tuple[dict | None, str | None]:
+    """Record -> webdataset sample dict, or (None, skip reason). Boxes with non-numeric or
+    non-finite coordinates are left out and counted in ``dropped`` by reason."""
     image = record["image"]
     try:
-        if isinstance(image, (str, Path)):
-            image = Image.open(image)
-            image.load()
-        elif isinstance(image, bytes):
-            image = Image.open(io.BytesIO(image))
-            image.load()
-        image = image.convert("RGB")
-    except FileNotFoundError:
-        return None, "missing_image"
-    except Exception:
-        return None, "corrupt_image"
+        image = to_rgb(image) if isinstance(image, Image.Image) else open_rgb(image)
+    except BadImage as err:
+        return None, err.reason
     caption = (record.get("caption") or "").strip()
     if not caption:
         return None, "empty_caption"
@@ -58,7 +55,15 @@ def _encode(record: dict, resize: int | None, quality: int) -> tuple[dict | None
         boxes = []
         normalized = record.get("bbox_format") == "normalized"
         for box in record["boxes"]:
-            bbox = [float(v) for v in box["bbox"]]
+            try:
+                bbox = [float(v) for v in box["bbox"]]
+            except (TypeError, ValueError):
+                bbox = None
+            if bbox is None or len(bbox) != 4 or not all(math.isfinite(v) for v in bbox):
+                reason = "box_not_finite" if bbox and len(bbox) == 4 else "box_malformed"
+                if dropped is not None:
+                    dropped[reason] += 1
+                continue
             if not normalized:
                 bbox = [v * scale for v in bbox]
             boxes.append({"bbox": [round(v, 2) for v in bbox], "text": box["text"]})
@@ -86,11 +91,12 @@ def _write_one(args) -> dict:
 
     path, records, resize, quality = args
     skipped: Counter = Counter()
+    dropped: Counter = Counter()
     count = 0
     # written straight into write_shards' staging directory, which appears whole or not at all
     with open(path, "wb") as f, wds.TarWriter(f, mtime=FIXED_MTIME, encoder=False) as sink:
         for record in records:
-            sample, reason = _encode(record, resize, quality)
+            sample, reason = _encode(record, resize, quality, dropped)
             if reason:
                 skipped[reason] += 1
                 continue
@@ -101,6 +107,7 @@ def _write_one(args) -> dict:
         "samples": count,
         "bytes": path.stat().st_size,
         "skipped": dict(skipped),
+        "dropped_boxes": dict(dropped),
     }
 
 
@@ -185,13 +192,16 @@ def write_shards(
                 bar.update()
         bar.close()
         skipped: Counter = Counter()
+        dropped: Counter = Counter()
         for r in results:
             skipped.update(r["skipped"])
+            dropped.update(r.pop("dropped_boxes"))
         manifest = {
             "samples": sum(r["samples"] for r in results),
             "shards": results,
             "bytes": sum(r["bytes"] for r in results),
             "skipped": dict(skipped),
+            "dropped_boxes": dict(dropped),
         }
         if records and not manifest["samples"]:
             raise DataError(

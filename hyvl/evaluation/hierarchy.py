@@ -148,4 +148,4 @@ def evaluate_hierarchy(
     names = zs["_classnames"]
     predicted = [names[i] for i in zs["_predictions"].tolist()]
     true = [names[i] for i in zs["_labels"].tolist()]
-    return hierarchy_metrics(predicted, true, tree, leaf_included)
+    return {**hierarchy_metrics(predicted, true, tree, leaf_included), "skipped": zs["skipped"]}

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from hyvl.errors import DataError
 from hyvl.evaluation.embed import Shard, embed_images, embed_texts, similarity
+from hyvl.evaluation.files import ImageFiles, drop_skipped, gather_counts
 
 KS = (1, 5, 10)
 
@@ -54,21 +54,6 @@ def load_coco(captions_json: str | Path, image_root: str | Path | None = None):
     if missing:
         raise DataError(f"{path}: {len(missing)} image(s) missing under {root}, e.g. {missing[0]}")
     return paths, texts, owner
-
-
-class _Files(torch.utils.data.Dataset):
-    def __init__(self, paths, preprocess):
-        self.paths, self.preprocess = paths, preprocess
-
-    def __len__(self):
-        return len(self.paths)
-
-    def __getitem__(self, i):
-        try:
-            with Image.open(self.paths[i]) as im:
-                return self.preprocess(im.convert("RGB"))
-        except OSError as err:
-            raise DataError(f"{self.paths[i]}: unreadable image ({err})") from err
 
 
 def duplicate_captions(keys: list, owner: list[int]) -> dict[str, Any]:
@@ -138,12 +123,21 @@ def evaluate_retrieval(
     try:
         if str(data).endswith(".json"):
             paths, texts, owner = load_coco(data, image_root)
-            batches, total = shard.share(_Files(paths, preprocess), batch_size, workers)
-            image_emb, _ = embed_images(model, batches, total, shard=shard, precision=precision)
+            files = ImageFiles([(p, 0) for p in paths], preprocess)
+            batches, total = shard.share(files, batch_size, workers)
+            image_emb, labels = embed_images(
+                model, batches, total, shard=shard, precision=precision
+            )
+            image_emb, _, kept, skipped = drop_skipped(image_emb, labels)
+            # the captions of a skipped image go with it; the others point at the kept rows
+            new_row = (torch.cumsum(kept.long(), 0) - 1).tolist()
+            texts_kept = [t for t, i in enumerate(owner) if kept[i]]
+            texts = [texts[t] for t in texts_kept]
+            owner = [new_row[owner[t]] for t in texts_kept]
             text_emb = embed_texts(model, tokenizer, texts, shard=shard, precision=precision)
             keys = [" ".join(t.lower().split()) for t in texts]
         else:
-            image_emb, text_emb, tokens = _embed_shards(
+            image_emb, text_emb, tokens, skipped = _embed_shards(
                 model, tokenizer, data, batch_size, shard, workers, precision
             )
             owner = list(range(image_emb.shape[0]))
@@ -151,8 +145,8 @@ def evaluate_retrieval(
     finally:
         model.train(was_training)
     if image_emb.shape[0] == 0:
-        raise DataError(f"{data}: no usable image-text pairs")
-    return retrieval_metrics(image_emb, text_emb, owner, model, keys)
+        raise DataError(f"{data}: no usable image-text pairs (skipped: {skipped or 'none'})")
+    return {**retrieval_metrics(image_emb, text_emb, owner, model, keys), "skipped": skipped}
 
 
 def _embed_shards(
@@ -178,4 +172,5 @@ def _embed_shards(
             images.append((b.index, model.encode_image(b.images.to(device)).float().cpu(), None))
             texts.append((b.index, model.encode_text(b.tokens.to(device)).float().cpu(), None))
         tokens.append((b.index, b.tokens.cpu(), None))
-    return shard.gather(images)[0], shard.gather(texts)[0], shard.gather(tokens)[0]
+    skipped = gather_counts(shard, loader.skipped())
+    return shard.gather(images)[0], shard.gather(texts)[0], shard.gather(tokens)[0], skipped

@@ -9,6 +9,7 @@ import torch
 
 from hyvl.errors import DataError
 from hyvl.evaluation.embed import Shard, embed_images, encoding, progress, similarity
+from hyvl.evaluation.files import drop_skipped, gather_counts, merge_counts
 from hyvl.evaluation.templates import read_lines, resolve_templates
 
 
@@ -118,7 +119,11 @@ def load_classification_data(
     if path.is_dir():
         from torchvision.datasets import ImageFolder
 
-        dataset = ImageFolder(str(path), transform=preprocess)
+        from hyvl.evaluation.files import ImageFiles
+
+        folder = ImageFolder(str(path))  # only its class folders and file list
+        dataset = ImageFiles(folder.samples, preprocess)  # skips unusable images, counted
+        dataset.classes = folder.classes
         if classnames is None:
             if (path / "classnames.txt").is_file():
                 classnames = read_lines(path / "classnames.txt")
@@ -144,13 +149,23 @@ def load_classification_data(
         workers=workers if shard.world == 1 else 0,
     )
 
-    def batches():
-        for b in loader:
+    return (_LabelledBatches(loader, spec), None), classnames, None
+
+
+class _LabelledBatches:
+    """``(batch_index, (images, labels))`` of a shard loader; ``skipped()`` counts by reason."""
+
+    def __init__(self, loader, spec: str):
+        self.loader, self.spec = loader, spec
+
+    def __iter__(self):
+        for b in self.loader:
             if b.labels is None:
-                raise DataError(f"{spec}: samples without a 'cls' label (e.g. {b.keys[0]})")
+                raise DataError(f"{self.spec}: samples without a 'cls' label (e.g. {b.keys[0]})")
             yield b.index, (b.images, b.labels)
 
-    return (batches(), None), classnames, None
+    def skipped(self) -> dict[str, int]:
+        return self.loader.skipped()
 
 
 @torch.no_grad()
@@ -190,8 +205,12 @@ def evaluate_zeroshot(
         feats, labels = embed_images(model, batches, total, shard=shard, precision=precision)
     finally:
         model.train(was_training)
-    if labels is None:
-        raise DataError(f"{data}: no usable samples to classify")
+    skipped = gather_counts(shard, batches.skipped()) if hasattr(batches, "skipped") else {}
+    if labels is not None:
+        feats, labels, _, dropped = drop_skipped(feats, labels)
+        skipped = merge_counts(skipped, dropped)
+    if labels is None or labels.numel() == 0:
+        raise DataError(f"{data}: no usable samples to classify (skipped: {skipped or 'none'})")
     scores = similarity(model, feats, classifier)
     result: dict[str, Any] = _accuracies(scores, labels)
     predicted = scores.argmax(1)
@@ -201,6 +220,7 @@ def evaluate_zeroshot(
         num_samples=int(labels.numel()),
         num_classes=len(names),
         num_predicted_classes=int(predicted.unique().numel()),
+        skipped=skipped,
     )
     if return_predictions:
         result["_predictions"] = predicted

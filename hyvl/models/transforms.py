@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from torchvision import transforms as T
 
-
-def _rgb(image):
-    return image.convert("RGB") if image.mode != "RGB" else image
+from hyvl.images import to_rgb as _rgb  # 16-bit and float images scaled, not clipped
 
 
 def image_transform(image_size: int, train: bool = False, scale: tuple[float, float] = (0.5, 1.0)):

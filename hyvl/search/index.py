@@ -30,6 +30,7 @@ class EmbeddingIndex:
         self.items = items
         self.meta = meta
         self.directory: Path | None = None  # set by load(): where ANN indexes are kept
+        self.skipped: dict[str, int] = {}  # set by build_index: images skipped, by reason
         self._backends: dict = {}
 
     @property
@@ -59,7 +60,7 @@ class EmbeddingIndex:
         from hyvl.io import atomic_dir
 
         directory = Path(directory)
-        with atomic_dir(directory, last=INDEX_FILES[-1]) as tmp:
+        with atomic_dir(directory, last=INDEX_FILES[-1], derived=_is_ann_file) as tmp:
             save_file({"embeddings": self.embeddings}, str(tmp / INDEX_FILES[0]))
             with open(tmp / INDEX_FILES[1], "w", encoding="utf-8") as f:
                 for item in self.items:
@@ -134,6 +135,8 @@ class EmbeddingIndex:
         """
         from hyvl.search.backends import make_backend
 
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise HyvlError(f"k must be a positive integer, got {k!r}")
         options = {k_: v for k_, v in options.items() if v is not None}
         key = (backend, kind, tuple(sorted(options.items())))
         if key not in self._backends:
@@ -242,10 +245,17 @@ class EmbeddingIndex:
         return sum(hits) / len(hits), len(hits)
 
 
+def _is_ann_file(name: str) -> bool:
+    """A saved ANN index or its stamp: derived from the embeddings, replaced with them."""
+    return name.startswith("ann-") and name.endswith((".faiss", ".json"))
+
+
 def is_index_dir(path: str | Path) -> bool:
     """True when ``path`` holds an index and nothing else (what ``--overwrite`` may replace)."""
     path = Path(path)
-    return (path / INDEX_FILES[2]).is_file() and all(p.name in INDEX_FILES for p in path.iterdir())
+    return (path / INDEX_FILES[2]).is_file() and all(
+        p.name in INDEX_FILES or _is_ann_file(p.name) for p in path.iterdir()
+    )
 
 
 def _image_files(root: Path) -> list[Path]:
@@ -272,34 +282,35 @@ def build_index(
     """
     import hyvl
     from hyvl.evaluation.embed import Shard, embed_images, embed_texts
+    from hyvl.evaluation.files import ImageFiles, drop_skipped
 
     if images is None and texts is None:
         raise HyvlError("nothing to index: give --images and/or --texts")
+    lines = read_texts(texts) if texts is not None else []  # before the model: fail fast
     shard = shard or Shard()
     model, preprocess, tokenizer = hyvl.load(checkpoint, device=device)
-    parts, items = [], []
+    parts, items, skipped = [], [], {}
     if images is not None:
         root = Path(images)
         if root.is_dir():
-            from hyvl.evaluation.retrieval import _Files
-
             files = _image_files(root)
             if not files:
                 raise DataError(f"{root}: no images ({', '.join(sorted(IMAGE_EXTS))})")
-            batches, total = shard.share(_Files(files, preprocess), batch_size, workers)
-            emb, _ = embed_images(model, batches, total, shard=shard, precision=precision)
-            items += [{"kind": "image", "item": str(p)} for p in files]
+            dataset = ImageFiles([(p, 0) for p in files], preprocess)
+            batches, total = shard.share(dataset, batch_size, workers)
+            emb, labels = embed_images(model, batches, total, shard=shard, precision=precision)
+            emb, _, kept, skipped = drop_skipped(emb, labels)
+            kept_files = [p for p, k in zip(files, kept.tolist(), strict=True) if k]
+            if not kept_files:
+                raise DataError(f"{root}: no usable image (skipped: {skipped})")
+            items += [{"kind": "image", "item": str(p)} for p in kept_files]
         else:
-            emb, pairs = _embed_shards(model, tokenizer, str(images), batch_size, shard, precision)
+            emb, pairs, skipped = _embed_shards(
+                model, tokenizer, str(images), batch_size, shard, precision
+            )
             items += [{"kind": "image", "item": k, "caption": c} for k, c in pairs]
         parts.append(emb)
     if texts is not None:
-        path = Path(texts)
-        if not path.is_file():
-            raise DataError(f"{path}: no such texts file")
-        lines = [t.strip() for t in path.read_text().splitlines() if t.strip()]
-        if not lines:
-            raise DataError(f"{path}: no texts in it")
         parts.append(embed_texts(model, tokenizer, lines, shard=shard, precision=precision))
         items += [{"kind": "text", "item": t} for t in lines]
     meta = {
@@ -311,7 +322,31 @@ def build_index(
         "embed_dim": model.config.embed_dim,
         "hyvl_version": hyvl.__version__,
     }
-    return EmbeddingIndex(torch.cat(parts), items, meta)
+    index = EmbeddingIndex(torch.cat(parts), items, meta)
+    index.skipped = skipped  # images skipped by reason (not saved: a property of this build)
+    return index
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Non-empty stripped lines of a UTF-8 text file; a line that is not UTF-8 is an error
+    naming the file and the line (a text cannot be half-indexed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such texts file")
+    lines = []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            text = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path} line {n}: not UTF-8 ({err.reason} at byte {err.start}); re-encode "
+                "the file as UTF-8"
+            ) from err
+        if text:
+            lines.append(text)
+    if not lines:
+        raise DataError(f"{path}: no texts in it")
+    return lines
 
 
 def _embed_shards(model, tokenizer, shards: str, batch_size: int, shard, precision: str):
@@ -334,8 +369,11 @@ def _embed_shards(model, tokenizer, shards: str, batch_size: int, shard, precisi
             pairs.append((b.index, [[k, c] for k, c in zip(b.keys, b.captions, strict=True)]))
             yield b.index, b.images
 
+    from hyvl.evaluation.files import gather_counts
+
     emb, _ = embed_images(model, batches(), shard=shard, precision=precision)
-    return emb, [pair for batch in shard.gather_json(pairs) for pair in batch]
+    keys = [pair for batch in shard.gather_json(pairs) for pair in batch]
+    return emb, keys, gather_counts(shard, loader.skipped())
 
 
 def load_index_model(index: EmbeddingIndex, checkpoint: str | Path | None = None):
@@ -349,12 +387,27 @@ def load_index_model(index: EmbeddingIndex, checkpoint: str | Path | None = None
         raise CheckpointError(
             f"the index's model could not be loaded ({err}); pass --checkpoint"
         ) from err
-    if (
-        model.curv is not None
-        and index.curv is not None
-        and abs(model.curv.item() - index.curv) > 1e-5 * index.curv
-    ):
-        raise HyvlError(
-            f"{ref}: curvature {model.curv.item():.6g} differs from the index's {index.curv:.6g}"
-        )
+    check_same_space(index, model, ref)
     return model, preprocess, tokenizer
+
+
+def check_same_space(index: EmbeddingIndex, model, ref) -> None:
+    """Refuse a model whose embeddings do not live where the index's do: another geometry,
+    another size or another curvature would give distances that mean nothing."""
+    where = f"{index.meta.get('checkpoint', 'the index')}"
+
+    def space(geometry, dim, curv):
+        c = f", curvature {curv:.6g}" if curv is not None else ""
+        return f"{geometry}, {dim}-d{c}"
+
+    curv = model.curv.item() if model.curv is not None else None
+    ours = space(index.geometry, index.meta.get("embed_dim"), index.curv)
+    theirs = space(model.geometry, model.config.embed_dim, curv)
+    same_curv = curv is None or index.curv is None or abs(curv - index.curv) <= 1e-5 * index.curv
+    same_dim = model.config.embed_dim == index.meta.get("embed_dim", model.config.embed_dim)
+    differs = model.geometry != index.geometry or not same_dim or not same_curv
+    if differs:
+        raise HyvlError(
+            f"--checkpoint {ref} embeds into {theirs}, but the index was built by {where} "
+            f"({ours}): search it with its own model or rebuild the index"
+        )
