@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
         choices=["image", "text"],
         help="what to return (default: images for --text, texts for --image)",
     )
-    p.add_argument("-k", type=positive_int, default=5, help="how many results (default 5)")
+    p.add_argument("-k", type=positive_int, default=5, help="how many results")
     p.add_argument("--backend", default="torch", choices=["torch", "faiss", "hnsw", "ivf"])
     p.add_argument("--checkpoint", help="override the model recorded in the index")
     p.add_argument("--nprobe", type=int, help="ivf: lists searched (default max(8, nlist/3))")
