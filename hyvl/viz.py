@@ -6,6 +6,7 @@ model, write a PNG (matplotlib, Agg) and return the numbers behind it for ``--js
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -191,16 +192,20 @@ def embed_image_folder(model, preprocess, tokenizer, root: str | Path, max_sampl
     if not paths:
         raise DataError(f"{root}: no images in the class folders")
 
-    from PIL import Image
+    from hyvl.images import BadImage, open_rgb
 
-    def load(path):
-        try:
-            with Image.open(path) as im:
-                return preprocess(im.convert("RGB"))
-        except OSError as err:
-            raise DataError(f"{path}: unreadable image ({err})") from err
-
-    batches = [torch.stack([load(p) for p in paths[i : i + 64]]) for i in range(0, len(paths), 64)]
+    pixels, kept, skipped = [], [], 0
+    for path, label in zip(paths, labels, strict=True):
+        try:  # every mode scaled to 8-bit RGB; a damaged or oversized image is left out
+            pixels.append(preprocess(open_rgb(path)))
+            kept.append(label)
+        except BadImage as err:
+            skipped += 1
+            print(f"skipping {err} ({err.reason})", file=sys.stderr)
+    if not pixels:
+        raise DataError(f"{root}: no usable image in the class folders ({skipped} skipped)")
+    labels = kept
+    batches = [torch.stack(pixels[i : i + 64]) for i in range(0, len(pixels), 64)]
     model.eval()
     images, _ = embed_images(model, batches, len(batches))
     texts = embed_texts(model, tokenizer, names, desc="class names")

@@ -380,3 +380,17 @@ def test_an_unexpected_error_is_one_line_too_and_debug_shows_it(tmp_path, monkey
     assert "internal error: KeyError" in res.stderr and "--debug" in res.stderr
     with pytest.raises(KeyError, match="oops"):
         run_cli("data", "stats", "x.tar", "--debug")
+
+
+def test_viz_class_folders_skip_bad_images_and_scale_sixteen_bit(ckpt, tmp_path):
+    import numpy as np
+
+    from hyvl.viz import embed_image_folder
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(tmp_path / c / "0.png")
+    bomb_png(tmp_path / "b" / "1.png")
+    model, preprocess, tokenizer = hyvl.load(ckpt / "meru")
+    images, labels, texts, names = embed_image_folder(model, preprocess, tokenizer, tmp_path)
+    assert labels.tolist() == [0, 1] and images.shape[0] == 2 and names == ["a", "b"]
