@@ -237,7 +237,9 @@ class DataConfig(Section):
         description="JPEG draft decoding: shorter side >= this x image size (0: full size)",
     )
     skip_log_every: Int = Field(
-        100, gt=0, description="log every Nth skipped sample (counts are always exact)"
+        100,
+        gt=0,
+        description="seconds between two log lines about the same skip reason (counts are exact)",
     )
 
     @model_validator(mode="after")

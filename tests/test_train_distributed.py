@@ -42,18 +42,14 @@ def worker(out_dir: Path) -> None:
     from safetensors.torch import save_file
 
     from hyvl.config import load_run_config
-    from hyvl.train.loop import (
-        TrainModule,
-        build_model_and_objective,
-        forward_backward,
-        make_accelerator,
-    )
+    from hyvl.train.state import build_model_and_objective, make_accelerator
+    from hyvl.train.step import TrainModule, forward_backward
 
     cfg = load_run_config(None, OVERRIDES)
     accelerator = make_accelerator(cfg, out_dir)
     model, tokenizer, objective = build_model_and_objective(cfg)
     core = TrainModule(model, objective)
-    wrapped = accelerator.prepare(core)
+    module = accelerator.prepare(core)
     rank, world = accelerator.process_index, accelerator.num_processes
     per = GLOBAL_BATCH // world
     images, tokens, box_images, box_tokens = global_batch(model, tokenizer)
@@ -65,7 +61,7 @@ def worker(out_dir: Path) -> None:
         box_tokens=box_tokens[rows],
     )
     for accum in ACCUMS:
-        result = forward_backward(accelerator, wrapped, core, local, accum)
+        result = forward_backward(accelerator, module, local, grad_accum=accum)
         grads = {
             n: p.grad.detach().clone().contiguous()
             for n, p in core.named_parameters()

@@ -75,13 +75,18 @@ class Variant:
         self.device = device
         # hyvl's default embeds whole and box images in one tower call on 2B rows
         # (box_towers="fused"); the split variant makes two calls on B (train.box_towers=split).
-        self.model.box_towers = "split" if name == "hycoclip_split" else "fused"
+        self.box_towers = "split" if name == "hycoclip_split" else "fused"
         self.autocast = autocast
 
     def loss(self):
         if self.name == "reference":
             return reference_step_loss(self.model, *self.batch)
-        emb = self.model(*self.batch[:2], box_images=self.batch[2], box_tokens=self.batch[3])
+        emb = self.model(
+            *self.batch[:2],
+            box_images=self.batch[2],
+            box_tokens=self.batch[3],
+            box_towers=self.box_towers,
+        )
         return compute_objective(emb, self.cfg, self.model.geometry, distributed_gather=False)[
             "loss"
         ]

@@ -14,7 +14,10 @@ class Batch:
     images (B,3,H,W) float in [0,1]; tokens (B,L) long; box_images (B*k,3,H,W) and box_tokens
     (B*k,L) or None, sample-major (rows i*k..i*k+k-1 belong to sample i); labels (B,) or None
     (from ``cls``). ``skipped`` counts the samples dropped (by reason) while this batch was
-    assembled, so the main process can total them across loader workers.
+    assembled, so the main process can total them across loader workers; ``notes`` holds
+    one example message per reason (for the log). A training stream yields an EMPTY batch
+    (no rows) for a raw batch whose samples were all unusable, so its skips are counted and
+    its place in the stream is kept (exact resume); ``error`` set: the stream gave up.
     """
 
     images: torch.Tensor
@@ -28,6 +31,20 @@ class Batch:
     skipped: dict[str, int] = field(default_factory=dict)
     dropped_boxes: dict[str, int] = field(default_factory=dict)
     index: int = -1  # position in an eval stream (counted before decoding); -1 in training
+    notes: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+
+    @classmethod
+    def empty(cls, skipped=None, dropped_boxes=None, notes=None, error: str = "") -> Batch:
+        """A batch without rows that only carries counts (or a stream's fatal error)."""
+        return cls(
+            images=torch.empty(0, 3, 0, 0),
+            tokens=torch.empty(0, 0, dtype=torch.long),
+            skipped=dict(skipped or {}),
+            dropped_boxes=dict(dropped_boxes or {}),
+            notes=dict(notes or {}),
+            error=error,
+        )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -48,4 +65,6 @@ class Batch:
             skipped=self.skipped,
             dropped_boxes=self.dropped_boxes,
             index=self.index,
+            notes=self.notes,
+            error=self.error,
         )

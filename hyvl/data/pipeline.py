@@ -11,6 +11,10 @@ plays logical worker ``(w + N) % W``: the first batch out is exactly batch N.
 A sample that fails to decode is dropped from its batch and counted (so a batch can be a few
 samples short; the objectives handle unequal batches). Nothing is dropped silently: every
 batch carries the counts of what was skipped while making it, and the loader totals them.
+A raw batch with no usable sample still comes out (empty), so it is counted and keeps its
+place in the stream. Nothing loops forever: a stream that reads no sample from any of its
+shards, or only unusable samples for ``max_unusable`` samples in a row, raises
+:class:`DataError` with the counts and what to change.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import itertools
 import logging
 import math
 import random
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -61,11 +66,21 @@ def expand_shards(spec: str | list[str]) -> list[str]:
     return urls
 
 
-class _ShardErrors:
-    """webdataset handler: count a truncated or unreadable shard, keep going (no sleep)."""
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    def __init__(self, counts: Counter):
+
+class _ShardErrors:
+    """webdataset handler: count a truncated or unreadable shard, keep going (no sleep).
+
+    With ``notes`` (a training stream, in a loader worker) the first message of each reason
+    is kept for the main process's rate-limited log instead of being logged here.
+    """
+
+    def __init__(self, counts: Counter, notes: dict | None = None):
         self.counts = counts
+        self.notes = notes
         self.url = ""
         self.reported = False  # webdataset re-raises one error at two levels: count it once
 
@@ -78,16 +93,19 @@ class _ShardErrors:
             truncated = "end of data" in text or "EOF" in text or "truncated" in text
             reason = "truncated_tar" if truncated else "unreadable_shard"
             self.counts[reason] += 1
-            log.warning("%s: %s (%s); samples before it were kept", self.url, reason, exn)
+            if self.notes is None:
+                log.warning("%s: %s (%s); samples before it were kept", self.url, reason, exn)
+            else:
+                self.notes.setdefault(reason, _one_line(f"{self.url}: {exn}"))
             self.reported = True
         return True
 
 
-def raw_samples(urls: list[str], counts: Counter) -> Iterator[dict]:
+def raw_samples(urls, counts: Counter, notes: dict | None = None) -> Iterator[dict]:
     """Raw samples of the shards in order; complete samples before a truncation still come out."""
     from webdataset import tariterators as t
 
-    handler = _ShardErrors(counts)
+    handler = _ShardErrors(counts, notes)
     for url in urls:
         handler.start(url)
         stream = t.url_opener([{"url": url}], handler=handler)
@@ -148,16 +166,19 @@ class Decoder:
         self.min_box_size = min_box_size
         self.draft = draft
 
-    def parse(self, raw: dict, skipped: Counter, dropped: Counter) -> Sample | None:
+    def parse(self, raw: dict, skipped: Counter, dropped: Counter, notes: dict) -> Sample | None:
+        key = raw.get("__key__")
         try:
             sample, drops = parse_sample(raw, self.layout, self.min_box_size, self.draft)
         except Skip as skip:
             skipped[skip.reason] += 1
-            log.debug("skipped %s: %s", raw.get("__key__"), skip)
+            notes.setdefault(skip.reason, _one_line(f"sample {key}: {skip}"))
             return None
         dropped.update(drops)
         if self.k > 0 and sample.num_boxes == 0:
             skipped["no_usable_box"] += 1
+            why = ", ".join(sorted(set(drops))) or "no boxes in the sample"
+            notes.setdefault("no_usable_box", f"sample {key}: {why}")
             return None
         return sample
 
@@ -182,16 +203,15 @@ class Decoder:
             out.append((crop, text))
         return out
 
-    def __call__(self, raws: list[dict], rng: random.Random) -> Batch | None:
+    def __call__(self, raws: list[dict], rng: random.Random) -> Batch:
+        """The batch of the usable samples among ``raws`` (empty when none is usable)."""
         skipped: Counter = Counter()
         dropped: Counter = Counter()
-        samples = [s for s in (self.parse(r, skipped, dropped) for r in raws) if s is not None]
+        notes: dict[str, str] = {}
+        parsed = (self.parse(r, skipped, dropped, notes) for r in raws)
+        samples = [s for s in parsed if s is not None]
         if not samples:
-            if skipped:
-                log.warning(
-                    "a whole batch of %d samples was unusable: %s", len(raws), dict(skipped)
-                )
-            return None
+            return Batch.empty(skipped, dropped, notes)
         images = torch.stack([self.transform(s.image) for s in samples])
         captions = [s.caption for s in samples]
         batch = Batch(
@@ -201,6 +221,7 @@ class Decoder:
             captions=captions,
             skipped=dict(skipped),
             dropped_boxes=dict(dropped),
+            notes=notes,
         )
         if all(s.label is not None for s in samples):
             batch.labels = torch.tensor([s.label for s in samples], dtype=torch.long)
@@ -242,85 +263,181 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.resampled, self.shuffle_buffer = resampled, shuffle_buffer
         self.start_step = start_step
 
-    def _samples(self, logical: int, shard_counts: Counter) -> Iterator[dict]:
+    def _samples(self, logical: int, counts: Counter, notes: dict) -> Iterator[dict]:
         """Raw samples for one logical worker, shuffled through the buffer.
 
         Finite mode shuffles each epoch on its own (the buffer drains at the epoch's end), so
-        the first epoch's samples are exactly this slot's shards, each sample once; an epoch
-        that yields nothing at all ends the stream instead of spinning forever.
+        the first epoch's samples are exactly this slot's shards, each sample once.
         """
         shuffle_rng = _seeded(self.seed, self.rank, logical, "shuffle")
         if self.resampled:
             rng = _seeded(self.seed, self.rank, logical, "shards")
             shards = iter(lambda: rng.choice(self.urls), None)
             yield from _shuffled(
-                raw_samples(shards, shard_counts), self.shuffle_buffer, shuffle_rng
+                _readable(shards, len(self.urls), counts, notes), self.shuffle_buffer, shuffle_rng
             )
             return
         slots = self.world_size * self.workers
         slot = self.rank * self.workers + logical
-        epoch = 0
-        while True:
+        mine = len(self.urls[slot::slots])
+        for epoch in itertools.count():
             order = list(self.urls)
             _seeded(self.seed, "epoch", epoch).shuffle(order)
-            n = 0
-            for sample in _shuffled(
-                raw_samples(order[slot::slots], shard_counts), self.shuffle_buffer, shuffle_rng
-            ):
-                n += 1
-                yield sample
-            if n == 0:
-                return
-            epoch += 1
+            shards = _readable(order[slot::slots], mine, counts, notes)
+            yield from _shuffled(shards, self.shuffle_buffer, shuffle_rng)
 
     def __iter__(self) -> Iterator[Batch]:
         info = torch.utils.data.get_worker_info()
         physical = info.id if info is not None else 0
         logical = (physical + self.start_step) % self.workers
-        # batches i < start_step with i % W == logical were already consumed
+        # loader items i < start_step with i % W == logical were already consumed
         done = max(0, math.ceil((self.start_step - logical) / self.workers))
-        shard_counts: Counter = Counter()
-        samples = self._samples(logical, shard_counts)
+        counts: Counter = Counter()
+        notes: dict[str, str] = {}
+        samples = self._samples(logical, counts, notes)
         index = 0
-        while True:
-            raws = [r for _, r in zip(range(self.batch_size), samples, strict=False)]
-            if not raws:
-                return
-            if index < done:
+        try:
+            while True:
+                raws = [r for _, r in zip(range(self.batch_size), samples, strict=False)]
+                if not raws:
+                    return
+                if index < done:  # consumed before the resume, its skips counted then
+                    index += 1
+                    counts.clear()
+                    notes.clear()
+                    continue
+                # Augmentation (torch RNG) and box choice are seeded by the batch's position.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(_seeded(self.seed, self.rank, logical, index).getrandbits(63))
+                    batch = self.decoder(raws, _seeded(self.seed, self.rank, logical, index, "box"))
                 index += 1
-                continue
-            # Augmentation (torch RNG) and box choice are seeded by the batch's position.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_seeded(self.seed, self.rank, logical, index).getrandbits(63))
-                batch = self.decoder(raws, _seeded(self.seed, self.rank, logical, index, "box"))
-            index += 1
-            if batch is None:
-                continue
-            if shard_counts:
-                batch.skipped = dict(Counter(batch.skipped) + shard_counts)
-                shard_counts.clear()
-            yield batch
+                batch.skipped = dict(Counter(batch.skipped) + counts)
+                batch.notes = {**notes, **batch.notes}
+                counts.clear()
+                notes.clear()
+                yield batch  # empty when nothing in ``raws`` was usable: counted, position kept
+        except DataError as err:
+            # Raised in a loader worker, it would reach the user wrapped in a traceback:
+            # hand it to the main process as data instead (CountingLoader raises it).
+            yield Batch.empty(counts, notes=notes, error=str(err))
+
+
+def _readable(urls, pool: int, counts: Counter, notes: dict) -> Iterator[dict]:
+    """Raw samples of ``urls``; raises DataError once every one of the ``pool`` distinct shards
+    was opened since the last sample without giving one (nonexistent paths, files that are not
+    tar archives), instead of cycling through them forever."""
+    failed: set[str] = set()
+    opened = 0
+    for url in urls:
+        got = False
+        for sample in raw_samples([url], counts, notes):
+            got = True
+            yield sample
+        if got:
+            failed.clear()
+            opened = 0
+            continue
+        failed.add(url)
+        opened += 1
+        # resampled shards are drawn at random: a cap on draws too, far above the
+        # coupon-collector time of the pool
+        if len(failed) >= pool or opened >= 20 * pool + 100:
+            example = next(iter(notes.values()), "the shards are empty")
+            raise DataError(
+                f"no sample could be read from any of the {pool} shard(s) of this stream "
+                f"(e.g. {example}); skipped: {dict(counts) or 'nothing'}. Check data.train_shards"
+            )
+
+
+SKIP_HINTS = {
+    "no_usable_box": "the recipe needs boxes (data.boxes_per_sample>0): use shards with "
+    "boxes, or a recipe without them (data.boxes_per_sample=0 with objective.kind=meru or clip)",
+    "corrupt_image": "the images do not decode: check the shards with `hyvl data stats`",
+    "missing_image": "samples lack an image member (jpg/jpeg/png/webp): check data.layout",
+    "missing_caption": "samples lack a caption (txt, or json with caption): check data.layout",
+}
+
+
+def explain_skips(
+    skipped: dict[str, int], dropped: dict[str, int], *, min_box_size: int = 0
+) -> str:
+    """What to change, for the most frequent skip reason (one sentence)."""
+    if not skipped:
+        return ""
+    reason = max(skipped, key=skipped.get)
+    if reason == "no_usable_box" and dropped.get("box_too_small", 0) >= max(dropped.values()):
+        return (
+            f"every box was smaller than data.min_box_size={min_box_size} pixels "
+            f"({dropped['box_too_small']} box(es) dropped by that rule): lower data.min_box_size"
+        )
+    hint = SKIP_HINTS.get(reason, "check the shards with `hyvl data stats`")
+    if reason == "no_usable_box" and dropped:
+        hint = f"boxes dropped: {dict(dropped)}; {hint}"
+    return hint
 
 
 class CountingLoader:
-    """Iterates a loader of Batches and totals what was skipped, across all workers."""
+    """Iterates a loader of Batches, totals what was skipped across workers, bounds the waste.
 
-    def __init__(self, loader, log_every: int = 100):
+    ``position``: loader items consumed so far (usable or empty), where a resumed training
+    stream restarts. Empty batches are counted and not passed on. ``max_unusable``: samples
+    in a row without a usable one before :class:`DataError` (0 = no bound, for finite eval
+    streams). Skips are logged at most once per reason every ``log_seconds``, with counts.
+    """
+
+    def __init__(self, loader, log_seconds: float = 100.0, max_unusable: int = 0, explain=None):
         self.loader = loader
-        self.log_every = max(1, log_every)
+        self.log_seconds = log_seconds
+        self.max_unusable = max_unusable
+        self.explain = explain or (lambda skipped, dropped: explain_skips(skipped, dropped))
+        self.position = 0
         self._skipped: Counter = Counter()
         self._dropped: Counter = Counter()
-        self._logged = 0
+        self._since_log: Counter = Counter()
+        self._logged_at: dict[str, float] = {}
+
+    def count_from(self, skipped: dict[str, int]) -> None:
+        """Continue the totals of a resumed run (the checkpoint's ``skipped``)."""
+        self._skipped = Counter(skipped)
 
     def __iter__(self) -> Iterator[Batch]:
+        unusable = 0
         for batch in self.loader:
+            self.position += 1
             self._skipped.update(batch.skipped)
             self._dropped.update(batch.dropped_boxes)
-            total = sum(self._skipped.values())
-            if total // self.log_every > self._logged // self.log_every:
-                log.warning("skipped %d samples so far: %s", total, dict(self._skipped))
-            self._logged = total
+            self._log(batch)
+            if batch.error:
+                raise DataError(batch.error)
+            if len(batch) == 0:
+                unusable += sum(batch.skipped.values())
+                if self.max_unusable and unusable >= self.max_unusable:
+                    skipped, dropped = self.skipped(), self.dropped_boxes()
+                    raise DataError(
+                        f"{unusable} samples in a row were unusable, no batch could be made "
+                        f"(skipped: {skipped}); {self.explain(skipped, dropped)}"
+                    )
+                continue
+            unusable = 0
             yield batch
+
+    def _log(self, batch: Batch) -> None:
+        """One line per reason per interval: 'N more (total T), e.g. <first example>'."""
+        now = time.monotonic()
+        for reason, n in batch.skipped.items():
+            self._since_log[reason] += n
+            if now - self._logged_at.get(reason, -math.inf) < self.log_seconds:
+                continue
+            example = batch.notes.get(reason, "")
+            log.warning(
+                "skipped %d sample(s) (%s, %d in total)%s",
+                self._since_log[reason],
+                reason,
+                self._skipped[reason],
+                f"; e.g. {example}" if example else "",
+            )
+            self._logged_at[reason] = now
+            self._since_log[reason] = 0
 
     def skipped(self) -> dict[str, int]:
         """Samples skipped so far, by reason (merged over workers)."""
@@ -355,7 +472,8 @@ def build_train_loader(
 ) -> CountingLoader:
     """Infinite iterable of training :class:`Batch` es for this rank (``batch_size`` per process).
 
-    ``start_step=N`` yields exactly the batches an uninterrupted loader yields from step N on.
+    ``start_step=N`` (a loader ``position``: items consumed, usable or not) yields exactly
+    the batches an uninterrupted loader yields after its first N items.
     Finite (non-resampled) mode splits shards by rank and worker so an epoch reads each sample
     once; it needs at least ``world_size * workers`` shards.
     """
@@ -390,7 +508,17 @@ def build_train_loader(
         shuffle_buffer=data_cfg.shuffle_buffer,
         start_step=start_step,
     )
-    return CountingLoader(_loader(stream, workers), data_cfg.skip_log_every)
+    loader = CountingLoader(
+        _loader(stream, workers),
+        log_seconds=data_cfg.skip_log_every,
+        # generous: real data never has this many unusable samples in a row
+        max_unusable=max(1000, 10 * batch_size),
+        explain=lambda skipped, dropped: explain_skips(
+            skipped, dropped, min_box_size=data_cfg.min_box_size
+        ),
+    )
+    loader.position = start_step
+    return loader
 
 
 # ------------------------------------------------------------------------------------------
@@ -424,11 +552,13 @@ class EvalStream(torch.utils.data.IterableDataset):
             if index % self.world != self.rank:
                 continue
             batch = self.decoder(raws, _seeded("eval"))
-            if batch is not None:
-                batch.skipped = dict(Counter(batch.skipped) + counts)
-                batch.index = index
-                counts.clear()
-                yield batch
+            if len(batch) == 0:  # its skips are reported with the next batch
+                counts.update(batch.skipped)
+                continue
+            batch.skipped = dict(Counter(batch.skipped) + counts)
+            batch.index = index
+            counts.clear()
+            yield batch
 
 
 def build_eval_loader(

@@ -41,8 +41,6 @@ class HyvlModel(nn.Module):
         self.config = config
         self.geometry = config.geometry
         self.space = get_geometry(config.geometry)  # lift, similarity, prototypes, search, cones
-        # How forward() embeds box crops / box texts next to images / texts (see forward).
-        self.box_towers = "fused"
         self.visual = ImageTower(config.vision)
         self.textual = build_text_tower(config.text)
         d = config.embed_dim
@@ -160,24 +158,23 @@ class HyvlModel(nn.Module):
         tokens: torch.Tensor,
         box_images: torch.Tensor | None = None,
         box_tokens: torch.Tensor | None = None,
-        box_towers: str | None = None,
+        box_towers: str = "fused",
     ) -> Embeddings:
         """Embed a batch: images, texts and optional box crops and box texts.
 
         images (B,3,H,W), tokens (B,L); box_images (B*k,3,H,W) and box_tokens (B*k,L) optional,
         sample-major. Returns :class:`Embeddings` with (B, D) and (B*k, D) fp32 embeddings.
 
-        ``box_towers`` (default: ``self.box_towers``, set from ``train.box_towers``):
-        ``"fused"`` (default) embeds whole and box images in ONE tower call (as texts and box
-        texts): on a GPU one larger call fills the device better and halves the kernel
+        ``box_towers`` (the trainer passes ``train.box_towers``; a call argument, not model
+        state): ``"fused"`` (default) embeds whole and box images in ONE tower call (as
+        texts and box texts): on a GPU one larger call fills the device better and halves the kernel
         launches. ``"split"`` makes two calls, ``"auto"`` fuses on CUDA and splits elsewhere.
         The results are the same up to rounding. On 2 CPU cores two calls on B rows were
         measured 3-9% faster than one on 2B (``tools/bench.py``, ``split_over_fused``).
         """
-        mode = box_towers or self.box_towers
-        if mode not in ("auto", "fused", "split"):
-            raise ValueError(f"box_towers must be 'auto', 'fused' or 'split', got {mode!r}")
-        fused = mode == "fused" or (mode == "auto" and images.device.type == "cuda")
+        if box_towers not in ("auto", "fused", "split"):
+            raise ValueError(f"box_towers must be 'auto', 'fused' or 'split', got {box_towers!r}")
+        fused = box_towers == "fused" or (box_towers == "auto" and images.device.type == "cuda")
         if fused:
             b = images.shape[0]
             image = self.encode_image(

@@ -9,10 +9,12 @@ Layout of ``OUTPUT/checkpoints/step_0001000/``::
     rng_<rank>.pt       python / numpy / torch (/ cuda) RNG states of each process
     meta.json           step, world size, format tag; written LAST
 
-A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX`` and renamed into place with
-``os.replace`` only after ``meta.json`` is on disk, so a process killed mid-write (``kill -9``,
-preemption) leaves a temp directory that resume ignores and removes, never a half checkpoint
-that looks complete.
+A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX``; every file is fsynced,
+``meta.json`` (with each file's size) is written last, and the directory is renamed into place
+with ``os.replace``. A process killed mid-write (``kill -9``, preemption) leaves a temp
+directory that resume ignores and removes, never a half checkpoint that looks complete. A
+checkpoint that is complete but unreadable (a disk error, a file cut by hand) is set aside as
+``corrupt-step_XXXXXXX`` and resume falls back to the newest readable one, saying so.
 
 Why not ``accelerator.save_state``: its ``load_state`` swallows any error while restoring the
 RNG states ("Could not load random states" at INFO level), which silently breaks exact resume,
@@ -26,7 +28,7 @@ import json
 import os
 import random
 import shutil
-import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,6 @@ from hyvl.errors import CheckpointError
 FORMAT = "hyvl-train-checkpoint-1"
 META = "meta.json"
 STATE = "state.safetensors"
-# Test hook: the process SIGKILLs itself halfway through writing the checkpoint of this step
-# (after the weights, before meta.json and the rename). Used by the crash-resume test.
-KILL_ENV = "HYVL_TEST_KILL_IN_CHECKPOINT"
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -153,49 +152,45 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"cannot read checkpoint file {str(path)!r}: {err}") from err
 
 
-def save_checkpoint(
-    output_dir: str | Path,
-    step: int,
-    *,
-    accelerator: Any,
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    keep_last: int,
-    fsdp_model: Any = None,
-) -> Path | None:
-    """Write the checkpoint of ``step`` atomically (collective: call on every process).
+def save_checkpoint(output_dir: str | Path, state: Any, *, keep_last: int) -> Path:
+    """Write the checkpoint of ``state.step`` atomically (collective: call on every process).
 
-    ``module`` is the unwrapped train module (model + objective). Returns the final path.
+    ``state`` is the run's :class:`~hyvl.train.state.TrainState`. Returns the final path.
     """
-    final = step_dir(output_dir, step)
+    final = step_dir(output_dir, state.step)
     tmp = final.parent / f".tmp-{final.name}"
-    main = accelerator.is_main_process
+    accelerator, main = state.accelerator, state.is_main
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    if fsdp_model is not None:
+    if state.sharded:
         # Sharded parameters and optimizer state: accelerate knows how to gather / shard them.
         accelerator.save_state(str(tmp / "accelerate"), safe_serialization=True)
     elif main:
         from safetensors.torch import save_model
 
         # save_model (not save_file) de-duplicates tied tensors instead of refusing them.
-        save_model(module, str(tmp / STATE))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_model(state.train_module, str(tmp / STATE))
+        torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
     if main:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
         if accelerator.scaler is not None:
             torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
-    torch.save(rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+    rng_file = tmp / f"rng_{accelerator.process_index}.pt"
+    torch.save(rng_state(), rng_file)
+    _fsync_file(rng_file)
     accelerator.wait_for_everyone()
     if main:
-        if os.environ.get(KILL_ENV) == str(step):
-            os.kill(os.getpid(), signal.SIGKILL)
-        meta = {"format": FORMAT, "step": step, "world_size": accelerator.num_processes}
-        (tmp / META).write_text(json.dumps(meta) + "\n")
-        _fsync_dir(tmp)
+        meta = {
+            "format": FORMAT,
+            "step": state.step,
+            "world_size": accelerator.num_processes,
+            "data_position": state.data_position,
+            "skipped": state.skipped,
+            "files": _fsync_tree(tmp),
+        }
+        write_meta(tmp, meta)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -203,6 +198,38 @@ def save_checkpoint(
         prune(output_dir, keep_last)
     accelerator.wait_for_everyone()
     return final
+
+
+def write_meta(directory: Path, meta: dict) -> None:
+    """meta.json, the file that makes a checkpoint complete: written last, fsynced."""
+    path = directory / META
+    with open(path, "w") as f:
+        f.write(json.dumps(meta) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(directory)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_tree(root: Path) -> dict[str, int]:
+    """fsync every file under ``root`` (and its folders); returns {relative path: size}.
+
+    torch.save / safetensors close their files without fsync: after a power cut the rename
+    could be on disk before the data. The sizes let resume spot a file cut short later.
+    """
+    sizes = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            _fsync_file(path)
+            sizes[str(path.relative_to(root))] = path.stat().st_size
+        else:
+            _fsync_dir(path)
+    _fsync_dir(root)
+    return sizes
 
 
 def _fsync_dir(path: Path) -> None:
@@ -230,50 +257,135 @@ def read_meta(path: Path) -> dict:
         raise CheckpointError(
             f"{str(path)!r}: unknown checkpoint format {meta.get('format')!r}, expected {FORMAT!r}"
         )
+    for name, size in meta.get("files", {}).items():
+        file = path / name
+        actual = file.stat().st_size if file.is_file() else None
+        if actual != size:
+            raise CheckpointError(
+                f"{str(file)!r}: {'missing' if actual is None else f'{actual} bytes'}, "
+                f"the checkpoint wrote {size}"
+            )
     return meta
 
 
-def load_checkpoint(
-    path: str | Path,
-    *,
-    accelerator: Any,
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    fsdp_model: Any = None,
-) -> dict:
-    """Restore everything :func:`save_checkpoint` wrote; returns meta (with ``step``).
+def read_checkpoint(path: str | Path, state: Any) -> dict:
+    """Read and check every file of a checkpoint for this process, restoring nothing yet.
 
-    RNG states are restored per process; when the world size changed since the checkpoint
-    the caller reseeds (``meta["rng_restored"]`` is False) since exact replay is then impossible.
+    Returns ``{"meta", "weights", "optimizer", "scheduler", "scaler", "rng"}`` (FSDP: no
+    weights / optimizer, accelerate reads its shards in :func:`apply_checkpoint`).
     """
     path = Path(path)
     meta = read_meta(path)
-    if fsdp_model is not None:
-        accelerator.load_state(str(path / "accelerate"))
-    else:
-        from safetensors.torch import load_model
-
-        state_file = path / STATE
-        if not state_file.is_file():
-            raise CheckpointError(f"checkpoint {str(path)!r} has no {STATE}")
-        try:
-            missing, unexpected = load_model(module, str(state_file), strict=False)
-        except Exception as err:  # noqa: BLE001
-            raise CheckpointError(f"cannot load {str(state_file)!r} into the model: {err}") from err
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{str(state_file)!r} does not match this model/objective config: "
-                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
-        optimizer.load_state_dict(_torch_load(path / "optimizer.pt"))
-    scheduler.load_state_dict(_torch_load(path / "scheduler.pt"))
-    if accelerator.scaler is not None and (path / "scaler.pt").is_file():
-        accelerator.scaler.load_state_dict(_torch_load(path / "scaler.pt"))
+    accelerator = state.accelerator
+    scaler_file = path / "scaler.pt"
     rng_file = path / f"rng_{accelerator.process_index}.pt"
-    meta["rng_restored"] = (
-        meta.get("world_size") == accelerator.num_processes and rng_file.is_file()
-    )
-    if meta["rng_restored"]:
-        set_rng_state(_torch_load(rng_file))
+    # exact replay needs each process's own streams; with another world size, reseed
+    meta["rng_restored"] = meta.get("world_size") == accelerator.num_processes
+    pieces = {
+        "meta": meta,
+        "scheduler": _torch_load(path / "scheduler.pt"),
+        "scaler": _torch_load(scaler_file) if scaler_file.is_file() else None,
+        "rng": _torch_load(rng_file) if meta["rng_restored"] else None,
+        "weights": None,
+        "optimizer": None,
+    }
+    if not state.sharded:
+        pieces["weights"], pieces["optimizer"] = _read_weights(path, state.train_module)
+    return pieces
+
+
+def apply_checkpoint(path: str | Path, pieces: dict, state: Any) -> dict:
+    """Restore what :func:`read_checkpoint` read into ``state``; returns the meta."""
+    accelerator, meta = state.accelerator, pieces["meta"]
+    if state.sharded:
+        accelerator.load_state(str(Path(path) / "accelerate"))
+    else:
+        state.train_module.load_state_dict(pieces["weights"], strict=False)
+        state.optimizer.load_state_dict(pieces["optimizer"])
+    state.scheduler.load_state_dict(pieces["scheduler"])
+    if accelerator.scaler is not None and pieces["scaler"] is not None:
+        accelerator.scaler.load_state_dict(pieces["scaler"])
+    if pieces["rng"] is not None:
+        set_rng_state(pieces["rng"])
+    state.step = int(meta["step"])
+    state.data_position = int(meta.get("data_position", meta["step"]))
+    state.skipped = dict(meta.get("skipped", {}))
     return meta
+
+
+def load_checkpoint(path: str | Path, state: Any) -> dict:
+    """Restore everything :func:`save_checkpoint` wrote into ``state``; returns meta.
+
+    Every file is read and checked before anything is restored, so a bad file leaves
+    ``state`` untouched. When the world size changed since the checkpoint the caller
+    reseeds (``meta["rng_restored"]`` is False): exact replay is then impossible.
+    """
+    return apply_checkpoint(path, read_checkpoint(path, state), state)
+
+
+def _read_weights(path: Path, module: torch.nn.Module) -> tuple[dict, dict]:
+    """(module state, optimizer state) of a checkpoint, checked against ``module``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    state_file = path / STATE
+    if not state_file.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} has no {STATE}")
+    try:
+        weights = load_file(str(state_file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {str(state_file)!r}: {err}") from err
+    expected = module.state_dict()
+    # save_model drops one name of each tied pair: a missing key is fine if its tensor's
+    # storage is shared with a saved one (the same rule safetensors' load_model applies).
+    missing = [k for k in expected if k not in weights and not _tied(k, expected, weights)]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{str(state_file)!r} does not match this model/objective config: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    return weights, _torch_load(path / "optimizer.pt")
+
+
+def _tied(name: str, expected: dict, saved: dict) -> bool:
+    ptr = expected[name].untyped_storage().data_ptr()
+    return any(
+        k in saved and expected[k].untyped_storage().data_ptr() == ptr
+        for k in expected
+        if k != name
+    )
+
+
+def resume(output_dir: str | Path, state: Any) -> dict | None:
+    """Load the newest readable checkpoint of ``output_dir`` into ``state`` (None: none).
+
+    A complete checkpoint that cannot be read (on any process) is renamed
+    ``corrupt-step_XXXXXXX`` (kept, not deleted: it may be worth a look) and the next older
+    one is tried, with a message. Collective: call on every process.
+    """
+    accelerator = state.accelerator
+    for _, path in reversed(list_checkpoints(output_dir)):
+        error = None
+        try:
+            pieces = read_checkpoint(path, state)
+        except CheckpointError as err:
+            error = str(err)
+        bad = torch.tensor([float(error is not None)], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            bad = accelerator.reduce(bad, reduction="sum")
+        if bad.item() == 0:
+            return apply_checkpoint(path, pieces, state)
+        aside = path.parent / f"corrupt-{path.name}"
+        accelerator.wait_for_everyone()
+        if state.is_main:
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(path, aside)
+            print(
+                f"hyvl train: checkpoint {path} is unreadable "
+                f"({error or 'on another process'}); moved to {aside.name}, "
+                "falling back to the previous complete checkpoint",
+                file=sys.stderr,
+            )
+        accelerator.wait_for_everyone()
+    return None

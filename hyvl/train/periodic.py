@@ -1,0 +1,129 @@
+"""Evaluation and export during training: the full model, zero-shot and retrieval, the export.
+
+Under FSDP no process holds the whole model: :func:`full_model` gathers it (a collective).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from hyvl.config import RunConfig
+
+
+def full_model(state: Any) -> nn.Module | None:
+    """The plain model with full weights (gathered from shards under FSDP) for export.
+
+    Under FSDP the gathering is a collective: every process must call this, and only the
+    main process gets a model back (None elsewhere; accelerate gathers to rank 0 only).
+    """
+    if not state.sharded:
+        return state.model
+    from hyvl.models.registry import create_model
+
+    weights = state.accelerator.get_state_dict(state.module)
+    if not state.is_main:
+        return None
+    model_state = {k[len("model.") :]: v for k, v in weights.items() if k.startswith("model.")}
+    model = create_model(state.model.config)
+    model.load_state_dict(model_state)
+    return model
+
+
+def export_model(model: nn.Module, output_dir: Path) -> Path:
+    """Save into OUTPUT/export, swapped in atomically so a kill never leaves half an export.
+
+    Only hyvl's own previous export is replaced: :func:`hyvl.train.rundir.prepare_output_dir`
+    refused the directory at start if ``export/`` held anything else.
+    """
+    from hyvl.models.checkpoint import save
+
+    final = output_dir / "export"
+    tmp = output_dir / ".tmp-export"
+    old = output_dir / ".old-export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(model, tmp, run_dir=output_dir)  # the model card reads the run's eval.jsonl
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.replace(old)
+    tmp.replace(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None) -> dict[str, Any]:
+    """Zero-shot and retrieval on the configured val sets, with the functions of ``hyvl eval``.
+
+    ``shard``: every process calls this with its :class:`~hyvl.evaluation.Shard` and they
+    split the work (results identical to one process, returned on every process); without
+    one, the caller's process does it all.
+    """
+    from hyvl.models.transforms import image_transform
+
+    results: dict[str, Any] = {}
+    preprocess = image_transform(model.image_size, train=False)
+    batch_size = cfg.eval.batch_size
+    # the towers run in the training's mixed precision, as open_clip's evaluation does;
+    # embeddings and scores stay fp32
+    precision = cfg.train.mixed_precision
+    was_training = model.training
+    model.eval()
+    try:
+        if cfg.eval.zeroshot:
+            from hyvl.evaluation.zeroshot import evaluate_zeroshot
+
+            results["zeroshot"] = evaluate_zeroshot(
+                model,
+                preprocess,
+                tokenizer,
+                cfg.eval.zeroshot,
+                templates=cfg.eval.templates or None,
+                batch_size=batch_size,
+                shard=shard,
+                precision=precision,
+            )
+        if cfg.eval.retrieval:
+            from hyvl.evaluation.retrieval import evaluate_retrieval
+
+            captions = Path(cfg.eval.retrieval)
+            results["retrieval"] = evaluate_retrieval(
+                model,
+                preprocess,
+                tokenizer,
+                captions,
+                captions.parent / "images",
+                batch_size=batch_size,
+                shard=shard,
+                precision=precision,
+            )
+    finally:
+        model.train(was_training)
+    return results
+
+
+def periodic_eval(state: Any) -> dict[str, Any]:
+    """Evaluation during training, on every process; the results are the main process's.
+
+    With replicated weights (one process, DDP) the processes split the work through a Shard,
+    so nobody idles at a barrier (a long evaluation on rank 0 alone can outlast the NCCL
+    timeout of the others). Under FSDP the full weights are gathered (a collective) and the
+    main process evaluates them alone.
+    """
+    from hyvl.evaluation.embed import Shard
+
+    accelerator = state.accelerator
+    if not state.sharded:
+        shard = Shard(accelerator.process_index, accelerator.num_processes)
+        results = evaluate(state.model, state.tokenizer, state.cfg, shard)
+    else:
+        full = full_model(state)
+        results = (
+            {}
+            if full is None
+            else evaluate(full.to(accelerator.device), state.tokenizer, state.cfg)
+        )
+    accelerator.wait_for_everyone()
+    return results

@@ -1,0 +1,169 @@
+"""Building a run: the accelerator, the model + objective, the optimizer, the data loader.
+
+Everything the loop needs travels in ONE :class:`TrainState`. accelerate does the plumbing
+(process group, DDP/FSDP wrapping, autocast, fp16 scaler, torch.compile); two things are
+deliberately NOT passed through ``prepare``:
+
+- the data loader: a webdataset loader splits by rank itself; batches are moved to the
+  device by the loop;
+- the scheduler: a prepared scheduler steps once per process per step.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from hyvl.config import RunConfig
+from hyvl.errors import ConfigError
+from hyvl.train.optim import build_optimizer, build_scheduler
+from hyvl.train.step import TrainModule
+
+
+@dataclass
+class TrainState:
+    """Everything a run holds between steps (what a checkpoint saves, plus the handles).
+
+    ``module`` is the :class:`TrainModule` as ``accelerator.prepare`` returned it (wrapped
+    for DDP / FSDP / compile, or itself on one process); :attr:`train_module` and
+    :attr:`model` unwrap it. ``data_position`` counts the loader items consumed (one per
+    raw batch read, usable or not), which is where a resumed stream restarts; ``skipped``
+    the samples its loader skipped, by reason (this process's).
+    """
+
+    cfg: RunConfig
+    accelerator: Any
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    tokenizer: Any
+    step: int = 0
+    data_position: int = 0
+    skipped: dict = field(default_factory=dict)  # samples skipped so far, by reason
+
+    @property
+    def train_module(self) -> TrainModule:
+        return self.accelerator.unwrap_model(self.module, keep_torch_compile=False)
+
+    @property
+    def model(self) -> nn.Module:
+        return self.train_module.model
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: no process holds the whole model (saving and export gather it)."""
+        return bool(self.cfg.train.fsdp)
+
+    @property
+    def is_main(self) -> bool:
+        return bool(self.accelerator.is_main_process)
+
+
+def make_accelerator(cfg: RunConfig, output_dir):
+    """Accelerator for CPU/GPU, one or many processes, DDP or FSDP, optional compile."""
+    from accelerate import Accelerator
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    tcfg = cfg.train
+    kwargs: dict[str, Any] = {}
+    if tcfg.fsdp:
+        # Shard parameters, gradients and optimizer state; full state dict gathered on save.
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+            state_dict_type="SHARDED_STATE_DICT", use_orig_params=True
+        )
+    if tcfg.compile:
+        # accelerate compiles AFTER the DDP wrap, the order torch recommends.
+        kwargs["dynamo_backend"] = "inductor"
+    _reset_single_process_state()
+    accelerator = Accelerator(
+        cpu=tcfg.cpu or not torch.cuda.is_available(),
+        # accelerate spells full precision "no"
+        mixed_precision="no" if tcfg.mixed_precision == "fp32" else tcfg.mixed_precision,
+        log_with=list(tcfg.trackers) or None,
+        project_dir=str(output_dir),
+        **kwargs,
+    )
+    if tcfg.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        accelerator.print(
+            "hyvl train: warning: mixed_precision=fp16 does nothing on CPU (no autocast); use bf16",
+            file=sys.stderr,
+        )
+    return accelerator
+
+
+def _reset_single_process_state() -> None:
+    """Let one Python process call ``train`` twice (a notebook, ``hyvl demo --model all``).
+
+    accelerate keeps a process-wide singleton and refuses a second Accelerator with another
+    mixed-precision setting. Without a process group there is nothing to lose by resetting
+    it (accelerate's own test-suite does the same); under torchrun we never reset.
+    """
+    from accelerate.state import AcceleratorState
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def build_model_and_objective(cfg: RunConfig):
+    """(model, tokenizer, objective) from the run config; parameters seeded by ``train.seed``."""
+    from hyvl.models.registry import create_model
+    from hyvl.models.tokenizer import get_tokenizer
+    from hyvl.objectives import build_objective
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
+    model = create_model(cfg.model)
+    objective = build_objective(cfg.objective, model.geometry)
+    tokenizer = get_tokenizer(model.config.text)
+    return model, tokenizer, objective
+
+
+def build_state(cfg: RunConfig, accelerator: Any, build=build_model_and_objective) -> TrainState:
+    """Model + objective in one :class:`TrainModule`, AdamW groups, warmup-cosine schedule."""
+    model, tokenizer, objective = build(cfg)
+    core = TrainModule(model, objective)
+    optimizer = build_optimizer(core, cfg.train)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    module, optimizer = accelerator.prepare(core, optimizer)
+    return TrainState(cfg, accelerator, module, optimizer, scheduler, tokenizer)
+
+
+def local_batch_size(cfg: RunConfig, world_size: int) -> int:
+    global_batch = cfg.train.batch_size
+    if global_batch % world_size:
+        raise ConfigError(
+            f"train.batch_size={global_batch} (global) is not divisible by the {world_size} processes"
+        )
+    local = global_batch // world_size
+    if local % cfg.train.grad_accum:
+        raise ConfigError(
+            f"per-process batch {local} is not divisible by train.grad_accum={cfg.train.grad_accum}"
+        )
+    return local
+
+
+def build_loader(state: TrainState):
+    """This process's training stream, restarted at ``state.data_position``."""
+    from hyvl.data.pipeline import build_train_loader
+
+    cfg, accelerator = state.cfg, state.accelerator
+    if not cfg.data.train_shards:
+        raise ConfigError("data.train_shards is empty: pass data.train_shards=PATH/{000..009}.tar")
+    loader = build_train_loader(
+        cfg.data,
+        batch_size=local_batch_size(cfg, accelerator.num_processes),
+        image_size=state.model.image_size,
+        tokenizer=state.tokenizer,
+        seed=cfg.train.seed,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        start_step=state.data_position,
+        boxes_per_sample=cfg.data.boxes_per_sample,
+    )
+    loader.count_from(state.skipped)
+    return loader
