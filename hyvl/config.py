@@ -297,6 +297,11 @@ class TrainConfig(Section):
     max_nonfinite: Int = Field(
         10, gt=0, description="non-finite losses in a row (each step skipped) that stop the run"
     )
+    allow_config_change: bool = Field(
+        False,
+        description="resume even when settings that change the run differ from the saved "
+        "config.yaml (data, batch, lr, model, objective); the differences go to metrics.jsonl",
+    )
     trackers: list[str] = Field(
         default_factory=list, description="accelerate trackers, e.g. [tensorboard]"
     )

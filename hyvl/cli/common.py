@@ -38,9 +38,9 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def add_json_arg(parser: argparse.ArgumentParser) -> None:
+def add_json_arg(parser: argparse.ArgumentParser, what: str = "the results") -> None:
     parser.add_argument(
-        "--json", metavar="FILE", default=None, help="also write the results as JSON to FILE"
+        "--json", metavar="FILE", default=None, help=f"also write {what} as JSON to FILE"
     )
 
 

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from hyvl.cli.common import add_json_arg, write_json
+
 EPILOG = """\
 examples:
   hyvl train --config meru_tiny --output-dir runs/meru_tiny
@@ -16,7 +18,9 @@ examples:
   torchrun --nproc_per_node 2 -m hyvl train --config ... --output-dir ... train.cpu=true
   accelerate launch --multi_gpu --num_processes 8 -m hyvl train --config ... --output-dir ...
 
-Training resumes automatically when DIR already holds a checkpoint.
+Training resumes automatically when DIR already holds a checkpoint (with the same settings,
+or train.allow_config_change=true). Before anything is built, every path of the config is
+checked and the first samples are read: a problem is one line naming the key (exit 2).
 """
 
 
@@ -42,6 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="where checkpoints, logs and the export go",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty DIR that hyvl did not make (no file there is deleted)",
+    )
+    add_json_arg(p, "the final summary: step, export, last metrics, seconds, skipped by reason")
+    p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -57,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_run_config(args.config, args.overrides)
     try:
-        summary = train(cfg, args.output_dir)
+        summary = train(cfg, args.output_dir, overwrite=args.overwrite)
     except (
         FloatingPointError,
         CollapseError,
@@ -69,9 +79,12 @@ def run(args: argparse.Namespace) -> int:
     last = summary["last"]
     loss = last.get("loss")
     loss_text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
+    skipped = summary["skipped"]
+    skipped_text = ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else "none"
     print(
         f"trained {summary['step']} steps in {summary['seconds']:.0f} s; last loss {loss_text}; "
-        f"export: {summary['export']}"
+        f"skipped samples: {skipped_text}; export: {summary['export']}"
     )
     print(f"health: {summary['health']}")
+    write_json(args.json, summary)
     return 0

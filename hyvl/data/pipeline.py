@@ -365,7 +365,8 @@ def explain_skips(
     if not skipped:
         return ""
     reason = max(skipped, key=skipped.get)
-    if reason == "no_usable_box" and dropped.get("box_too_small", 0) >= max(dropped.values()):
+    small = dropped.get("box_too_small", 0)
+    if reason == "no_usable_box" and small and small >= max(dropped.values()):
         return (
             f"every box was smaller than data.min_box_size={min_box_size} pixels "
             f"({dropped['box_too_small']} box(es) dropped by that rule): lower data.min_box_size"

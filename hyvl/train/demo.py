@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hyvl.config import RunConfig, from_dict, load_run_config, to_dict
-from hyvl.errors import ConfigError
+from hyvl.errors import ConfigError, DataError
 
 KINDS = ("hycoclip", "meru", "clip")
 # Order of the distance columns: the HyCoCLIP picture (box text nearest the origin, then
@@ -52,10 +52,16 @@ def demo_config(
     return from_dict(RunConfig, recipe)
 
 
+# What the demo reads from its data folder, beyond the training shards.
+DEMO_NEEDS = ("val/*.tar", "zeroshot/classnames.txt", "retrieval/captions.json", "retrieval/images")
+
+
 def ensure_demo_data(data_dir: Path, seed: int = 0, kind: str = "shapes") -> Path:
     """Make the demo dataset ``kind`` ("shapes" or "real") in ``data_dir`` unless it is there.
 
-    Existing data of the other kind is an error rather than a silent mix-up.
+    Existing data of the other kind is an error rather than a silent mix-up, and so is a
+    folder with training shards but without what evaluation reads (it would fail only at the
+    first evaluation, after training).
     """
     from hyvl.data import demo, real
     from hyvl.data.writer import write_demo
@@ -67,6 +73,12 @@ def ensure_demo_data(data_dir: Path, seed: int = 0, kind: str = "shapes") -> Pat
             raise ConfigError(
                 f"{data_dir} holds another demo's data (its classnames.txt is not the {kind} "
                 "demo's): pick another --out or remove it"
+            )
+        missing = [need for need in DEMO_NEEDS if not any(data_dir.glob(need))]
+        if missing:
+            raise DataError(
+                f"{data_dir} is incomplete (no {', '.join(missing)}): delete it to have the demo "
+                f"data made again, or make it with `hyvl data demo --out {data_dir}`"
             )
         return data_dir
     make = real.make_real_demo if kind == "real" else demo.make_demo
@@ -215,6 +227,7 @@ def plot(results: dict[str, dict], out: Path) -> Path | None:
             if metrics_path.is_file()
             else []
         )
+        records = [r for r in records if "loss" in r]  # not the notes (a config change)
         ax = axes[0][col]
         ax.plot([r["step"] for r in records], [r["loss"] for r in records])
         ax.set_title(f"{kind}: training loss")

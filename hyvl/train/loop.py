@@ -11,6 +11,7 @@ from it, bit-identical on CPU to a run that was never interrupted.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -23,8 +24,9 @@ from hyvl.errors import DataError
 from hyvl.train import checkpoint as ckpt
 from hyvl.train.health import TrainingHealth
 from hyvl.train.periodic import export_model, full_model, periodic_eval
+from hyvl.train.preflight import preflight
 from hyvl.train.records import RunLog, check_trackers, scalar, step_record, truncate_jsonl
-from hyvl.train.rundir import prepare_output_dir
+from hyvl.train.rundir import check_output_dir, prepare_output_dir
 from hyvl.train.state import (
     TrainState,
     build_loader,
@@ -35,23 +37,27 @@ from hyvl.train.state import (
 from hyvl.train.step import StepResult, forward_backward, mean_over_processes
 
 
-def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
+def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``output_dir``; resumes automatically from its latest checkpoint.
 
+    ``overwrite``: accept an output directory hyvl did not make (see :mod:`hyvl.train.rundir`).
     Returns a summary: ``{"step", "export", "last": <last logged metrics>, "seconds",
     "skipped": {reason: samples}, "health"}``.
     """
     output_dir = Path(output_dir)
     tcfg = cfg.train
     started = time.perf_counter()
+    # ---- fail before anything is built (every process: they all must stop)
     check_trackers(tcfg.trackers)
+    preflight(cfg)
+    changes = check_output_dir(output_dir, cfg, overwrite=overwrite)
     accelerator = make_accelerator(cfg, output_dir)
     if accelerator.is_main_process:
-        prepare_output_dir(output_dir, cfg)
+        prepare_output_dir(output_dir, cfg, changes)
     accelerator.wait_for_everyone()
 
     state = build_state(cfg, accelerator, build_model_and_objective)
-    resume(state, output_dir)
+    resume(state, output_dir, changes)
     loader = build_loader(state)
     batches = iter(loader)
     log = RunLog(output_dir, state)
@@ -142,10 +148,11 @@ def train(cfg: RunConfig, output_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def resume(state: TrainState, output_dir: Path) -> None:
+def resume(state: TrainState, output_dir: Path, changes: dict | None = None) -> None:
     """Continue from the newest readable checkpoint, or seed this process's random streams.
 
     The seeds drive dropout / drop-path; data order and augmentation have their own seeds.
+    Accepted config ``changes`` are recorded in metrics.jsonl at the resumed step.
     """
     from accelerate.utils import set_seed
 
@@ -153,6 +160,9 @@ def resume(state: TrainState, output_dir: Path) -> None:
     meta = ckpt.resume(output_dir, state)
     if meta is None:
         set_seed(seed + accelerator.process_index)
+        if state.is_main:  # lines of an earlier attempt that never reached a checkpoint
+            truncate_jsonl(output_dir / "metrics.jsonl", 0)
+            truncate_jsonl(output_dir / "eval.jsonl", 0)
         accelerator.wait_for_everyone()
         return
     if not meta["rng_restored"]:
@@ -169,6 +179,10 @@ def resume(state: TrainState, output_dir: Path) -> None:
     if state.is_main:
         truncate_jsonl(output_dir / "metrics.jsonl", state.step)
         truncate_jsonl(output_dir / "eval.jsonl", state.step)
+        if changes:
+            note = {"step": state.step, "event": "config_change", "changes": changes}
+            with open(output_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(note) + "\n")
     accelerator.wait_for_everyone()
 
 

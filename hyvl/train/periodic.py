@@ -6,6 +6,7 @@ Under FSDP no process holds the whole model: :func:`full_model` gathers it (a co
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +37,43 @@ def full_model(state: Any) -> nn.Module | None:
 def export_model(model: nn.Module, output_dir: Path) -> Path:
     """Save into OUTPUT/export, swapped in atomically so a kill never leaves half an export.
 
-    Only hyvl's own previous export is replaced: :func:`hyvl.train.rundir.prepare_output_dir`
-    refused the directory at start if ``export/`` held anything else.
+    The previous export is deleted only when it holds nothing but files hyvl writes; one
+    with other files (someone put them there) is kept as ``export.replaced-N``.
     """
     from hyvl.models.checkpoint import save
+    from hyvl.train.rundir import record_export
 
     final = output_dir / "export"
     tmp = output_dir / ".tmp-export"
     old = output_dir / ".old-export"
     shutil.rmtree(tmp, ignore_errors=True)
     save(model, tmp, run_dir=output_dir)  # the model card reads the run's eval.jsonl
+    written = _files(tmp)
     if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.replace(old)
+        foreign = sorted(set(_files(final)) - set(written))
+        if foreign:
+            aside = next(
+                output_dir / f"export.replaced-{i}"
+                for i in range(1, 10**6)
+                if not (output_dir / f"export.replaced-{i}").exists()
+            )
+            final.replace(aside)
+            print(
+                f"hyvl train: {final} held files hyvl did not write ({', '.join(foreign[:3])}); "
+                f"kept it as {aside.name}",
+                file=sys.stderr,
+            )
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            final.replace(old)
     tmp.replace(final)
     shutil.rmtree(old, ignore_errors=True)
+    record_export(output_dir, written)
     return final
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None) -> dict[str, Any]:

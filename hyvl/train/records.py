@@ -79,7 +79,7 @@ def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
 def truncate_jsonl(path: Path, last_step: int) -> None:
     """After a resume, drop log lines of steps that will be replayed (atomic rewrite).
 
-    Lines without a step (a note such as a recorded config change) are kept.
+    A recorded config change carries the step it was made at, like a metrics line.
     """
     if not path.is_file():
         return

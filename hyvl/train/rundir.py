@@ -1,44 +1,156 @@
-"""The output directory of a run: what may be written there, config.yaml, resume checks."""
+"""The output directory of a run: whose it is, what may be replaced, resuming with changes.
+
+- A directory hyvl did not make (no ``.hyvl-run`` marker, no config.yaml) that holds files is
+  refused unless ``--overwrite``; hyvl then adds its files and deletes none of the others.
+- ``export/`` is replaced at every checkpoint; files in it that hyvl did not write are
+  refused at start (without ``--overwrite``) and set aside, never deleted.
+- Resuming with settings that change the run (data, batch, lr, model, objective, ...) is
+  refused with the differences listed, unless ``train.allow_config_change=true``: then the
+  differences go to metrics.jsonl and the previous config.yaml is kept beside the new one.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hyvl.config import RunConfig, load_yaml, to_dict
 from hyvl.errors import ConfigError
 from hyvl.train import checkpoint as ckpt
 
+MARKER = ".hyvl-run"
+# Keys that do not change what the model learns from which data: changing them on resume
+# is fine (max_steps reshapes the cosine tail; extending a run is what resume is for).
+HARMLESS = (
+    "train.max_steps",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.log_every",
+    "train.eval_every",
+    "train.trackers",
+    "train.max_nonfinite",
+    "train.allow_config_change",
+    "data.skip_log_every",
+    "eval.",
+)
 
-def check_resume_config(output_dir: Path, cfg: RunConfig) -> None:
-    """Resuming with a different model or objective would load mismatched weights: refuse."""
-    saved_path = output_dir / "config.yaml"
-    if not saved_path.is_file():
-        return
-    saved = load_yaml(saved_path)
-    current = to_dict(cfg)
-    for section in ("model", "objective"):
-        if saved.get(section) != current.get(section):
+
+def read_marker(output_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((output_dir / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_marker(output_dir: Path, marker: dict[str, Any]) -> None:
+    tmp = output_dir / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker) + "\n")
+    os.replace(tmp, output_dir / MARKER)
+
+
+def is_hyvl_run(output_dir: Path) -> bool:
+    """Made by hyvl train (the marker, or config.yaml of a run made before the marker)."""
+    return (output_dir / MARKER).is_file() or (output_dir / "config.yaml").is_file()
+
+
+def foreign_export_files(output_dir: Path) -> list[str]:
+    """Files under export/ that hyvl's last export did not write."""
+    export = output_dir / "export"
+    if not export.is_dir():
+        return []
+    written = set((read_marker(output_dir) or {}).get("export_files", []))
+    files = sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.is_file())
+    return [f for f in files if f not in written]
+
+
+def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+def config_changes(saved: dict, current: dict) -> dict[str, list]:
+    """``{key: [saved, now]}`` for every run-altering key that differs."""
+    old, new = flat(saved), flat(current)
+    keys = sorted(set(old) | set(new))
+    return {
+        k: [old.get(k), new.get(k)]
+        for k in keys
+        if old.get(k) != new.get(k) and not k.startswith(HARMLESS)
+    }
+
+
+def check_output_dir(output_dir: Path, cfg: RunConfig, *, overwrite: bool) -> dict[str, list]:
+    """Read-only checks (every process); returns the accepted config changes of a resume."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"--output-dir {str(output_dir)!r} is a file, not a directory")
+    if output_dir.is_dir() and not is_hyvl_run(output_dir) and not overwrite:
+        found = sorted(p.name for p in output_dir.iterdir())
+        if found:
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
             raise ConfigError(
-                f"{str(saved_path)!r} was trained with a different {section!r} section "
-                f"({saved.get(section)!r} vs now {current.get(section)!r}); use a new --output-dir "
-                "or the original config to resume"
+                f"--output-dir {str(output_dir)!r} is not empty ({shown}) and was not made by "
+                "hyvl train: choose a new directory, or pass --overwrite to add the run's files "
+                "there (no other file is deleted)"
             )
+    # with the marker hyvl knows what its export holds (a run made before it: see export time)
+    foreign = foreign_export_files(output_dir) if read_marker(output_dir) else []
+    if foreign and not overwrite:
+        raise ConfigError(
+            f"{str(output_dir / 'export')!r} holds files hyvl did not write "
+            f"({', '.join(foreign[:5])}); export/ is replaced at every checkpoint: move them "
+            "away, or pass --overwrite (the old export/ is then kept as export.replaced-*)"
+        )
+    saved_path = output_dir / "config.yaml"
+    if not saved_path.is_file() or not ckpt.list_checkpoints(output_dir):
+        return {}  # nothing to resume: a fresh run
+    changes = config_changes(load_yaml(saved_path), to_dict(cfg))
+    if changes and not cfg.train.allow_config_change:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        raise ConfigError(
+            f"resuming {str(output_dir)!r} with changed settings ({listed}): resume with the "
+            f"saved {saved_path.name}, use a new --output-dir, or pass "
+            "train.allow_config_change=true to accept and record the changes"
+        )
+    return changes
 
 
-def save_config(output_dir: Path, cfg: RunConfig) -> None:
+def prepare_output_dir(output_dir: Path, cfg: RunConfig, changes: dict[str, list]) -> None:
+    """Main process, after :func:`check_output_dir`: create, clean up a killed write, save."""
     import yaml
 
-    tmp = output_dir / "config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, output_dir / "config.yaml")
-
-
-def prepare_output_dir(output_dir: Path, cfg: RunConfig) -> None:
-    """Main process, before anything is built: create, clean up a killed write, check, save."""
     output_dir.mkdir(parents=True, exist_ok=True)
+    if read_marker(output_dir) is None:
+        write_marker(output_dir, {"created_by": "hyvl train", "export_files": []})
     for path in ckpt.remove_partial(output_dir):
         print(f"hyvl train: removed unfinished checkpoint {path}", file=sys.stderr)
-    check_resume_config(output_dir, cfg)
-    save_config(output_dir, cfg)
+    config = output_dir / "config.yaml"
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if changes:
+        step = ckpt.latest_checkpoint(output_dir)[0]
+        kept = output_dir / f"config.before-step_{step:07d}.yaml"
+        os.replace(config, kept)
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        print(
+            f"hyvl train: resuming with changed settings ({listed}); recorded in metrics.jsonl, "
+            f"previous config kept as {kept.name}",
+            file=sys.stderr,
+        )
+    elif config.is_file() and config.read_text() != text:
+        print(f"hyvl train: {config} replaced (no checkpoint to resume)", file=sys.stderr)
+    tmp = output_dir / "config.yaml.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, config)
+
+
+def record_export(output_dir: Path, files: list[str]) -> None:
+    """Remember which files hyvl's export holds (so later ones can tell foreign files)."""
+    marker = read_marker(output_dir) or {"created_by": "hyvl train"}
+    marker["export_files"] = sorted(files)
+    write_marker(output_dir, marker)

@@ -1,0 +1,111 @@
+"""A training checkpoint interrupted at every point of its write: resume finds the newest
+complete one, with exactly its weights.
+
+The interruption is raised from inside the write (a BaseException nothing in hyvl catches),
+which leaves the disk as a kill at that point would; the real ``kill -9`` of a training
+process is tested in test_train.py.
+"""
+
+import os
+
+import pytest
+import torch
+
+from hyvl.config import load_run_config
+from hyvl.train import checkpoint as ckpt
+from hyvl.train.state import build_state, make_accelerator
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so no handler in hyvl swallows it."""
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    """One tiny train state for the module (building it is most of a test's time)."""
+    cfg = load_run_config(
+        None,
+        [
+            "model=clip_tiny",
+            "objective.kind=clip",
+            "model.vision.image_size=32",
+            "model.vision.depth=1",
+            "model.text.layers=1",
+            "train.cpu=true",
+        ],
+    )
+    return build_state(cfg, make_accelerator(cfg, tmp_path_factory.mktemp("acc")))
+
+
+def weights(state):
+    return {k: v.clone() for k, v in state.train_module.state_dict().items()}
+
+
+def shift(state, by):
+    with torch.no_grad():
+        for p in state.train_module.parameters():
+            p.add_(by)
+
+
+def crash_in(monkeypatch, target, attr, when=lambda *a, **k: True):
+    real = getattr(target, attr)
+
+    def crashing(*args, **kwargs):
+        if when(*args, **kwargs):
+            raise Killed(attr)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, attr, crashing)
+
+
+POINTS = {
+    # after state.safetensors, while writing the optimizer state
+    "optimizer": (
+        lambda mp: crash_in(mp, torch, "save", lambda obj, f, *a, **k: "optimizer" in str(f)),
+        2,
+    ),
+    # every file written and fsynced, before meta.json (the test_train.py kill point)
+    "meta": (lambda mp: crash_in(mp, ckpt, "write_meta"), 2),
+    # meta.json on disk, before the directory is renamed into place
+    "rename": (lambda mp: crash_in(mp, os, "replace", lambda a, b: "step_0000004" in str(b)), 2),
+    # renamed into place, while pruning old checkpoints: the new one is complete
+    "prune": (lambda mp: crash_in(mp, ckpt, "prune"), 4),
+}
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_checkpoint_interrupted_while_writing_resumes_from_the_newest_complete(
+    point, state, tmp_path, monkeypatch
+):
+    state.step = 2
+    ckpt.save_checkpoint(tmp_path, state, keep_last=1)
+    saved = {2: weights(state)}
+    shift(state, 1.0)
+    state.step = 4
+    saved[4] = weights(state)
+    inject, expected = POINTS[point]
+    with monkeypatch.context() as mp:
+        inject(mp)
+        with pytest.raises(Killed):
+            ckpt.save_checkpoint(tmp_path, state, keep_last=1)
+
+    ckpt.remove_partial(tmp_path)  # what `hyvl train` does first on restart
+    shift(state, 5.0)  # the restarted process holds other weights until it resumes
+    state.step = 0
+    meta = ckpt.resume(tmp_path, state)
+    assert meta["step"] == state.step == expected
+    for name, value in weights(state).items():
+        assert torch.equal(value, saved[expected][name]), name
+    assert not list(ckpt.checkpoint_root(tmp_path).glob(".tmp-*"))
+
+
+def test_truncated_file_in_the_newest_checkpoint_falls_back(state, tmp_path, capsys):
+    for step in (2, 4):
+        state.step = step
+        ckpt.save_checkpoint(tmp_path, state, keep_last=2)
+    cut = ckpt.step_dir(tmp_path, 4) / "optimizer.pt"
+    cut.write_bytes(cut.read_bytes()[:100])  # a disk error after the checkpoint was complete
+    assert ckpt.resume(tmp_path, state)["step"] == 2
+    err = capsys.readouterr().err
+    assert "optimizer.pt" in err and "falling back to the previous complete checkpoint" in err
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]

@@ -1,0 +1,321 @@
+"""Issue 14, the trainer's side: fail before the first step, never spin, never lose a file.
+
+Each test names the numbered case of the issue it reproduces. Everything runs in this process
+on a tiny model and data made here (the kill -9 test with a real process is in test_train.py).
+"""
+
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hyvl.cli.main import main
+from hyvl.config import DataConfig, TextConfig, load_run_config
+from hyvl.data.pipeline import build_train_loader
+from hyvl.errors import DataError
+from hyvl.models.tokenizer import get_tokenizer
+from hyvl.train import checkpoint as ckpt
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZER = get_tokenizer(TextConfig(context_length=16))
+BATCH = 4
+
+
+def jpeg(colour=(200, 10, 10), size=(32, 32)):
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write_tar(path, samples):
+    with tarfile.open(path, "w") as tar:
+        for key, files in samples:
+            for ext, data in files.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def plain(key, i):
+    return (key, {"jpg": jpeg((i * 37 % 255, 80, 160)), "txt": f"a picture number {i}".encode()})
+
+
+def grounded(key, box):
+    meta = {"caption": "a red square", "boxes": [{"bbox": box, "text": "square"}]}
+    return (key, {"jpg": jpeg(), "json": json.dumps(meta).encode()})
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """good.tar: blocks of 4 samples (one per batch), blocks 1 and 4 all corrupt."""
+    root = tmp_path_factory.mktemp("shards")
+    samples = []
+    for block in range(12):
+        for j in range(BATCH):
+            i = block * BATCH + j
+            if block in (1, 4):
+                samples.append((f"s{i:03d}", {"jpg": b"not a jpeg", "txt": b"broken"}))
+            else:
+                samples.append(plain(f"s{i:03d}", i))
+    write_tar(root / "good.tar", samples)
+    write_tar(root / "nobox.tar", [plain(f"p{i}", i) for i in range(10)])
+    write_tar(root / "smallbox.tar", [grounded(f"g{i}", [0, 0, 8, 8]) for i in range(10)])
+    (root / "not_a_tar.tar").write_bytes(b"this is not a tar archive\n" * 100)
+    return root
+
+
+def overrides(data, **extra):
+    values = {
+        "model": "meru_tiny",
+        "objective.kind": "meru",
+        "data.train_shards": str(data),
+        "data.boxes_per_sample": 0,
+        "data.resampled": "false",
+        "data.workers": 0,
+        "data.shuffle_buffer": 0,
+        "model.vision.image_size": 32,
+        "model.vision.depth": 1,
+        "model.text.layers": 1,
+        "train.batch_size": BATCH,
+        "train.max_steps": 4,
+        "train.warmup_steps": 1,
+        "train.checkpoint_every": 2,
+        "train.keep_last": 3,
+        "train.log_every": 1,
+        "train.cpu": "true",
+        "train.eval_every": 0,
+        "eval.zeroshot": "",
+        "eval.retrieval": "",
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def train_cli(out, args, *flags, config="meru_tiny.yaml"):
+    config = str(ROOT / "configs" / config)
+    return main(["train", "--config", config, "--output-dir", str(out), *flags, *args])
+
+
+def metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(shards, tmp_path_factory):
+    """An uninterrupted 4-step run through the CLI (with --json); its files are copied per test."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    summary = out.parent / "summary.json"
+    assert train_cli(out, overrides(shards / "good.tar"), "--json", str(summary)) == 0
+    return out, json.loads(summary.read_text())
+
+
+# ---- case 1 and 2: preflight, before any model is built ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "shard,extra,expected",
+    [
+        ("/nonexistent/x.tar", {}, "shard /nonexistent/x.tar does not exist"),
+        ("not_a_tar.tar", {}, "no sample could be read"),
+        ("nobox.tar", {"data.boxes_per_sample": 1}, "no_usable_box"),
+        ("nobox.tar", {"data.boxes_per_sample": 1, "data.resampled": "true"}, "no_usable_box"),
+        ("smallbox.tar", {"data.boxes_per_sample": 1}, "lower data.min_box_size"),
+    ],
+)
+def test_case1_unusable_data_fails_at_preflight_in_one_line(
+    shards, tmp_path, capsys, shard, extra, expected
+):
+    out = tmp_path / "out"
+    code = train_cli(out, overrides(shards / shard, **extra))
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert expected in err and "data.train_shards" in err and "\n" not in err, err
+    assert not out.exists()  # nothing was built or written
+    if shard == "smallbox.tar":  # how many boxes were dropped, by which rule
+        assert "box_too_small': 10" in err and "data.min_box_size=32" in err
+
+
+def test_case2_packaged_recipe_eval_paths_fail_at_preflight(shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # another folder: runs/demo/data/... does not exist here
+    args = [f"data.train_shards={shards / 'good.tar'}", "data.boxes_per_sample=0"]
+    args += ["objective.kind=meru", "model=meru_tiny"]
+    code = train_cli(tmp_path / "o", args, config="hycoclip_tiny.yaml")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "eval.zeroshot='runs/demo/data/zeroshot'" in err and "does not exist" in err
+    assert "--classnames" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_tracker_package_fails_at_start(shards, tmp_path, capsys):
+    code = train_cli(
+        tmp_path / "o", overrides(shards / "good.tar", **{"train.trackers": "[wandb]"})
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "needs the 'wandb' package" in err
+    assert not (tmp_path / "o").exists()
+
+
+# ---- case 1: no unbounded loop in the stream itself (preflight bypassed) ------------------
+
+
+def stream(spec, *, k=0, resampled=True, workers=0, start=0):
+    cfg = DataConfig(
+        train_shards=str(spec),
+        workers=workers,
+        resampled=resampled,
+        shuffle_buffer=0,
+        boxes_per_sample=k,
+        min_box_size=32,
+    )
+    return build_train_loader(
+        cfg, batch_size=BATCH, image_size=32, tokenizer=TOKENIZER, start_step=start
+    )
+
+
+@pytest.mark.parametrize(
+    "name,k,resampled,workers,expected",
+    [
+        ("/nonexistent/x.tar", 0, True, 0, "unreadable_shard"),
+        ("/nonexistent/x.tar", 0, True, 1, "unreadable_shard"),  # through a loader worker
+        ("not_a_tar.tar", 0, False, 0, "no sample could be read"),
+        ("nobox.tar", 1, False, 0, "no_usable_box"),
+        ("nobox.tar", 1, True, 1, "no_usable_box"),
+        ("smallbox.tar", 1, True, 0, "lower data.min_box_size"),
+    ],
+)
+def test_case1_stream_without_usable_samples_raises_with_counts(
+    shards, caplog, name, k, resampled, workers, expected
+):
+    loader = stream(shards / name, k=k, resampled=resampled, workers=workers)
+    with caplog.at_level(logging.WARNING), pytest.raises(DataError) as info:
+        next(iter(loader))
+    message = str(info.value)
+    assert expected in message and "\n" not in message, message
+    # rate-limited: at most one log line per reason within the interval (was thousands)
+    reasons = [re.search(r"\((\w+), \d+ in total\)", r.getMessage())[1] for r in caplog.records]
+    assert len(reasons) == len(set(reasons)) <= 2, reasons
+
+
+# ---- case 4: an all-bad batch is counted and resume stays exact ---------------------------
+
+
+def test_case4_all_bad_batch_is_counted_and_the_position_kept(shards):
+    loader = stream(shards / "good.tar", resampled=False)
+    it = iter(loader)
+    first = [next(it) for _ in range(3)]  # items 0, 2, 3 (item 1 was all corrupt)
+    assert loader.skipped() == {"corrupt_image": 4} and loader.position == 4
+    # a stream resumed at position 2 starts with item 2 = the second usable batch
+    again = stream(shards / "good.tar", resampled=False, start=2)
+    assert next(iter(again)).keys == first[1].keys and again.position == 3
+
+
+def test_case4_resume_after_an_interruption_is_exact_and_counts_carry_over(reference, tmp_path):
+    ref, summary = reference
+    assert summary["step"] == 4 and summary["skipped"] == {"corrupt_image": 8}
+    assert [r["skipped_samples"] for r in metrics(ref)] == [0, 4, 4, 8]
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    shutil.rmtree(ckpt.step_dir(run, 4))  # as if killed after the checkpoint of step 2
+    shards = Path(load_run_config(ref / "config.yaml").data.train_shards)
+    assert train_cli(run, overrides(shards)) == 0
+    got, want = metrics(run), metrics(ref)
+    for record in (*got, *want):
+        record.pop("samples_per_s")  # the only field that depends on the clock
+    assert got == want
+
+
+# ---- case 8: a corrupt latest checkpoint ---------------------------------------------------
+
+
+def test_case8_corrupt_latest_checkpoint_falls_back_and_says_so(reference, tmp_path, capsys):
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    state_file = ckpt.step_dir(run, 4) / ckpt.STATE
+    state_file.write_bytes(state_file.read_bytes()[: state_file.stat().st_size // 2])
+    shards = load_run_config(ref / "config.yaml").data.train_shards
+    assert train_cli(run, overrides(Path(shards))) == 0
+    err = capsys.readouterr().err
+    assert "step_0000004 is unreadable" in err and "falling back" in err
+    assert "resuming from" in err and "step_0000002" in err
+    assert (run / "checkpoints" / "corrupt-step_0000004").is_dir()  # kept, not deleted
+    losses = [r["loss"] for r in metrics(run)]
+    assert losses == [r["loss"] for r in metrics(ref)]  # replayed steps 3-4 exactly
+
+
+def test_case8_every_file_is_fsynced_before_the_rename(reference, tmp_path, monkeypatch):
+    ref, _ = reference
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def logged_fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        return fsync(fd)
+
+    def logged_replace(src, dst):
+        events.append(("rename", Path(dst).name))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", logged_fsync)
+    monkeypatch.setattr(os, "replace", logged_replace)
+    run = tmp_path / "run"
+    shards = load_run_config(ref / "config.yaml").data.train_shards
+    assert train_cli(run, overrides(Path(shards), **{"train.max_steps": 2})) == 0
+    rename = events.index(("rename", "step_0000002"))
+    synced = {name for kind, name in events[:rename] if kind == "fsync"}
+    assert synced >= {p.name for p in ckpt.step_dir(run, 2).iterdir()}
+
+
+# ---- case 5: clobbering ------------------------------------------------------------------
+
+
+def test_case5_foreign_directory_refused_then_overwrite_keeps_foreign_files(
+    shards, tmp_path, capsys
+):
+    out = tmp_path / "mine"
+    (out / "export").mkdir(parents=True)
+    (out / "notes.txt").write_text("my notes")
+    (out / "export" / "weights.bin").write_text("my weights")
+    assert train_cli(out, overrides(shards / "good.tar", **{"train.max_steps": 2})) == 2
+    err = capsys.readouterr().err
+    assert "is not empty" in err and "--overwrite" in err and "notes.txt" in err
+    assert sorted(p.name for p in out.iterdir()) == ["export", "notes.txt"]  # untouched
+    args = overrides(shards / "good.tar", **{"train.max_steps": 2})
+    assert train_cli(out, args, "--overwrite") == 0
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert (out / "export.replaced-1" / "weights.bin").read_text() == "my weights"
+    assert (out / "export" / "config.json").is_file()
+    # a file put into hyvl's own export later is refused at the next start, not deleted
+    (out / "export" / "extra.txt").write_text("mine too")
+    assert train_cli(out, args) == 2
+    assert "extra.txt" in capsys.readouterr().err and (out / "export" / "extra.txt").is_file()
+
+
+def test_case5_resume_with_changed_settings_is_refused_or_recorded(reference, tmp_path, capsys):
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    shards = Path(load_run_config(ref / "config.yaml").data.train_shards)
+    saved = (run / "config.yaml").read_text()
+    changed = overrides(shards, **{"train.batch_size": 8, "train.lr": 0.002})
+    assert train_cli(run, changed) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size: 4 -> 8" in err and "train.lr: 0.001 -> 0.002" in err, err
+    assert (run / "config.yaml").read_text() == saved  # not overwritten
+    assert train_cli(run, [*changed, "train.allow_config_change=true"]) == 0
+    note = metrics(run)[-1]
+    assert note["event"] == "config_change" and note["step"] == 4
+    assert note["changes"]["train.batch_size"] == [4, 8]
+    assert (run / "config.before-step_0000004.yaml").read_text() == saved
+    # extending a run (max_steps) is not a change that needs permission
+    assert train_cli(run, [*changed, "train.max_steps=5"]) == 0
+    assert metrics(run)[-1]["step"] == 5
