@@ -89,7 +89,8 @@ def test_box_towers_fused_or_split_give_the_same_embeddings(
 
         monkeypatch.setattr(tower, "forward", counted)
     with torch.no_grad():
-        emb = meru(imgs, tok, box_images=boxes, box_tokens=box_tok, box_towers=mode)
+        mode_arg = {} if mode is None else {"box_towers": mode}  # None: the default
+        emb = meru(imgs, tok, box_images=boxes, box_tokens=box_tok, **mode_arg)
     assert calls == {"visual": calls_per_tower, "textual": calls_per_tower}
     assert emb.box_image.shape == (4, 128) and emb.boxes_per_sample == 2
     with torch.no_grad():

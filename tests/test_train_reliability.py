@@ -99,6 +99,15 @@ def overrides(data, **extra):
     return [f"{k}={v}" for k, v in values.items()]
 
 
+# a recipe that needs a box per sample, dropping boxes under 32 px
+HYCOCLIP = {
+    "model": "hycoclip_tiny",
+    "objective.kind": "hycoclip",
+    "data.boxes_per_sample": 1,
+    "data.min_box_size": 32,
+}
+
+
 def train_cli(out, args, *flags, config="meru_tiny.yaml"):
     config = str(ROOT / "configs" / config)
     return main(["train", "--config", config, "--output-dir", str(out), *flags, *args])
@@ -125,9 +134,9 @@ def reference(shards, tmp_path_factory):
     [
         ("/nonexistent/x.tar", {}, "shard /nonexistent/x.tar does not exist"),
         ("not_a_tar.tar", {}, "no sample could be read"),
-        ("nobox.tar", {"data.boxes_per_sample": 1}, "no_usable_box"),
-        ("nobox.tar", {"data.boxes_per_sample": 1, "data.resampled": "true"}, "no_usable_box"),
-        ("smallbox.tar", {"data.boxes_per_sample": 1}, "lower data.min_box_size"),
+        ("nobox.tar", HYCOCLIP, "no_usable_box"),
+        ("nobox.tar", {**HYCOCLIP, "data.resampled": "true"}, "no_usable_box"),
+        ("smallbox.tar", HYCOCLIP, "lower data.min_box_size"),
     ],
 )
 def test_case1_unusable_data_fails_at_preflight_in_one_line(

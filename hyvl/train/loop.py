@@ -52,6 +52,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
     preflight(cfg)
     changes = check_output_dir(output_dir, cfg, overwrite=overwrite)
     accelerator = make_accelerator(cfg, output_dir)
+    accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if accelerator.is_main_process:
         prepare_output_dir(output_dir, cfg, changes)
     accelerator.wait_for_everyone()
