@@ -4,7 +4,9 @@ the geometry name compared in one place."""
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "hyvl"
@@ -182,3 +184,52 @@ def test_every_document_cited_in_the_repository_exists():
             if not ((repo / name).exists() or (path.parent / name).exists()):
                 missing.append(f"{path.relative_to(repo)}: {name}")
     assert not missing, missing
+
+
+MAX_CODE_LINES = 450
+
+
+def code_lines(source: str) -> int:
+    """Lines that hold code: not blank, not only a comment, not part of a docstring."""
+    tree = ast.parse(source)
+    docstrings: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                docstrings.update(range(first.lineno, first.end_lineno + 1))
+    layout = {
+        tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+        tokenize.ENCODING, tokenize.ENDMARKER,
+    }  # fmt: skip
+    lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in layout:
+            lines.update(range(tok.start[0], tok.end[0] + 1))
+    return len(lines - docstrings)
+
+
+def test_code_line_counter():
+    source = (
+        '"""Module doc\n\nspanning lines."""\n'
+        "import os  # a comment\n"
+        "\n"
+        "# only a comment\n"
+        "def f(x):\n"
+        '    """Doc."""\n'
+        "    return (x +\n"
+        "            1)\n"
+        "S = '''a string that\nis code'''\n"
+    )
+    assert code_lines(source) == 6  # import, def, return (2 lines), S (2 lines)
+
+
+def test_no_module_over_450_lines_of_code():
+    # Small modules are what make the package readable top to bottom (as nanoGPT / timm).
+    sizes = {str(p.relative_to(ROOT.parent)): code_lines(p.read_text()) for p in ROOT.rglob("*.py")}
+    big = {name: n for name, n in sizes.items() if n > MAX_CODE_LINES}
+    assert not big, f"modules over {MAX_CODE_LINES} lines of code: {big}"
