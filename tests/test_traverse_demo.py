@@ -30,7 +30,13 @@ def trained(tmp_path_factory):
         "vision": {"image_size": 32, "depth": 2},
         "text": {"layers": 2},
     }
-    train(cfg.model_copy(update={"model": small}), root / "model")
+    # the cones this test walks need the entailment term from step 0: pin the recipe the test
+    # was measured with, not the tiny recipe's later tuning (warm-up, clipping, box size)
+    objective = cfg.objective.model_copy(update={"entail_warmup_steps": 0})
+    data_cfg = cfg.data.model_copy(update={"min_box_size": 32})
+    train_cfg = cfg.train.model_copy(update={"grad_clip": 0.0})
+    update = {"model": small, "objective": objective, "data": data_cfg, "train": train_cfg}
+    train(cfg.model_copy(update=update), root / "model")
     return root, data
 
 
