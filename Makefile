@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/hyvl demo --out runs/demo --model all --json runs/demo/results.json
 
+# Two workers (one per core here), whole files per worker so module fixtures are built once,
+# one torch thread each: 2 workers x 2 threads on 2 cores ran slower than one worker.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check hyvl tests tools && $(BIN)/ruff format --check hyvl tests tools
