@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -92,18 +93,77 @@ def make_scene(rng: random.Random, n_objects: int | None = None):
         phrase = f"{size_word} {colour} {shape}"
         objects.append((colour, shape))
         boxes.append({"bbox": list(box), "text": phrase})
-    caption = " and ".join(f"a {b['text']}" for b in boxes)
-    return image, caption, boxes, objects
+    return image, _caption_of(boxes), boxes, objects
 
 
-def _scene_records(rng: random.Random, n: int, prefix: str) -> list[dict]:
-    records = []
-    for i in range(n):
-        image, caption, boxes, _ = make_scene(rng)
-        records.append(
-            {"key": f"{prefix}{i:06d}", "image": image, "caption": caption, "boxes": boxes}
+def _caption_of(boxes: list[dict]) -> str:
+    return " and ".join(f"a {b['text']}" for b in boxes)
+
+
+def write_world(
+    out: Path,
+    *,
+    scene: Callable[[str], tuple],
+    zeroshot_image: Callable[[int], Image.Image],
+    classes: list[str],
+    templates: list[str],
+    hierarchy: list[tuple[str, str]],
+    caption_of: Callable[[list[dict]], str],
+    train_samples: int,
+    val_samples: int,
+    zeroshot_per_class: int,
+    retrieval_images: int,
+    samples_per_shard: int,
+    progress: bool,
+) -> Path:
+    """Write a grounded demo world in the layout of ``hyvl data demo`` (module docstring).
+
+    ``scene(split)`` -> ``(image, caption, boxes, objects)`` for split "train", "val" or
+    "retrieval"; ``zeroshot_image(label)`` -> one image of class ``label``. Both draw from the
+    caller's seeded generator, in this order: train, val, zero-shot, retrieval, so a world is a
+    pure function of its seed.
+    """
+    for split, n in (("train", train_samples), ("val", val_samples)):
+        records = []
+        for i in range(n):
+            image, caption, boxes, _ = scene(split)
+            records.append(
+                {"key": f"{split}{i:06d}", "image": image, "caption": caption, "boxes": boxes}
+            )
+        write_shards(
+            records,
+            out / split,
+            prefix=split,
+            samples_per_shard=samples_per_shard,
+            progress=progress,
         )
-    return records
+
+    # Zero-shot: one object per image, ImageFolder with one folder per class.
+    zs = out / "zeroshot"
+    for label, name in enumerate(classes):
+        folder = zs / f"{label:02d}_{name.replace(' ', '_')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(zeroshot_per_class):
+            zeroshot_image(label).save(folder / f"{i:03d}.jpg", quality=90)
+    (zs / "classnames.txt").write_text("\n".join(classes) + "\n")
+    (zs / "templates.txt").write_text("\n".join(templates) + "\n")
+
+    # Retrieval: COCO captions format, two captions per image (object order differs).
+    rt = out / "retrieval"
+    (rt / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(retrieval_images):
+        image, caption, boxes, _ = scene("retrieval")
+        name = f"{i:06d}.jpg"
+        image.save(rt / "images" / name, quality=90)
+        images.append({"id": i, "file_name": name})
+        second = caption_of(boxes[::-1]) if len(boxes) > 1 else f"there is a {boxes[0]['text']}"
+        for text in (caption, second):
+            annotations.append({"id": len(annotations), "image_id": i, "caption": text})
+    (rt / "captions.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+
+    (out / "hierarchy.tsv").write_text("".join(f"{p}\t{c}\n" for p, c in hierarchy))
+    return out
 
 
 def make_demo(
@@ -118,53 +178,28 @@ def make_demo(
     progress: bool = False,
 ) -> Path:
     """Write the demo world to ``out_dir`` (see the module docstring); returns ``out_dir``."""
-    out = Path(out_dir)
     rng = random.Random(seed)
-    write_shards(
-        _scene_records(rng, train_samples, "train"),
-        out / "train",
-        prefix="train",
+
+    def zeroshot_image(label: int) -> Image.Image:
+        colour, shape = CLASSES[label].split()
+        image = _background(rng)
+        size = rng.randint(SIZES["small"][0], SIZES["large"][1])
+        box = _place(rng, [], size)
+        _draw(ImageDraw.Draw(image), shape, COLOURS[colour], box)
+        return image
+
+    return write_world(
+        Path(out_dir),
+        scene=lambda split: make_scene(rng),
+        zeroshot_image=zeroshot_image,
+        classes=CLASSES,
+        templates=TEMPLATES,
+        hierarchy=hierarchy_edges(),
+        caption_of=_caption_of,
+        train_samples=train_samples,
+        val_samples=val_samples,
+        zeroshot_per_class=zeroshot_per_class,
+        retrieval_images=retrieval_images,
         samples_per_shard=samples_per_shard,
         progress=progress,
     )
-    write_shards(
-        _scene_records(rng, val_samples, "val"),
-        out / "val",
-        prefix="val",
-        samples_per_shard=samples_per_shard,
-        progress=progress,
-    )
-
-    # Zero-shot: one object per image, ImageFolder with one folder per class.
-    zs = out / "zeroshot"
-    for label, name in enumerate(CLASSES):
-        folder = zs / f"{label:02d}_{name.replace(' ', '_')}"
-        folder.mkdir(parents=True, exist_ok=True)
-        colour, shape = name.split()
-        for i in range(zeroshot_per_class):
-            image = _background(rng)
-            size = rng.randint(SIZES["small"][0], SIZES["large"][1])
-            box = _place(rng, [], size)
-            _draw(ImageDraw.Draw(image), shape, COLOURS[colour], box)
-            image.save(folder / f"{i:03d}.jpg", quality=90)
-    (zs / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
-    (zs / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
-
-    # Retrieval: COCO captions format, two captions per image (object order differs).
-    rt = out / "retrieval"
-    (rt / "images").mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for i in range(retrieval_images):
-        image, caption, boxes, _ = make_scene(rng)
-        name = f"{i:06d}.jpg"
-        image.save(rt / "images" / name, quality=90)
-        images.append({"id": i, "file_name": name})
-        texts = [caption, " and ".join(f"a {b['text']}" for b in reversed(boxes))]
-        if len(boxes) == 1:
-            texts[1] = f"there is a {boxes[0]['text']}"
-        for text in texts:
-            annotations.append({"id": len(annotations), "image_id": i, "caption": text})
-    (rt / "captions.json").write_text(json.dumps({"images": images, "annotations": annotations}))
-
-    (out / "hierarchy.tsv").write_text("".join(f"{p}\t{c}\n" for p, c in hierarchy_edges()))
-    return out

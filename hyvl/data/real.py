@@ -22,7 +22,6 @@ seed, a few seconds.
 
 from __future__ import annotations
 
-import json
 import random
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hyvl.data.writer import write_shards
+from hyvl.data.demo import write_world
 from hyvl.errors import DataError
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -137,16 +136,6 @@ def caption_of(boxes: list[dict]) -> str:
     return " and ".join(f"a {b['text']}" for b in boxes)
 
 
-def _scene_records(rng: random.Random, n: int, prefix: str, split: str) -> list[dict]:
-    records = []
-    for i in range(n):
-        image, caption, boxes, _ = make_scene(rng, split)
-        records.append(
-            {"key": f"{prefix}{i:06d}", "image": image, "caption": caption, "boxes": boxes}
-        )
-    return records
-
-
 def make_real_demo(
     out_dir: str | Path,
     seed: int = 0,
@@ -159,41 +148,21 @@ def make_real_demo(
     progress: bool = False,
 ) -> Path:
     """Write the real-image world to ``out_dir`` (see the module docstring); returns it."""
-    out = Path(out_dir)
     rng = random.Random(seed)
-    for name, n, split in (("train", train_samples, "train"), ("val", val_samples, "held_out")):
-        write_shards(
-            _scene_records(rng, n, name, split),
-            out / name,
-            prefix=name,
-            samples_per_shard=samples_per_shard,
-            progress=progress,
-        )
-
-    # Zero-shot: one held-out object per image, ImageFolder with one folder per class.
-    zs = out / "zeroshot"
-    for label, name in enumerate(CLASSES):
-        folder = zs / f"{label:02d}_{name.replace(' ', '_')}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(zeroshot_per_class):
-            image, *_ = make_scene(rng, "held_out", [label])
-            image.save(folder / f"{i:03d}.jpg", quality=90)
-    (zs / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
-    (zs / "templates.txt").write_text("\n".join(TEMPLATES) + "\n")
-
-    # Retrieval: COCO captions format, two captions per held-out scene (object order differs).
-    rt = out / "retrieval"
-    (rt / "images").mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for i in range(retrieval_images):
-        image, caption, boxes, _ = make_scene(rng, "held_out")
-        name = f"{i:06d}.jpg"
-        image.save(rt / "images" / name, quality=90)
-        images.append({"id": i, "file_name": name})
-        second = caption_of(boxes[::-1]) if len(boxes) > 1 else f"there is a {boxes[0]['text']}"
-        for text in (caption, second):
-            annotations.append({"id": len(annotations), "image_id": i, "caption": text})
-    (rt / "captions.json").write_text(json.dumps({"images": images, "annotations": annotations}))
-
-    (out / "hierarchy.tsv").write_text("".join(f"{p}\t{c}\n" for p, c in hierarchy_edges()))
-    return out
+    # Only the training shards see the training scans and photo regions; val, zero-shot and
+    # retrieval are drawn from the held-out ones.
+    return write_world(
+        Path(out_dir),
+        scene=lambda split: make_scene(rng, "train" if split == "train" else "held_out"),
+        zeroshot_image=lambda label: make_scene(rng, "held_out", [label])[0],
+        classes=CLASSES,
+        templates=TEMPLATES,
+        hierarchy=hierarchy_edges(),
+        caption_of=caption_of,
+        train_samples=train_samples,
+        val_samples=val_samples,
+        zeroshot_per_class=zeroshot_per_class,
+        retrieval_images=retrieval_images,
+        samples_per_shard=samples_per_shard,
+        progress=progress,
+    )
