@@ -68,9 +68,11 @@ def _background(rng: random.Random) -> Image.Image:
     return image
 
 
-def _place(rng: random.Random, taken: list, size: int):
+def place(rng: random.Random, taken: list, size: int, canvas: int = CANVAS):
+    """A random ``size`` x ``size`` box inside ``canvas`` that overlaps none of ``taken``
+    (50 tries), or None."""
     for _ in range(50):
-        x, y = rng.randint(0, CANVAS - size), rng.randint(0, CANVAS - size)
+        x, y = rng.randint(0, canvas - size), rng.randint(0, canvas - size)
         box = (x, y, x + size, y + size)
         if all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
             return box
@@ -84,7 +86,7 @@ def make_scene(rng: random.Random, n_objects: int | None = None):
     objects, boxes, taken = [], [], []
     for _ in range(n_objects or rng.randint(1, 3)):
         size_word = rng.choice(list(SIZES))
-        box = _place(rng, taken, rng.randint(*SIZES[size_word]))
+        box = place(rng, taken, rng.randint(*SIZES[size_word]))
         if box is None:
             continue
         colour, shape = rng.choice(list(COLOURS)), rng.choice(SHAPES)
@@ -184,7 +186,7 @@ def make_demo(
         colour, shape = CLASSES[label].split()
         image = _background(rng)
         size = rng.randint(SIZES["small"][0], SIZES["large"][1])
-        box = _place(rng, [], size)
+        box = place(rng, [], size)
         _draw(ImageDraw.Draw(image), shape, COLOURS[colour], box)
         return image
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hyvl.data.demo import write_world
+from hyvl.data.demo import place, write_world
 from hyvl.errors import DataError
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -105,21 +105,12 @@ def _render(rng: random.Random, split: str, cls: int, size: int) -> tuple[np.nda
     return photo[y : y + size, x : x + size].astype(np.float32), np.ones((size, size), np.float32)
 
 
-def _place(rng: random.Random, taken: list, size: int):
-    for _ in range(50):
-        x, y = rng.randint(0, CANVAS - size), rng.randint(0, CANVAS - size)
-        box = (x, y, x + size, y + size)
-        if all(box[2] <= t[0] or box[0] >= t[2] or box[3] <= t[1] or box[1] >= t[3] for t in taken):
-            return box
-    return None
-
-
 def make_scene(rng: random.Random, split: str = "train", classes: list[int] | None = None):
     """(image, caption, boxes, labels): 1-3 non-overlapping objects on a plain background."""
     canvas = _background(rng)
     labels, boxes, taken = [], [], []
     for cls in classes or [rng.randrange(len(CLASSES)) for _ in range(rng.randint(1, 3))]:
-        box = _place(rng, taken, rng.randint(*BOX))
+        box = place(rng, taken, rng.randint(*BOX), CANVAS)
         if box is None:
             continue
         pixels, alpha = _render(rng, split, cls, box[2] - box[0])
