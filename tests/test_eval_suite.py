@@ -29,6 +29,21 @@ def _image(c: int, i: int, size=12) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
 
 
+def _truncated(path, fmt: str) -> None:
+    """The first half of an image file: PIL raises when it decodes it."""
+    buf = io.BytesIO()
+    _image(999, 0).save(buf, format=fmt)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+
+def _sixteen_bit(path, seed: int) -> Image.Image:
+    """Write a 16-bit grey PNG; return its 8-bit version, floor(v * 255 / 65535), computed here
+    (PIL's own convert("RGB") would clip every value above 255 to white)."""
+    v = np.random.default_rng(seed).integers(300, 65536, (12, 12)).astype(np.uint16)
+    Image.fromarray(v).save(path)
+    return Image.fromarray((v.astype(np.int64) * 255 // 65535).astype(np.uint8))
+
+
 def _mnist(root, n_test=(3, 2), n_train=3):
     """MNIST's raw idx files, as torchvision's MNIST(root) reads them (no download)."""
     raw = root / "mnist" / "MNIST" / "raw"
@@ -58,6 +73,9 @@ def _clevr(root):
         _image(100 + n, i).save(data / "images" / "val" / f"CLEVR_val_{i:06d}.png")
         images.append(_image(100 + n, i))
         scenes.append({"image_filename": f"CLEVR_val_{i:06d}.png", "objects": [{}] * n})
+    # a damaged image among torchvision's files: skipped and counted, not a crash
+    _truncated(data / "images" / "val" / f"CLEVR_val_{len(counts):06d}.png", "png")
+    scenes.append({"image_filename": f"CLEVR_val_{len(counts):06d}.png", "objects": [{}] * 3})
     (data / "scenes" / "CLEVR_val_scenes.json").write_text(json.dumps({"scenes": scenes}))
     names = catalog.info("clevr").classnames  # the papers' order: "10", "3", "4", ...
     return images, [names.index(str(n)) for n in counts]
@@ -117,6 +135,11 @@ def setup(tmp_path_factory):
     truth["mnist"], mnist_train = _mnist(root)
     truth["clevr"] = _clevr(root)
     truth["eurosat"] = _imagefolder(root / "eurosat" / "test", 10)
+    # one truncated JPEG (skipped) and one 16-bit PNG (scaled to 8 bits, not clipped)
+    _truncated(root / "eurosat" / "test" / "00_class" / "bad.jpg", "jpeg")
+    deep = _sixteen_bit(root / "eurosat" / "test" / "01_class" / "deep.png", 7)
+    truth["eurosat"][0].insert(4, deep)  # after 01_class/0.png, 1.png
+    truth["eurosat"][1].insert(4, 1)
     truth["stl10"] = _shards(root / "stl10" / "test", 10)
     demo = root / "demo"
     truth["demo"] = _imagefolder(demo, 3, seed=500)
@@ -175,17 +198,44 @@ def test_suite_table_matches_an_independent_recomputation(setup, tmp_path):
         assert row["value"] == pytest.approx(expected, abs=1e-6), name
         assert row["num_samples"] == len(labels)
     assert res["mean"] == pytest.approx(np.mean([r["value"] for r in res["datasets"].values()]))
+    # the damaged CLEVR and EuroSAT images are skipped and counted, per dataset and in total
+    assert res["datasets"]["clevr"]["skipped"] == {"corrupt_image": 1}
+    assert res["datasets"]["eurosat"]["skipped"] == {"corrupt_image": 1}
+    assert res["datasets"]["mnist"]["skipped"] == {} and res["retrieval"]["coco"]["skipped"] == {}
+    assert res["skipped"] == {"corrupt_image": 2}
     assert "pets" in res["missing"] and "imagenet" in res["missing"]
     assert "flickr30k" in res["missing"]
     coco = res["retrieval"]["coco"]
     assert coco["num_images"] == 3 and coco["num_texts"] == 6 and coco["split"] == "karpathy test"
-    # discovery puts the labels where the test wrote them
-    for name in ("mnist", "clevr", "eurosat"):
+    # discovery puts the labels where the test wrote them (the damaged files have theirs too)
+    three = catalog.info("clevr").classnames.index("3")
+    damaged = {"mnist": None, "clevr": (6, three), "eurosat": (2, 0)}  # (position, label)
+    for name, bad in damaged.items():
         found = find_classification(root, catalog.info(name), preprocess)
-        assert labels_of(found.dataset) == truth[name][1]
+        want = list(truth[name][1])
+        if bad:
+            want.insert(*bad)
+        assert labels_of(found.dataset) == want, name
     # the prototypes are cached per checkpoint and prompt set, and reused
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(cached) == 5 and any("-mnist-" in n for n in cached)
+
+
+def test_sixteen_bit_images_reach_the_model_scaled_not_clipped(setup, monkeypatch):
+    path, model, preprocess, tokenizer, root, truth, _ = setup
+    seen = []
+    encode = model.encode_image
+    monkeypatch.setattr(model, "encode_image", lambda x: seen.append(x) or encode(x))
+    res = run_suite(model, preprocess, tokenizer, root, datasets=["eurosat"], log=id)
+    assert res["datasets"]["eurosat"]["num_samples"] == 21  # 20 + the 16-bit one, not the bad
+    deep = root / "eurosat" / "test" / "01_class" / "deep.png"
+    files = [
+        f for f, _ in find_classification(root, catalog.info("eurosat"), preprocess).dataset.samples
+    ]
+    given = torch.cat(seen)[files.index(str(deep))]  # the model's input row of that image
+    assert torch.equal(given, preprocess(truth["eurosat"][0][4]))  # the scaled 8-bit image
+    with Image.open(deep) as im:  # what torchvision's default loader would have given
+        assert not torch.equal(given, preprocess(im.convert("RGB")))
 
 
 def test_cli_suite_max_per_class_overrides_and_markdown(setup, tmp_path):

@@ -10,6 +10,7 @@ from hyvl.cli.common import (
     add_json_arg,
     add_sharing_args,
     print_table,
+    skipped_line,
     write_json,
 )
 from hyvl.errors import DataError
@@ -112,6 +113,15 @@ def _names(args) -> list[str] | None:
     return [n.strip() for n in args.datasets.split(",") if n.strip()] if args.datasets else None
 
 
+def _report_skipped(res: dict) -> None:
+    """``skipped: 3 (corrupt_image 3)`` and, when any, which datasets they came from."""
+    print(skipped_line(res["skipped"]))
+    for kind in ("datasets", "retrieval"):
+        for name, r in res.get(kind, {}).items():
+            if r.get("skipped"):
+                print(f"  {name}: {skipped_line(r['skipped']).removeprefix('skipped: ')}")
+
+
 def _report_missing(missing: dict) -> None:
     if missing:
         width = max(map(len, missing))
@@ -155,6 +165,7 @@ def run_suite(args) -> int:
     size = res["compare_size"]
     pub = f"published: ViT size {size}" if size else "published: none (--compare-size to pick)"
     print_table(table_rows(res), title=f"suite: {args.root} ({pub})")
+    _report_skipped(res)
     _report_missing(res["missing"])
     write_json(args.json, res)
     if args.markdown:
@@ -194,6 +205,7 @@ def run_linprobe(args) -> int:
         for n, r in res["datasets"].items()
     ]
     print_table(rows, title=f"linear probe: {args.root}")
+    _report_skipped(res)
     _report_missing(res["missing"])
     write_json(args.json, res)
     return 0

@@ -51,12 +51,14 @@ class TorchvisionSpec:
 
     ``splits`` maps hyvl's split (test / train / val) to constructor keyword arguments;
     ``relabel="count"``: the target is a count whose class is ``classnames.index(str(count))``
-    (CLEVR, whose class names are the counts in the papers' order).
+    (CLEVR, whose class names are the counts in the papers' order). ``needs``: a module
+    torchvision needs for it that hyvl does not install by default (``hyvl[eval]`` does).
     """
 
     cls: str
     splits: dict[str, dict] = field(default_factory=dict)
     relabel: str | None = None
+    needs: str | None = None
 
 
 def _split(test: dict, train: dict, val: dict | None = None) -> dict[str, dict]:
@@ -85,7 +87,7 @@ TORCHVISION: dict[str, TorchvisionSpec] = {
     "mnist": TorchvisionSpec("MNIST", _split({"train": False}, {"train": True})),
     # CLEVR's test split has no labels: the papers evaluate on its validation split.
     "clevr": TorchvisionSpec("CLEVRClassification", _split({"split": "val"}, _TRAIN), "count"),
-    "pcam": TorchvisionSpec("PCAM", _split(_TEST, _TRAIN, {"split": "val"})),
+    "pcam": TorchvisionSpec("PCAM", _split(_TEST, _TRAIN, {"split": "val"}), needs="h5py"),
     "sst2": TorchvisionSpec("RenderedSST2", _split(_TEST, _TRAIN, {"split": "val"})),
 }
 

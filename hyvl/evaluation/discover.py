@@ -10,10 +10,14 @@ A classification dataset NAME is looked for under ``ROOT/NAME/``, in this order:
    (their number must be the dataset's number of classes).
 
 Nothing is ever downloaded. What is not found comes back as a reason, never an exception.
+Image files (ImageFolders, and torchvision's datasets that read files) are decoded by hyvl
+(:class:`~hyvl.evaluation.files.ImageFiles`): a damaged, missing or oversized image is skipped
+and counted by reason, 16-bit images are scaled to 8 bits rather than clipped.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ import torch
 
 from hyvl.errors import DataError
 from hyvl.evaluation.catalog import DatasetInfo
+from hyvl.evaluation.files import ImageFiles
 from hyvl.evaluation.templates import read_lines
 
 SPLIT_FOLDERS = {
@@ -47,34 +52,56 @@ class Found:
     ids: list[str] | None = None  # class ids (ImageNet WordNet ids) for the hierarchy
 
 
-class _Relabelled(torch.utils.data.Dataset):
-    """``(image, count)`` -> ``(image, class index)`` through ``index[count]``."""
-
-    def __init__(self, dataset, index: dict[int, int]):
-        self.dataset, self.index = dataset, index
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        image, target = self.dataset[i]
-        return image, self.index[int(target)]
-
-
 def labels_of(dataset) -> list[int] | None:
     """Every sample's label without decoding images, when the dataset keeps them."""
     if isinstance(dataset, torch.utils.data.Subset):
         inner = labels_of(dataset.dataset)
         return None if inner is None else [inner[i] for i in dataset.indices]
-    if isinstance(dataset, _Relabelled):
-        inner = labels_of(dataset.dataset)
-        return None if inner is None else [dataset.index[int(t)] for t in inner]
-    for attr in ("targets", "_labels", "labels"):
+    if isinstance(dataset, ImageFiles):
+        return [int(y) for _, y in dataset.samples]
+    for attr in ("targets", "labels"):  # MNIST / CIFAR: targets; STL10: labels
         values = getattr(dataset, attr, None)
         if values is not None and len(values) == len(dataset):
             return [int(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
-    if hasattr(dataset, "_samples"):  # Country211-like ImageFolder subclasses keep .targets
-        return [int(t) for _, t in dataset._samples]
+    return None
+
+
+# torchvision datasets that hold their images as arrays (nothing to decode from files)
+_ARRAYS = ("MNIST", "CIFAR10", "CIFAR100", "STL10", "PCAM")
+
+
+def file_samples(dataset) -> list[tuple[str, int]] | None:
+    """The ``(image file, label)`` list of a torchvision dataset that reads image files.
+
+    torchvision decodes them with PIL's ``convert("RGB")`` (16-bit images clipped to white)
+    and raises on a damaged one mid-run, so the suite reads the files itself through
+    :class:`~hyvl.evaluation.files.ImageFiles`. The lists are private attributes whose names
+    differ per class: ImageFolder-like (ImageNet, Country211) ``samples``; StanfordCars,
+    RenderedSST2 ``_samples``; Food101, FGVCAircraft, DTD, Flowers102, CLEVR ``_image_files``
+    with ``_labels``; OxfordIIITPet ``_images`` with ``_labels``."""
+    for attr in ("samples", "_samples"):
+        pairs = getattr(dataset, attr, None)
+        if isinstance(pairs, list):
+            return [(str(f), y) for f, y in pairs]
+    labels = getattr(dataset, "_labels", None)
+    for attr in ("_image_files", "_images"):
+        files = getattr(dataset, attr, None)
+        if isinstance(files, list) and isinstance(labels, list) and len(files) == len(labels):
+            return [(str(f), y) for f, y in zip(files, labels, strict=True)]
+    return None
+
+
+def _needs(spec) -> str | None:
+    """Why torchvision's ``spec.cls`` cannot be read here (a module it needs is missing)."""
+    if spec.needs is None:
+        return None
+    try:
+        importlib.import_module(spec.needs)
+    except ImportError:
+        return (
+            f"{spec.cls} needs {spec.needs}, which is not installed: "
+            f"pip install 'hyvl[eval]' (or pip install {spec.needs})"
+        )
     return None
 
 
@@ -90,6 +117,9 @@ def _torchvision(info: DatasetInfo, root: Path, split: str, preprocess):
     for base in (root / info.name, root):
         if not base.is_dir():
             continue
+        missing = _needs(spec)
+        if missing:
+            return missing
         kwargs = {"transform": preprocess, **spec.splits[split]}
         if "download" in inspect.signature(cls.__init__).parameters:
             kwargs["download"] = False
@@ -103,15 +133,24 @@ def _torchvision(info: DatasetInfo, root: Path, split: str, preprocess):
                 f"no {spec.cls} files under {base}" if not_found else f"{spec.cls}({base}): {msg}"
             )
             continue
-        if spec.relabel == "count":
-            index = {int(c): i for i, c in enumerate(info.classnames)}
-            dataset = _Relabelled(dataset, index)
-        elif hasattr(dataset, "classes") and len(dataset.classes) != info.num_classes:
-            reasons.append(
-                f"{spec.cls}({base}): {len(dataset.classes)} classes, not {info.num_classes}"
-            )
+        n = len(getattr(dataset, "classes", ())) if spec.relabel is None else info.num_classes
+        if n != info.num_classes:
+            reasons.append(f"{spec.cls}({base}): {n} classes, not {info.num_classes}")
             continue
-        return dataset, base
+        if spec.cls in _ARRAYS:
+            return dataset, base
+        samples = file_samples(dataset)
+        if samples is None:  # a torchvision version that keeps its file list elsewhere
+            reasons.append(f"{spec.cls}({base}): cannot find its list of image files")
+            continue
+        if spec.relabel == "count":  # the target is a count: its class is the count's name
+            index = {int(c): i for i, c in enumerate(info.classnames)}
+            odd = sorted({int(y) for _, y in samples} - set(index))
+            if odd:
+                reasons.append(f"{spec.cls}({base}): object counts {odd} are not classes")
+                continue
+            samples = [(f, index[int(y)]) for f, y in samples]
+        return ImageFiles(samples, preprocess), base
     return "; ".join(reasons) or f"no {spec.cls} under {root / info.name} or {root}"
 
 
@@ -157,8 +196,8 @@ def find_classification(
         )
     from torchvision.datasets import ImageFolder
 
-    try:
-        dataset = ImageFolder(str(where), transform=preprocess)
+    try:  # only its class folders and file list: ImageFiles reads the images (skips bad ones)
+        dataset = ImageFiles(ImageFolder(str(where)).samples, preprocess)
     except (FileNotFoundError, OSError) as err:
         return f"{where}: {err}"
     if ids is not None:
@@ -181,16 +220,17 @@ def find_custom(root: str | Path, known: tuple[str, ...], preprocess):
             continue
         names = read_lines(folder / "classnames.txt")
         try:
-            dataset = ImageFolder(str(folder), transform=preprocess)
+            files = ImageFolder(str(folder))
         except (FileNotFoundError, OSError) as err:
             skipped[folder.name] = f"{folder}: {err}"
             continue
-        if len(dataset.classes) != len(names):
+        if len(files.classes) != len(names):
             skipped[folder.name] = (
-                f"{folder}: {len(dataset.classes)} class folders but {len(names)} class names"
+                f"{folder}: {len(files.classes)} class folders but {len(names)} class names"
             )
             continue
         templates = resolve_templates(None, folder)
+        dataset = ImageFiles(files.samples, preprocess)
         found[folder.name] = Found(folder.name, "imagefolder", folder, names, templates, dataset)
     return found, skipped
 

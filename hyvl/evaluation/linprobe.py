@@ -21,7 +21,8 @@ import torch
 from hyvl.evaluation import catalog
 from hyvl.evaluation.discover import Found, find_classification
 from hyvl.evaluation.embed import Shard
-from hyvl.evaluation.suite import embed_found
+from hyvl.evaluation.files import merge_counts
+from hyvl.evaluation.suite import NoUsableSamples, embed_found
 
 COSTS = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
 VAL_FRACTION = 0.2
@@ -115,7 +116,8 @@ def run_linprobe(
     steps: int = 4,
 ) -> dict[str, Any]:
     """Linear probe on every suite dataset under ``root`` with a train and a test split ->
-    ``{"datasets": {NAME: {"metric", "value", "C", ...}}, "mean", "missing": {NAME: reason}}``.
+    ``{"datasets": {NAME: {"metric", "value", "C", "skipped", ...}}, "mean", "skipped",
+    "missing": {NAME: reason}}`` (``skipped``: unusable images by reason, over all splits).
     ``costs`` / ``steps``: the C grid and the bisection steps of :func:`fit_logistic`."""
     from hyvl.errors import DataError
 
@@ -152,18 +154,26 @@ def run_linprobe(
                 val.layout != "torchvision" and val.path == splits["test"].path
             ):
                 val = None  # no validation split of its own: held out from train
-            feats = {}
-            for s, found in (*splits.items(), *([("val", val)] if val else [])):
-                found.name = f"{name} {s}"
-                feats[s] = embed_found(backbone, preprocess, tokenizer, found, **opts)
+            feats, skipped = {}, {}
+            try:
+                for s, found in (*splits.items(), *([("val", val)] if val else [])):
+                    found.name = f"{name} {s}"
+                    x, y, skipped[s] = embed_found(backbone, preprocess, tokenizer, found, **opts)
+                    feats[s] = (x, y)
+            except NoUsableSamples as err:  # raised by every process alike
+                out["missing"][name] = str(err)
+                continue
             out["datasets"][name] = {
                 **probe(
                     feats["train"], feats.get("val"), feats["test"], info.num_classes, costs, steps
                 ),
                 "layout": splits["test"].layout,
+                "skipped": merge_counts(*skipped.values()),
+                "skipped_by_split": {s: c for s, c in skipped.items() if c},
             }
     finally:
         model.train(was_training)
     values = [r["value"] for r in out["datasets"].values()]
     out["mean"] = sum(values) / len(values) if values else None
+    out["skipped"] = merge_counts(*(r["skipped"] for r in out["datasets"].values()))
     return out

@@ -29,6 +29,7 @@ from hyvl.evaluation.discover import (
     labels_of,
 )
 from hyvl.evaluation.embed import Shard, embed_images, similarity
+from hyvl.evaluation.files import drop_skipped, gather_counts, merge_counts
 from hyvl.evaluation.hierarchy import Hierarchy, hierarchy_metrics
 from hyvl.evaluation.templates import read_lines
 from hyvl.evaluation.zeroshot import _accuracies, zeroshot_classifier
@@ -96,6 +97,10 @@ def prototypes(
     return protos
 
 
+class NoUsableSamples(DataError):
+    """Every image of a dataset was skipped: the dataset is listed as not evaluated."""
+
+
 def first_per_class(labels: list[int], n: int) -> list[int]:
     """Indices of the first ``n`` samples of every class, in dataset order."""
     seen: dict[int, int] = {}
@@ -134,7 +139,10 @@ def embed_found(
     precision,
     max_per_class,
 ):
-    """((N, D) image embeddings, (N,) labels) of a found dataset, each image embedded once."""
+    """((N, D) image embeddings, (N,) labels, {reason: count} of the images skipped) of a found
+    dataset, each image embedded once. Unusable images (damaged, missing, too large) are
+    skipped and counted, the same on every process; none usable raises :class:`DataError`."""
+    stream = None
     if found.dataset is not None:
         dataset = found.dataset
         if max_per_class:
@@ -146,7 +154,7 @@ def embed_found(
     else:
         from hyvl.evaluation.zeroshot import load_classification_data
 
-        (batches, total), _, _ = load_classification_data(
+        (stream, total), _, _ = load_classification_data(
             found.shards,
             preprocess,
             found.classnames,
@@ -156,15 +164,20 @@ def embed_found(
             shard,
             workers,
         )
-        if max_per_class:
-            batches = _capped_stream(batches, max_per_class)
+        batches = _capped_stream(stream, max_per_class) if max_per_class else stream
     feats, labels = embed_images(model, batches, total, found.name, shard, precision)
-    if labels is None:
-        raise DataError(f"{found.path}: no usable samples")
+    # shards count what their loader skipped; ImageFiles rows of skipped images carry a
+    # negative label (the same rows on every process after the gather)
+    skipped = gather_counts(shard, stream.skipped()) if stream is not None else {}
+    if labels is not None:
+        feats, labels, _, dropped = drop_skipped(feats, labels)
+        skipped = merge_counts(skipped, dropped)
+    if labels is None or labels.numel() == 0:
+        raise NoUsableSamples(f"{found.path}: no usable samples (skipped: {skipped or 'none'})")
     if max_per_class and found.dataset is None:
         keep = torch.tensor(first_per_class(labels.tolist(), max_per_class), dtype=torch.long)
         feats, labels = feats[keep], labels[keep]
-    return feats, labels
+    return feats, labels, skipped
 
 
 def _override(spec: dict[str, str] | None, name: str) -> list[str] | None:
@@ -181,7 +194,7 @@ def _override(spec: dict[str, str] | None, name: str) -> list[str] | None:
 
 
 def _classification(model, preprocess, tokenizer, found: Found, opts: dict, size, key):
-    feats, labels = embed_found(model, preprocess, tokenizer, found, **opts["embed"])
+    feats, labels, skipped = embed_found(model, preprocess, tokenizer, found, **opts["embed"])
     protos = prototypes(
         model,
         tokenizer,
@@ -199,6 +212,7 @@ def _classification(model, preprocess, tokenizer, found: Found, opts: dict, size
         "metric": catalog.METRIC,
         "value": acc["mean_per_class"],
         "num_samples": int(labels.numel()),
+        "skipped": skipped,
         "published": catalog.published_for("zeroshot", found.name, None, size)
         if found.name in catalog.NAMES
         else {},
@@ -361,9 +375,13 @@ def run_suite(
             found.classnames = names
             found.templates = _override(prompts, name) or found.templates
             log(f"{name}: {found.layout} at {found.path}")
-            row, predicted, labels = _classification(
-                model, preprocess, tokenizer, found, opts, size, key
-            )
+            try:
+                row, predicted, labels = _classification(
+                    model, preprocess, tokenizer, found, opts, size, key
+                )
+            except NoUsableSamples as err:  # raised by every process alike (after the gather)
+                out["missing"][name] = str(err)
+                continue
             out["datasets"][name] = row
             if name == "imagenet" and found.ids is not None:
                 out["hierarchy"]["imagenet"] = _hierarchy(found, predicted, labels)
@@ -372,6 +390,8 @@ def run_suite(
     values = {n: r["value"] for n, r in out["datasets"].items()}
     out["mean"] = sum(values.values()) / len(values) if values else None
     out["mean_over"] = list(values)
+    rows = [*out["datasets"].values(), *out["retrieval"].values()]
+    out["skipped"] = merge_counts(*(r["skipped"] for r in rows))
     return out
 
 
@@ -442,6 +462,9 @@ def markdown(res: dict) -> str:
         | {p["source"] for r in res["retrieval"].values() for p in r["published"].values()}
     )
     lines += [f"Source: {s}" for s in sources]
+    if res.get("skipped"):
+        detail = ", ".join(f"{k} {v}" for k, v in res["skipped"].items())
+        lines += ["", f"Skipped images: {sum(res['skipped'].values())} ({detail})."]
     if res["missing"]:
         lines += ["", "Not evaluated:", ""]
         lines += [f"- {n}: {why}" for n, why in res["missing"].items()]
