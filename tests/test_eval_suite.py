@@ -302,3 +302,48 @@ def test_imagenet_hierarchy_rows_cover_every_class():
     assert right["leaf_included"] is False  # HyCoCLIP's published variant
     wrong = _hierarchy(found, labels.roll(1), labels)
     assert wrong["TIE"] >= 2 and wrong["hier_precision"] < 1
+
+
+def test_published_columns_read_the_data(setup, monkeypatch):
+    from hyvl.evaluation.discover import Found
+    from hyvl.evaluation.suite import _hierarchy, footnotes, markdown, table_rows
+
+    path, model, preprocess, tokenizer, root, *_ = setup
+    # the shipped table: HyCoCLIP's model zoo, COCO R@10 measured on val2017; the fixture's
+    # COCO is a Karpathy test split, so those rows are starred and explained
+    res = run_suite(model, preprocess, tokenizer, root, datasets=["coco"], compare_size="vit_b",
+                    log=id)  # fmt: skip
+    rows = {(r["dataset"], r["metric"]): r for r in table_rows(res)}
+    zoo = catalog.published()["retrieval"]["coco"]["text_to_image R@10"]["vit_b"]
+    assert {m: rows[("coco", "T->I R@10 *")][m] for m in zoo if m != "source"} == {
+        m: v for m, v in zoo.items() if m != "source"
+    }
+    assert rows[("coco", "T->I R@1")]["hycoclip"] == "-"  # no source gives R@1
+    assert footnotes(res) == [
+        "* coco: the published numbers are on val2017, this run on karpathy test (different images)"
+    ]
+    assert "model-zoo table of github.com/PalAvik/hycoclip" in markdown(res)
+
+    # every kind of row reads its numbers from the data, at the size compared
+    table = {
+        "sources": {"t": "a test source"},
+        "zeroshot": {"mnist": {"vit_l": {"clip": 1.5, "meru": 2.5, "source": "t"}}},
+        "retrieval": {"coco": {"split": "karpathy test",
+                               "text_to_image R@5": {"vit_l": {"hycoclip": 3.5, "source": "t"}}}},
+        "hierarchy": {"imagenet": {"LCA": {"vit_l": {"hycoclip": 4.5, "source": "t"}}}},
+    }  # fmt: skip
+    monkeypatch.setattr(catalog, "published", lambda: table)
+    res = run_suite(model, preprocess, tokenizer, root, datasets=["mnist", "coco"],
+                    compare_size="vit_l", log=id)  # fmt: skip
+    info = catalog.info("imagenet")
+    found = Found("imagenet", "imagefolder", None, list(info.classnames), [], ids=list(info.wnids))
+    res["hierarchy"]["imagenet"] = _hierarchy(
+        found, torch.arange(1000), torch.arange(1000), "vit_l"
+    )
+    rows = {(r["dataset"], r["metric"]): r for r in table_rows(res)}
+    pick = lambda key: tuple(rows[key][m] for m in ("clip", "meru", "hycoclip"))  # noqa: E731
+    assert pick(("mnist", "mean_per_class")) == (1.5, 2.5, "-")
+    assert pick(("coco", "T->I R@5")) == ("-", "-", 3.5) and footnotes(res) == []
+    assert pick(("imagenet (WordNet)", "LCA")) == ("-", "-", 4.5)
+    assert pick(("imagenet (WordNet)", "TIE")) == ("-", "-", "-")
+    assert "Source: a test source" in markdown(res)

@@ -139,7 +139,7 @@ def run_suite(args) -> int:
         write_json(args.json, {"datasets": rows, "retrieval": catalog.retrieval_listing()})
         return 0
     _need(args)
-    from hyvl.evaluation.suite import markdown, run_suite, table_rows
+    from hyvl.evaluation.suite import footnotes, markdown, run_suite, table_rows
 
     with _Session(args) as s:
         res = run_suite(
@@ -165,6 +165,8 @@ def run_suite(args) -> int:
     size = res["compare_size"]
     pub = f"published: ViT size {size}" if size else "published: none (--compare-size to pick)"
     print_table(table_rows(res), title=f"suite: {args.root} ({pub})")
+    for line in footnotes(res):
+        print(line)
     _report_skipped(res)
     _report_missing(res["missing"])
     write_json(args.json, res)

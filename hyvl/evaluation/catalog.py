@@ -132,7 +132,10 @@ def info(name: str) -> DatasetInfo:
 
 @cache
 def published() -> dict:
-    """``suite_data/published.json``: {"sources", "zeroshot", "retrieval"} (see its "note")."""
+    """``suite_data/published.json``: {"sources", "note", "zeroshot", "retrieval", "hierarchy"}.
+
+    Each kind maps a dataset to its numbers per model size (and, for retrieval and hierarchy,
+    per metric first); a dataset may name the ``split`` its numbers were measured on."""
     return json.loads(_data("published.json").read_text())
 
 
@@ -143,14 +146,17 @@ def imagenet_hierarchy_path() -> Path:
 
 def published_for(kind: str, name: str, metric: str | None, size: str | None) -> dict:
     """Published numbers at model ``size`` (vit_s / vit_b / vit_l): {"clip", "meru",
-    "hycoclip", "source"} with only the values a source gives, or {} when none does."""
-    table = published()[kind].get(name, {})
+    "hycoclip", "size", "source"} with only the values a source gives (and "split" when the
+    source names the split it measured on), or {} when none does."""
+    table = published().get(kind, {}).get(name, {})
+    split = table.get("split")
     if metric is not None:
         table = table.get(metric, {})
     row = table.get(size or "", {})
     if not row:
         return {}
-    return {**row, "size": size, "source": published()["sources"][row["source"]]}
+    out = {**row, "size": size, "source": published()["sources"][row["source"]]}
+    return {**out, "split": split} if split else out
 
 
 def listing() -> list[dict]:

@@ -225,15 +225,21 @@ def _classification(model, preprocess, tokenizer, found: Found, opts: dict, size
     return row, scores.argmax(1), labels
 
 
-def _hierarchy(found: Found, predicted: torch.Tensor, labels: torch.Tensor) -> dict:
+def _hierarchy(
+    found: Found, predicted: torch.Tensor, labels: torch.Tensor, size: str | None = None
+) -> dict:
     """HyCoCLIP's hierarchical metrics of ImageNet's predictions on its WordNet tree (ancestor
-    sets without the class itself, as HyCoCLIP publishes them)."""
+    sets without the class itself, as HyCoCLIP publishes them), with the published numbers of
+    model ``size`` per metric."""
     tree = Hierarchy.from_tsv(catalog.imagenet_hierarchy_path())
     ids = found.ids
     res = hierarchy_metrics(
         [ids[i] for i in predicted.tolist()], [ids[i] for i in labels.tolist()], tree, False
     )
-    return {**res, "published": {}}
+    published = {
+        m: catalog.published_for("hierarchy", "imagenet", m, size) for m in HIERARCHY_METRICS
+    }
+    return {**res, "published": {m: p for m, p in published.items() if p}}
 
 
 def _retrieval(model, preprocess, tokenizer, root, name, opts, size) -> dict | str:
@@ -384,7 +390,7 @@ def run_suite(
                 continue
             out["datasets"][name] = row
             if name == "imagenet" and found.ids is not None:
-                out["hierarchy"]["imagenet"] = _hierarchy(found, predicted, labels)
+                out["hierarchy"]["imagenet"] = _hierarchy(found, predicted, labels, size)
     finally:
         model.train(was_training)
     values = {n: r["value"] for n, r in out["datasets"].items()}
@@ -425,13 +431,15 @@ def table_rows(res: dict) -> list[dict[str, Any]]:
     for name, r in res["retrieval"].items():
         for d, short in (("image_to_text", "I->T"), ("text_to_image", "T->I")):
             for k in (1, 5, 10):
+                p = r["published"].get(f"{d} R@{k}", {})
+                other_split = p.get("split", r["split"]) != r["split"]  # see footnotes()
                 rows.append(
                     {
                         "dataset": name,
-                        "metric": f"{short} R@{k}",
+                        "metric": f"{short} R@{k}" + (" *" if other_split else ""),
                         "value": r[d][f"R@{k}"],
                         "n": r["num_images"],
-                        **pub(r["published"].get(f"{d} R@{k}", {})),
+                        **pub(p),
                     }
                 )
     for name, r in res["hierarchy"].items():
@@ -442,10 +450,24 @@ def table_rows(res: dict) -> list[dict[str, Any]]:
                     "metric": m,
                     "value": r[m],
                     "n": r["num_samples"],
-                    **pub({}),
+                    **pub(r["published"].get(m, {})),
                 }
             )
     return rows
+
+
+def footnotes(res: dict) -> list[str]:
+    """Why a row's published numbers are not on the same images as the user's: the rows whose
+    metric ends in " *" (a retrieval split other than the one the source measured on)."""
+    notes = []
+    for name, r in res["retrieval"].items():
+        splits = {p["split"] for p in r["published"].values() if p.get("split")}
+        for split in sorted(splits - {r["split"]}):
+            notes.append(
+                f"* {name}: the published numbers are on {split}, this run on {r['split']} "
+                "(different images)"
+            )
+    return notes
 
 
 def markdown(res: dict) -> str:
@@ -459,8 +481,14 @@ def markdown(res: dict) -> str:
     lines += ["", f"Published numbers at model size: {size}."]
     sources = sorted(
         {p["source"] for r in res["datasets"].values() for p in [r["published"]] if p}
-        | {p["source"] for r in res["retrieval"].values() for p in r["published"].values()}
+        | {
+            p["source"]
+            for kind in ("retrieval", "hierarchy")
+            for r in res[kind].values()
+            for p in r["published"].values()
+        }
     )
+    lines += footnotes(res)
     lines += [f"Source: {s}" for s in sources]
     if res.get("skipped"):
         detail = ", ".join(f"{k} {v}" for k, v in res["skipped"].items())
