@@ -347,3 +347,80 @@ def test_published_columns_read_the_data(setup, monkeypatch):
     assert pick(("imagenet (WordNet)", "LCA")) == ("-", "-", 4.5)
     assert pick(("imagenet (WordNet)", "TIE")) == ("-", "-", "-")
     assert "Source: a test source" in markdown(res)
+
+
+def test_damaged_prototype_cache_entry_is_recomputed_and_replaced(setup, tmp_path, caplog):
+    from hyvl.evaluation.embed import Shard
+    from hyvl.evaluation.protocache import entry_path, prototypes, read_entry
+
+    _, model, _, tokenizer, *_ = setup
+    names, templates = ["red thing", "blue thing", "green thing"], ["a {}."]
+    args = dict(key="k", cache_dir=tmp_path, shard=Shard())
+    fresh = prototypes(model, tokenizer, "demo", names, templates, **args)
+    path = entry_path(tmp_path, "k", "demo", names, templates, "fp32")
+    assert torch.equal(read_entry(path, 3), fresh)
+    # a valid entry is what the next run uses (no recomputation)
+    from safetensors.torch import save_file
+
+    save_file({"prototypes": torch.zeros(3, fresh.shape[1])}, str(path))
+    assert prototypes(model, tokenizer, "demo", names, templates, **args).abs().sum() == 0
+    # cut short (a copy interrupted, a full disk): recomputed, with one warning line, replaced
+    path.write_bytes(path.read_bytes()[:100])
+    with caplog.at_level("WARNING"):
+        again = prototypes(model, tokenizer, "demo", names, templates, **args)
+    assert torch.equal(again, fresh)
+    assert len(caplog.records) == 1 and "recomputing" in caplog.text and str(path) in caplog.text
+    assert "\n" not in caplog.records[0].getMessage()
+    assert torch.equal(read_entry(path, 3), fresh)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary files left
+
+
+def _writer(path, value: float, written=None, resume=None) -> None:
+    """A writer process; with ``written`` / ``resume`` it stops between writing its file and
+    putting it in place. Fails (exit code 1) if its write did not go through."""
+    import logging
+
+    import safetensors.torch
+
+    from hyvl.evaluation import protocache
+
+    save = safetensors.torch.save_file
+
+    def save_then_wait(*args, **kwargs):
+        save(*args, **kwargs)
+        if written is not None:
+            written.set()
+            resume.wait(30)
+
+    safetensors.torch.save_file = save_then_wait  # in this (forked) process only
+    failed = []
+    handler = logging.Handler()
+    handler.emit = failed.append
+    protocache.log.addHandler(handler)
+    protocache.write_entry(path, torch.full((4, 8), value), "demo")
+    assert not failed, failed[0].getMessage()
+
+
+def test_concurrent_cache_writers_leave_one_valid_entry(tmp_path):
+    """Writer A has written its data but not yet put it in place when writer B writes the
+    whole entry: a reader meanwhile sees nothing, then B's file, and both writes succeed."""
+    import multiprocessing
+
+    from hyvl.evaluation.protocache import read_entry
+
+    path = tmp_path / "k-demo-p.safetensors"
+    ctx = multiprocessing.get_context("fork")  # cheap: torch is already imported
+    written, resume = ctx.Event(), ctx.Event()
+    a = ctx.Process(target=_writer, args=(path, 1.0, written, resume))
+    a.start()
+    assert written.wait(30)
+    assert read_entry(path, 4) is None and not path.exists()  # A's data is not visible yet
+    b = ctx.Process(target=_writer, args=(path, 2.0))
+    b.start()
+    b.join(30)
+    assert b.exitcode == 0 and torch.equal(read_entry(path, 4), torch.full((4, 8), 2.0))
+    resume.set()
+    a.join(30)
+    assert a.exitcode == 0  # (with one shared temporary name, B would have taken A's file)
+    assert torch.equal(read_entry(path, 4), torch.full((4, 8), 1.0))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

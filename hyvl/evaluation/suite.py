@@ -10,8 +10,6 @@ embeddings); COCO / Flickr30k go through :func:`~hyvl.evaluation.evaluate_retrie
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,9 @@ from hyvl.evaluation.discover import (
 from hyvl.evaluation.embed import Shard, embed_images, similarity
 from hyvl.evaluation.files import drop_skipped, gather_counts, merge_counts
 from hyvl.evaluation.hierarchy import Hierarchy, hierarchy_metrics
+from hyvl.evaluation.protocache import model_hash, prototypes
 from hyvl.evaluation.templates import read_lines
-from hyvl.evaluation.zeroshot import _accuracies, zeroshot_classifier
+from hyvl.evaluation.zeroshot import _accuracies
 
 # timm names of the papers' towers -> the size their tables name
 SIZES = {
@@ -49,52 +48,6 @@ def model_size(model) -> str | None:
     if vision.width is not None or vision.depth is not None:
         return None
     return SIZES.get(vision.timm_name)
-
-
-def model_hash(model) -> str:
-    """Content hash of the weights (names, dtypes, shapes and bytes), for the prototype cache:
-    the same weights loaded from any path share their cache entries."""
-    h = hashlib.blake2b(digest_size=16)
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def prototypes(
-    model,
-    tokenizer,
-    name: str,
-    classnames: list[str],
-    templates: list[str],
-    *,
-    key: str,
-    cache_dir: str | Path | None,
-    shard: Shard,
-    precision: str = "fp32",
-) -> torch.Tensor:
-    """(C, D) class prototypes, read from ``cache_dir`` when this checkpoint (``key``: its
-    :func:`model_hash`) already made them from the same class names, prompts and precision.
-
-    Safetensors files (nothing is unpickled); the main process writes them, atomically."""
-    prompt_key = hashlib.blake2b(
-        json.dumps([classnames, templates, precision]).encode(), digest_size=8
-    ).hexdigest()
-    path = Path(cache_dir) / f"{key}-{name}-{prompt_key}.safetensors" if cache_dir else None
-    if path is not None and path.is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(path))["prototypes"]
-    protos = zeroshot_classifier(model, tokenizer, classnames, templates, shard, precision)
-    if path is not None and shard.is_main:
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"prototypes": protos.contiguous()}, str(tmp), metadata={"dataset": name})
-        tmp.replace(path)
-    return protos
 
 
 class NoUsableSamples(DataError):
