@@ -41,9 +41,13 @@ class Euclidean:
         """(B1, D), (B2, D) -> (B1, B2) cosine similarities."""
         return x @ y.T
 
-    def pairwise_distance(self, x: Tensor, y: Tensor, curv: float | None) -> Tensor:
-        """(B1, D), (B2, D) -> (B1, B2) ``1 - cos``: the distance search reports."""
-        return 1.0 - x @ y.T
+    def pairwise_distance(
+        self, x: Tensor, y: Tensor, curv: float | None, scale: Tensor | float | None = None
+    ) -> Tensor:
+        """(B1, D), (B2, D) -> (B1, B2) ``1 - cos`` (times ``scale``): the distance search
+        reports."""
+        d = 1.0 - x @ y.T
+        return d if scale is None else scale * d
 
     def distance_from_inner(self, ip: Tensor, q_sq: Tensor, y_sq: Tensor, curv) -> Tensor:
         """``1 - q . y`` from the inner products ``ip`` (norms unused: unit vectors)."""
@@ -95,9 +99,11 @@ class Lorentz:
         """(B1, D) apexes, (B2, D) children -> (B1, B2) ``-oxy_angle(apex, child)``."""
         return -lorentz.pairwise_oxy_angle(apex, child, curv)
 
-    def pairwise_distance(self, x: Tensor, y: Tensor, curv: float | Tensor) -> Tensor:
-        """(B1, D), (B2, D) -> (B1, B2) geodesic distances."""
-        return lorentz.pairwise_dist(x, y, curv)
+    def pairwise_distance(
+        self, x: Tensor, y: Tensor, curv: float | Tensor, scale: Tensor | float | None = None
+    ) -> Tensor:
+        """(B1, D), (B2, D) -> (B1, B2) geodesic distances (times a non-zero ``scale``, fused)."""
+        return lorentz.pairwise_dist(x, y, curv, scale=scale)
 
     def distance_from_inner(self, ip: Tensor, q_sq: Tensor, y_sq: Tensor, curv) -> Tensor:
         """Geodesic distances from the space components' inner products ``ip`` and squared norms.

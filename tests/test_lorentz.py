@@ -333,20 +333,32 @@ def test_pairwise_matmul_rule_and_both_paths_meet_the_contract(monkeypatch):
     assert errors["float64"] < 1e-6
 
 
-def test_float64_matmul_path_gradients_match_float64():
-    """The fused fp32 path's hand-written backward (x, y and a learnable curvature) against
-    gradcheck-verified float64."""
+@pytest.mark.parametrize("fused_scale", [False, True])
+def test_float64_matmul_path_gradients_match_float64(fused_scale):
+    """The fused fp32 path's hand-written backward (x, y, a learnable curvature and, fused, a
+    learnable logit scale) against gradcheck-verified float64."""
     torch.manual_seed(0)
     x, y = torch.randn(7, 16) * 0.5, torch.randn(9, 16) * 0.5
     y[0] = x[0]  # a pair at distance 0: zero gradient there, not NaN
     weights = torch.randn(7, 9)
-    grads = {}
+    grads, values = {}, {}
     for dtype in (torch.float32, torch.float64):
         xi = x.to(dtype, copy=True).requires_grad_()
         yi = y.to(dtype, copy=True).requires_grad_()
         curv = torch.tensor(1.3, dtype=dtype, requires_grad=True)
-        (L.pairwise_dist(xi, yi, curv) * weights.to(dtype)).sum().backward()
-        grads[dtype] = (xi.grad, yi.grad, curv.grad)
+        scale = torch.tensor(2.5, dtype=dtype, requires_grad=True)
+        if fused_scale:  # -scale * d inside the fused function, as the objective's logits
+            d = L.pairwise_dist(xi, yi, curv, scale=-scale)
+        else:
+            d = L.pairwise_dist(xi, yi, curv)
+        (d * weights.to(dtype)).sum().backward()
+        grads[dtype] = (xi.grad, yi.grad, curv.grad) + ((scale.grad,) if fused_scale else ())
+        values[dtype] = d.detach()
+    assert d[0, 0] == 0 and d.shape == (7, 9)
+    assert (values[torch.float32].double() - values[torch.float64]).abs().max() < 1e-5
+    if fused_scale:
+        plain = L.pairwise_dist(x, y, 1.3)
+        torch.testing.assert_close(values[torch.float32], -2.5 * plain, rtol=1e-6, atol=0)
     for g32, g64 in zip(grads[torch.float32], grads[torch.float64], strict=True):
         assert torch.isfinite(g32).all()
         assert (g32.double() - g64).abs().max() <= 1e-5 * g64.abs().max()

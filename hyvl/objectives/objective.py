@@ -87,9 +87,10 @@ def _logits(
     """
     if not angle:
         if space.hyperbolic:
-            # similarity = -distance: the sign goes on the scalar, so the (R, C) matrix is
-            # passed over once, not twice, each way (on a CPU each pass costs ~1/3 of a matmul).
-            return space.pairwise_distance(rows, cols, curv) * -scale
+            # similarity = -distance: the sign goes on the scalar, which the distance multiplies
+            # in place, so the (R, C) matrix is not passed over again either way (on a CPU each
+            # pass costs ~1/3 of a matmul).
+            return space.pairwise_distance(rows, cols, curv, scale=-scale)
         return space.pairwise_similarity(rows, cols, curv) * scale
     if rows_are_apex:
         return scale * space.pairwise_angle_similarity(rows, cols, curv)
@@ -196,34 +197,34 @@ def compute_objective(
         def contrastive(logits: Tensor, tgt: Tensor) -> Tensor:
             return _row_losses(logits, tgt, cfg.loss, bias).sum()
 
-        # One similarity matrix per row side: whole and box rows share a call (one set of
-        # gathered columns, their norms and time components formed once). Without a gather
-        # (one process, or local negatives) text -> image is the transpose of image -> text, so
-        # it is not formed again (as open_clip); with a gather they are different blocks.
+        # One gathered column set per modality serves whole and box rows alike. Without a
+        # gather (one process, or local negatives) text -> image is the transpose of image ->
+        # text, so it is not formed again (as open_clip); with a gather they are different
+        # blocks. Box rows get their own call rather than being concatenated with the whole
+        # rows: slicing one (R, C) result apart makes autograd zero-fill and add a full-size
+        # gradient per slice, where separate blocks cost nothing extra (the column-side norms,
+        # O(C D), are all that is formed twice).
         shared = image_all is image and text_all is text
         box_image = box_text = None
         if use_boxes:
             box_image, box_text = emb.box_image.to(dtype), emb.box_text.to(dtype)
-        image_rows = image if box_image is None else torch.cat([image, box_image])
-        image_logits = _logits(space, angle, image_rows, text_all, False, curv, scale)
-        if shared:
-            text_logits = image_logits[:batch].mT
-            if box_text is not None:
-                box_text_logits = _logits(space, angle, box_text, image_all, True, curv, scale)
-        else:
-            text_rows = text if box_text is None else torch.cat([text, box_text])
-            text_logits = _logits(space, angle, text_rows, image_all, True, curv, scale)
-            text_logits, box_text_logits = text_logits[:batch], text_logits[batch:]
+        image_logits = _logits(space, angle, image, text_all, False, curv, scale)
+        text_logits = (
+            image_logits.mT if shared else _logits(space, angle, text, image_all, True, curv, scale)
+        )
+        if use_boxes:
+            box_image_logits = _logits(space, angle, box_image, text_all, False, curv, scale)
+            box_text_logits = _logits(space, angle, box_text, image_all, True, curv, scale)
 
         out: dict[str, Tensor] = {}
-        out["contrastive_image_text"] = row_weight * contrastive(image_logits[:batch], targets)
+        out["contrastive_image_text"] = row_weight * contrastive(image_logits, targets)
         out["contrastive_text_image"] = row_weight * contrastive(text_logits, targets)
         entail_terms: dict[str, Tensor] = {}
         entail: Tensor | None = None
         if use_boxes:
             box_targets = targets.repeat_interleave(k)
             out["contrastive_boximage_text"] = box_weight * contrastive(
-                image_logits[batch:], box_targets
+                box_image_logits, box_targets
             )
             out["contrastive_boxtext_image"] = box_weight * contrastive(
                 box_text_logits, box_targets
