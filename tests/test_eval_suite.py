@@ -4,6 +4,7 @@ against an independent recomputation (plain loops over the images the test wrote
 import io
 import json
 import struct
+import sys
 import tarfile
 
 import numpy as np
@@ -81,6 +82,21 @@ def _clevr(root):
     return images, [names.index(str(n)) for n in counts]
 
 
+def _pcam(root):
+    """PCAM's test split as torchvision reads it: two HDF5 files, images x (N, H, W, 3) uint8
+    and labels y (N, 1, 1, 1), in ROOT/pcam/ (where download=True would have put them)."""
+    import h5py
+
+    labels = [0, 1, 1, 0, 1]
+    pixels = np.stack([np.asarray(_image(600 + y, i, 16)) for i, y in enumerate(labels)])
+    (root / "pcam").mkdir()
+    with h5py.File(root / "pcam" / "camelyonpatch_level_2_split_test_x.h5", "w") as f:
+        f["x"] = pixels
+    with h5py.File(root / "pcam" / "camelyonpatch_level_2_split_test_y.h5", "w") as f:
+        f["y"] = np.array(labels, dtype=np.uint8).reshape(-1, 1, 1, 1)
+    return [Image.fromarray(p) for p in pixels], labels
+
+
 def _imagefolder(folder, num_classes, per_class=2, seed=200):
     images, labels = [], []
     for c in range(num_classes):
@@ -141,6 +157,7 @@ def setup(tmp_path_factory):
     truth["eurosat"][0].insert(4, deep)  # after 01_class/0.png, 1.png
     truth["eurosat"][1].insert(4, 1)
     truth["stl10"] = _shards(root / "stl10" / "test", 10)
+    truth["pcam"] = _pcam(root)
     demo = root / "demo"
     truth["demo"] = _imagefolder(demo, 3, seed=500)
     (demo / "classnames.txt").write_text("red thing\nblue thing\ngreen thing\n")
@@ -181,10 +198,11 @@ def test_list_json_holds_the_twenty_datasets(tmp_path):
 def test_suite_table_matches_an_independent_recomputation(setup, tmp_path):
     path, model, preprocess, tokenizer, root, truth, _ = setup
     res = run_suite(model, preprocess, tokenizer, root, cache_dir=tmp_path / "cache", log=id)
-    assert set(res["datasets"]) == {"mnist", "clevr", "eurosat", "stl10", "demo"}
+    assert set(res["datasets"]) == {"mnist", "clevr", "eurosat", "stl10", "pcam", "demo"}
     layouts = {n: r["layout"] for n, r in res["datasets"].items()}
     assert layouts == {"mnist": "torchvision", "clevr": "torchvision", "eurosat": "imagefolder",
-                       "stl10": "webdataset", "demo": "imagefolder"}  # fmt: skip
+                       "stl10": "webdataset", "pcam": "torchvision",
+                       "demo": "imagefolder"}  # fmt: skip
     for name, (images, labels) in truth.items():
         row = res["datasets"][name]
         if name == "demo":
@@ -218,7 +236,16 @@ def test_suite_table_matches_an_independent_recomputation(setup, tmp_path):
         assert labels_of(found.dataset) == want, name
     # the prototypes are cached per checkpoint and prompt set, and reused
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(cached) == 5 and any("-mnist-" in n for n in cached)
+    assert len(cached) == 6 and any("-mnist-" in n for n in cached)
+
+
+def test_pcam_without_h5py_says_how_to_install_it(setup, monkeypatch):
+    path, model, preprocess, tokenizer, root, truth, _ = setup
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if it were not installed
+    why = find_classification(root, catalog.info("pcam"), preprocess)
+    assert why.startswith(
+        "PCAM needs h5py, which is not installed: pip install 'hyvl[eval]' (or pip install h5py);"
+    )
 
 
 def test_sixteen_bit_images_reach_the_model_scaled_not_clipped(setup, monkeypatch):

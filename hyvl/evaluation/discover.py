@@ -133,9 +133,9 @@ def _torchvision(info: DatasetInfo, root: Path, split: str, preprocess):
                 f"no {spec.cls} files under {base}" if not_found else f"{spec.cls}({base}): {msg}"
             )
             continue
-        n = len(getattr(dataset, "classes", ())) if spec.relabel is None else info.num_classes
-        if n != info.num_classes:
-            reasons.append(f"{spec.cls}({base}): {n} classes, not {info.num_classes}")
+        classes = getattr(dataset, "classes", None)  # (CLEVR and PCAM have no list)
+        if classes is not None and len(classes) != info.num_classes:
+            reasons.append(f"{spec.cls}({base}): {len(classes)} classes, not {info.num_classes}")
             continue
         if spec.cls in _ARRAYS:
             return dataset, base
