@@ -156,6 +156,8 @@ def setup(tmp_path_factory):
     deep = _sixteen_bit(root / "eurosat" / "test" / "01_class" / "deep.png", 7)
     truth["eurosat"][0].insert(4, deep)  # after 01_class/0.png, 1.png
     truth["eurosat"][1].insert(4, 1)
+    _imagefolder(root / "eurosat" / "train", 10, per_class=1, seed=700)  # for the linear probe
+    _truncated(root / "eurosat" / "train" / "03_class" / "bad.jpg", "jpeg")
     truth["stl10"] = _shards(root / "stl10" / "test", 10)
     truth["pcam"] = _pcam(root)
     demo = root / "demo"
@@ -296,14 +298,31 @@ def test_linprobe_on_found_splits(setup, tmp_path):
         preprocess,
         tokenizer,
         root,
-        datasets=["mnist", "eurosat"],
+        datasets=["mnist", "eurosat", "stl10"],
         costs=(0.01, 1, 100),
         steps=1,
     )
-    assert "eurosat" in res["missing"] and "train" in res["missing"]["eurosat"]
+    assert "stl10" in res["missing"] and "train" in res["missing"]["stl10"]
     row = res["datasets"]["mnist"]
     assert row["num_train"] + row["num_val"] == 30 and row["num_test"] == len(truth["mnist"][1])
     assert 0.0 <= row["value"] <= 100.0 and row["C"] in (0.001, 0.01, 0.1, 1, 10, 100, 1000)
+    # EuroSAT's damaged train and test images are skipped and counted, per split and in total
+    row = res["datasets"]["eurosat"]
+    assert row["num_train"] + row["num_val"] == 10 and row["num_test"] == 21
+    assert row["skipped_by_split"] == {"train": {"corrupt_image": 1}, "test": {"corrupt_image": 1}}
+    assert row["skipped"] == res["skipped"] == {"corrupt_image": 2}
+    assert res["datasets"]["mnist"]["skipped"] == {}
+
+
+def test_dataset_without_a_usable_image_is_listed_not_fatal(setup, tmp_path):
+    path, model, preprocess, tokenizer, *_ = setup
+    for c in range(10):
+        (tmp_path / "eurosat" / "test" / f"{c:02d}_class").mkdir(parents=True)
+        _truncated(tmp_path / "eurosat" / "test" / f"{c:02d}_class" / "0.jpg", "jpeg")
+    res = run_suite(model, preprocess, tokenizer, tmp_path, datasets=["eurosat"], log=id)
+    assert res["datasets"] == {} and res["mean"] is None
+    why = res["missing"]["eurosat"]
+    assert why.endswith("no usable samples (skipped: {'corrupt_image': 10})"), why
 
 
 def test_bad_input_is_a_clear_error(setup, tmp_path, capsys):
