@@ -195,6 +195,13 @@ class ObjectiveConfig(Section):
     entail_warmup_steps: Int = Field(
         0, ge=0, description="steps over which the entailment weight ramps up from 0 (0: off)"
     )
+    # Memory, not maths: the loss is the same up to float summation order (tested).
+    logit_chunk_rows: Int = Field(
+        0,
+        ge=0,
+        description="form each logits block this many rows at a time and recompute it in "
+        "backward: memory O(rows x columns) -> O(chunk x columns), more loss time (0: off)",
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -153,8 +153,12 @@ def _loss_inputs(kind: str, b: int, d: int, device: str) -> tuple[torch.Tensor, 
     return x.to(device), y.to(device)
 
 
-def _loss_step(kind: str, x: torch.Tensor, y: torch.Tensor, b: int, device: str) -> float:
-    """One lift + objective, forward + backward, on fixed tower features; seconds."""
+def _loss_step(
+    kind: str, x: torch.Tensor, y: torch.Tensor, b: int, device: str, chunk: int = 0
+) -> float:
+    """One lift + objective, forward + backward, on fixed tower features; seconds.
+
+    ``chunk``: ``objective.logit_chunk_rows`` (0: whole logits blocks)."""
     xi, yi = x.clone().requires_grad_(), y.clone().requires_grad_()
     _sync(device)
     t = time.perf_counter()
@@ -174,7 +178,8 @@ def _loss_step(kind: str, x: torch.Tensor, y: torch.Tensor, b: int, device: str)
         curv,
         torch.tensor(10.0, device=device),
     )
-    loss = compute_objective(emb, ObjectiveConfig(kind=kind), geometry, distributed_gather=False)
+    cfg = ObjectiveConfig(kind=kind, logit_chunk_rows=chunk)
+    loss = compute_objective(emb, cfg, geometry, distributed_gather=False)
     loss["loss"].backward()
     _sync(device)
     return time.perf_counter() - t
@@ -201,6 +206,54 @@ def loss_only_scaling(sizes, d: int = 512, reps: int = 3, device: str = "cpu") -
         row["hycoclip_over_clip"] = med["hycoclip"] / med["clip"]
         rows.append(row)
     return rows
+
+
+def chunked_loss(kind: str, b: int, chunk: int, reps: int) -> dict[str, float]:
+    """``objective.logit_chunk_rows=chunk`` against whole blocks, loss only (as
+    :func:`loss_only_scaling`): median time, interleaved, and peak memory growth, each variant
+    in a fresh process.
+
+    Peak memory is the peak RSS growth over one loss step (after a small warm-up step and with
+    the inputs already made), with glibc's mmap threshold fixed at 64 KiB
+    (``MALLOC_MMAP_THRESHOLD_``): freed tensor memory then goes back to the system at once, so
+    the peak follows live tensors. With glibc's default (a threshold that rises after each free)
+    mid-sized chunks are served from a fragmenting heap and RSS overstates them.
+    """
+    x, y = _loss_inputs(kind, b, 512, "cpu")
+    times: dict[int, list[float]] = {0: [], chunk: []}
+    for rep in range(reps + 1):
+        for c in times:
+            seconds = _loss_step(kind, x, y, b, "cpu", chunk=c)
+            if rep:
+                times[c].append(seconds)
+    here = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    peak = {}
+    for c in times:
+        code = (
+            f"import sys; sys.path.insert(0, {here!r}); import bench; "
+            f"x, y = bench._loss_inputs({kind!r}, 64, 512, 'cpu'); "
+            f"bench._loss_step({kind!r}, x, y, 64, 'cpu', chunk={c}); "
+            f"x, y = bench._loss_inputs({kind!r}, {b}, 512, 'cpu'); base = bench._peak_rss_mb(); "
+            f"bench._loss_step({kind!r}, x, y, {b}, 'cpu', chunk={c}); "
+            f"print(bench._peak_rss_mb() - base)"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
+        peak[c] = float(run.stdout.strip().splitlines()[-1])
+    whole, chunked = statistics.median(times[0]), statistics.median(times[chunk])
+    return {
+        "objective": kind,
+        "batch": b,
+        "chunk_rows": chunk,
+        "whole_ms": 1000 * whole,
+        "chunked_ms": 1000 * chunked,
+        "time_chunked_over_whole": chunked / whole,
+        "peak_mb_whole": peak[0],
+        "peak_mb_chunked": peak[chunk],
+        "peak_chunked_over_whole": peak[chunk] / peak[0],
+    }
 
 
 def _peak_rss_mb() -> float:
@@ -310,6 +363,7 @@ def main(argv=None) -> int:
         if row["batch"] in (1024, 4096):
             for kind in ("meru", "hycoclip"):
                 res[f"loss_{kind}_over_clip_{row['batch']}"] = row[f"{kind}_over_clip"]
+    res["loss_chunked"] = chunked_loss("hycoclip", 4096, 512, reps=1 if args.quick else 3)
     res["seconds"] = time.perf_counter() - started
     res["machine"]["load_after"] = os.getloadavg()[0]
 
@@ -355,6 +409,7 @@ def main(argv=None) -> int:
         title="HyCoCLIP step, fp32 vs bf16 autocast",
     )
     print_table(res["loss_only"], title="loss only (lift + objective, fwd + bwd), D=512, ms")
+    print_table([res["loss_chunked"]], title="objective.logit_chunk_rows: loss only, D=512")
     print(f"machine: {res['machine']}; total {res['seconds']:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -35,6 +35,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from hyvl.config import ObjectiveConfig
 from hyvl.errors import ConfigError
@@ -197,6 +198,23 @@ def compute_objective(
         def contrastive(logits: Tensor, tgt: Tensor) -> Tensor:
             return _row_losses(logits, tgt, cfg.loss, bias).sum()
 
+        chunk = cfg.logit_chunk_rows
+
+        def block(rows: Tensor, cols: Tensor, tgt: Tensor, rows_are_apex: bool) -> Tensor:
+            """Summed row losses of one (R, C) logits block, ``chunk`` rows at a time if set."""
+
+            def part(r: Tensor, t: Tensor) -> Tensor:
+                return contrastive(_logits(space, angle, r, cols, rows_are_apex, curv, scale), t)
+
+            if not chunk or rows.shape[0] <= chunk:
+                return part(rows, tgt)
+            # Each chunk's (chunk, C) matrices are freed after its forward and formed again in
+            # backward (non-reentrant checkpoint: gradients reach cols, scale, curv and bias).
+            return sum(
+                checkpoint(part, rows[i : i + chunk], tgt[i : i + chunk], use_reentrant=False)
+                for i in range(0, rows.shape[0], chunk)
+            )
+
         # One gathered column set per modality serves whole and box rows alike. Without a
         # gather (one process, or local negatives) text -> image is the transpose of image ->
         # text, so it is not formed again (as open_clip); with a gather they are different
@@ -204,30 +222,30 @@ def compute_objective(
         # rows: slicing one (R, C) result apart makes autograd zero-fill and add a full-size
         # gradient per slice, where separate blocks cost nothing extra (the column-side norms,
         # O(C D), are all that is formed twice).
-        shared = image_all is image and text_all is text
+        # In chunks, text -> image is formed as its own block (a transpose would need the whole
+        # image -> text matrix at once).
+        shared = image_all is image and text_all is text and not chunk
         box_image = box_text = None
         if use_boxes:
             box_image, box_text = emb.box_image.to(dtype), emb.box_text.to(dtype)
-        image_logits = _logits(space, angle, image, text_all, False, curv, scale)
-        text_logits = (
-            image_logits.mT if shared else _logits(space, angle, text, image_all, True, curv, scale)
-        )
-        if use_boxes:
-            box_image_logits = _logits(space, angle, box_image, text_all, False, curv, scale)
-            box_text_logits = _logits(space, angle, box_text, image_all, True, curv, scale)
 
         out: dict[str, Tensor] = {}
-        out["contrastive_image_text"] = row_weight * contrastive(image_logits, targets)
-        out["contrastive_text_image"] = row_weight * contrastive(text_logits, targets)
+        if shared:
+            image_logits = _logits(space, angle, image, text_all, False, curv, scale)
+            out["contrastive_image_text"] = row_weight * contrastive(image_logits, targets)
+            out["contrastive_text_image"] = row_weight * contrastive(image_logits.mT, targets)
+        else:
+            out["contrastive_image_text"] = row_weight * block(image, text_all, targets, False)
+            out["contrastive_text_image"] = row_weight * block(text, image_all, targets, True)
         entail_terms: dict[str, Tensor] = {}
         entail: Tensor | None = None
         if use_boxes:
             box_targets = targets.repeat_interleave(k)
-            out["contrastive_boximage_text"] = box_weight * contrastive(
-                box_image_logits, box_targets
+            out["contrastive_boximage_text"] = box_weight * block(
+                box_image, text_all, box_targets, False
             )
-            out["contrastive_boxtext_image"] = box_weight * contrastive(
-                box_text_logits, box_targets
+            out["contrastive_boxtext_image"] = box_weight * block(
+                box_text, image_all, box_targets, True
             )
             out["contrastive"] = 0.25 * (
                 out["contrastive_image_text"]
