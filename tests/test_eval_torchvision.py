@@ -63,3 +63,41 @@ def test_missing_or_misnamed_datasets_fail_clearly(setup, tmp_path):
         evaluate_zeroshot(model, preprocess, tokenizer, f"torchvision:MNIST:{root}:val")
     with pytest.raises(DataError, match="NAME:ROOT"):
         evaluate_zeroshot(model, preprocess, tokenizer, "torchvision:MNIST")
+
+
+def test_image_files_are_decoded_by_hyvl_skipping_damaged_ones(setup, tmp_path):
+    """DTD reads image files: a truncated one is skipped and counted (torchvision's default
+    loader would raise mid-run), a 16-bit one is scaled, not clipped to white."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from hyvl.evaluation.discover import file_samples
+
+    _, (model, preprocess, tokenizer) = setup
+    data = tmp_path / "dtd" / "dtd"
+    for c in ("banded", "woven"):
+        (data / "images" / c).mkdir(parents=True)
+    Image.new("RGB", (12, 12), (200, 10, 10)).save(data / "images" / "banded" / "a.jpg")
+    buf = io.BytesIO()
+    Image.new("RGB", (12, 12), (10, 10, 200)).save(buf, format="jpeg")
+    (data / "images" / "woven" / "b.jpg").write_bytes(buf.getvalue()[:60])
+    grey = np.full((12, 12), 40000, dtype=np.uint16)
+    Image.fromarray(grey).save(data / "images" / "woven" / "c.png")
+    (data / "labels").mkdir()
+    (data / "labels" / "test1.txt").write_text("banded/a.jpg\nwoven/b.jpg\nwoven/c.png\n")
+    res = evaluate_zeroshot(
+        model, preprocess, tokenizer, f"torchvision:DTD:{tmp_path}", return_predictions=True
+    )
+    assert res["skipped"] == {"corrupt_image": 1} and res["num_samples"] == 2
+    assert res["_labels"].tolist() == [0, 1] and res["_classnames"] == ["banded", "woven"]
+    from hyvl.evaluation.zeroshot import _torchvision_dataset
+
+    image, label = _torchvision_dataset(f"torchvision:DTD:{tmp_path}", preprocess)[2]
+    assert label == 1 and torch.equal(image, preprocess(Image.new("L", (12, 12), 155)))
+
+    class Pixels:  # FER2013 keeps (pixel tensor, label) pairs: not files, left to torchvision
+        _samples = [(torch.zeros(48, 48), 0)]
+
+    assert file_samples(Pixels()) is None

@@ -20,6 +20,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,16 +81,23 @@ def file_samples(dataset) -> list[tuple[str, int]] | None:
     differ per class: ImageFolder-like (ImageNet, Country211) ``samples``; StanfordCars,
     RenderedSST2 ``_samples``; Food101, FGVCAircraft, DTD, Flowers102, CLEVR ``_image_files``
     with ``_labels``; OxfordIIITPet ``_images`` with ``_labels``."""
+    pairs = None
     for attr in ("samples", "_samples"):
-        pairs = getattr(dataset, attr, None)
-        if isinstance(pairs, list):
-            return [(str(f), y) for f, y in pairs]
+        if isinstance(getattr(dataset, attr, None), list):
+            pairs = getattr(dataset, attr)
+            break
     labels = getattr(dataset, "_labels", None)
     for attr in ("_image_files", "_images"):
         files = getattr(dataset, attr, None)
-        if isinstance(files, list) and isinstance(labels, list) and len(files) == len(labels):
-            return [(str(f), y) for f, y in zip(files, labels, strict=True)]
-    return None
+        if pairs is None and isinstance(files, list) and isinstance(labels, list):
+            pairs = list(zip(files, labels, strict=True))
+    # file paths and integer labels only (FER2013's _samples hold pixel tensors, video
+    # datasets' samples clips)
+    if pairs is None or not all(
+        isinstance(f, (str, os.PathLike)) and isinstance(y, numbers.Integral) for f, y in pairs
+    ):
+        return None
+    return [(str(f), int(y)) for f, y in pairs]  # (StanfordCars' labels are numpy ints)
 
 
 def _needs(spec) -> str | None:

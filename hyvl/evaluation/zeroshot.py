@@ -8,8 +8,9 @@ from typing import Any
 import torch
 
 from hyvl.errors import DataError
+from hyvl.evaluation.discover import file_samples
 from hyvl.evaluation.embed import Shard, embed_images, encoding, progress, similarity
-from hyvl.evaluation.files import drop_skipped, gather_counts, merge_counts
+from hyvl.evaluation.files import ImageFiles, drop_skipped, gather_counts, merge_counts
 from hyvl.evaluation.templates import read_lines, resolve_templates
 
 
@@ -90,9 +91,18 @@ def _torchvision_dataset(spec: str, preprocess):
     elif split is not None:
         raise DataError(f"{spec}: {name} has no split argument; drop ':{split}'")
     try:
-        return cls(root, **kwargs)
+        dataset = cls(root, **kwargs)
     except (RuntimeError, ValueError, FileNotFoundError) as err:  # "Dataset not found", bad split
         raise DataError(f"{spec}: {err} (hyvl never downloads datasets)") from err
+    samples = file_samples(dataset)
+    if samples is None:  # images held as arrays (MNIST, CIFAR, ...): nothing to decode
+        return dataset
+    # a dataset that reads image files: hyvl decodes them (bad ones skipped and counted,
+    # 16-bit scaled), not torchvision's default loader
+    files = ImageFiles(samples, preprocess)
+    if hasattr(dataset, "classes"):
+        files.classes = dataset.classes
+    return files
 
 
 def load_classification_data(
