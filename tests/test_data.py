@@ -1,6 +1,5 @@
 """Data: layouts, robustness (skip and count), exact resume, shard writing and the demo world."""
 
-import io
 import json
 import subprocess
 import sys
@@ -19,23 +18,9 @@ from hyvl.data.writer import records_from_coco, records_from_grounded, write_sha
 from hyvl.errors import DataError
 from hyvl.models.tokenizer import get_tokenizer
 
+from conftest import jpeg, write_tar
+
 TOKENIZER = get_tokenizer(TextConfig(context_length=16))
-
-
-def jpeg(size=(64, 48), colour=(200, 10, 10)):
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def write_tar(path, samples):
-    """samples: list of (key, {ext: bytes})"""
-    with tarfile.open(path, "w") as tar:
-        for key, files in samples:
-            for ext, data in files.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
 
 
 def grounded(caption, boxes):

@@ -4,17 +4,14 @@ Each test names the numbered case of the issue it reproduces. Everything runs in
 on a tiny model and data made here (the kill -9 test with a real process is in test_train.py).
 """
 
-import io
 import json
 import logging
 import os
 import re
 import shutil
-import tarfile
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from hyvl.cli.main import main
 from hyvl.config import DataConfig, TextConfig, load_run_config
@@ -23,34 +20,23 @@ from hyvl.errors import DataError
 from hyvl.models.tokenizer import get_tokenizer
 from hyvl.train import checkpoint as ckpt
 
+from conftest import jpeg, write_tar
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = get_tokenizer(TextConfig(context_length=16))
 BATCH = 4
 
 
-def jpeg(colour=(200, 10, 10), size=(32, 32)):
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, format="JPEG")
-    return buf.getvalue()
-
-
-def write_tar(path, samples):
-    with tarfile.open(path, "w") as tar:
-        for key, files in samples:
-            for ext, data in files.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return path
-
-
 def plain(key, i):
-    return (key, {"jpg": jpeg((i * 37 % 255, 80, 160)), "txt": f"a picture number {i}".encode()})
+    return (
+        key,
+        {"jpg": jpeg((32, 32), (i * 37 % 255, 80, 160)), "txt": f"a picture number {i}".encode()},
+    )
 
 
 def grounded(key, box):
     meta = {"caption": "a red square", "boxes": [{"bbox": box, "text": "square"}]}
-    return (key, {"jpg": jpeg(), "json": json.dumps(meta).encode()})
+    return (key, {"jpg": jpeg((32, 32)), "json": json.dumps(meta).encode()})
 
 
 @pytest.fixture(scope="module")
