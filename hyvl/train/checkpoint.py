@@ -7,7 +7,8 @@ Layout of ``OUTPUT/checkpoints/step_0001000/``::
     scheduler.pt        LR scheduler state
     scaler.pt           fp16 GradScaler state (only when one is in use)
     rng_<rank>.pt       python / numpy / torch (/ cuda) RNG states of each process
-    meta.json           step, world size, format tag; written LAST
+    meta.json           step, world size, format tag, each process's stream position and
+                        skipped samples (and their sum); written LAST
 
 A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX``; every file is fsynced,
 ``meta.json`` (with each file's size) is written last, and the directory is renamed into place
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from hyvl.errors import CheckpointError
+from hyvl.train.step import from_every_process, sum_counts
 
 FORMAT = "hyvl-train-checkpoint-1"
 META = "meta.json"
@@ -180,6 +182,10 @@ def save_checkpoint(output_dir: str | Path, state: Any, *, keep_last: int) -> Pa
     rng_file = tmp / f"rng_{accelerator.process_index}.pt"
     torch.save(rng_state(), rng_file)
     _fsync_file(rng_file)
+    # each process reads its own shards: its own stream position and skips
+    processes = from_every_process(
+        accelerator, {"data_position": state.data_position, "skipped": state.skipped}
+    )
     accelerator.wait_for_everyone()
     if main:
         meta = {
@@ -187,7 +193,8 @@ def save_checkpoint(output_dir: str | Path, state: Any, *, keep_last: int) -> Pa
             "step": state.step,
             "world_size": accelerator.num_processes,
             "data_position": state.data_position,
-            "skipped": state.skipped,
+            "skipped": sum_counts([p["skipped"] for p in processes]),
+            "processes": processes,
             "files": _fsync_tree(tmp),
         }
         write_meta(tmp, meta)
@@ -308,8 +315,13 @@ def apply_checkpoint(path: str | Path, pieces: dict, state: Any) -> dict:
     if pieces["rng"] is not None:
         set_rng_state(pieces["rng"])
     state.step = int(meta["step"])
-    state.data_position = int(meta.get("data_position", meta["step"]))
-    state.skipped = dict(meta.get("skipped", {}))
+    processes = meta.get("processes")
+    if meta["rng_restored"] and processes and len(processes) == accelerator.num_processes:
+        mine = processes[accelerator.process_index]
+        state.data_position, state.skipped = int(mine["data_position"]), dict(mine["skipped"])
+    else:  # another world size (or an older checkpoint): the main process carries the totals
+        state.data_position = int(meta.get("data_position", meta["step"]))
+        state.skipped = dict(meta.get("skipped", {})) if state.is_main else {}
     return meta
 
 

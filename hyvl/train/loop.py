@@ -34,7 +34,13 @@ from hyvl.train.state import (
     build_state,
     make_accelerator,
 )
-from hyvl.train.step import StepResult, forward_backward, mean_over_processes
+from hyvl.train.step import (
+    StepResult,
+    forward_backward,
+    from_every_process,
+    mean_over_processes,
+    sum_counts,
+)
 
 
 def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
@@ -42,7 +48,8 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
 
     ``overwrite``: accept an output directory hyvl did not make (see :mod:`hyvl.train.rundir`).
     Returns a summary: ``{"step", "export", "last": <last logged metrics>, "seconds",
-    "skipped": {reason: samples}, "health"}``.
+    "skipped": {reason: samples}, "health"}``; ``skipped`` (and metrics.jsonl's
+    ``skipped_samples``) add up every process's skips (each reads its own shards).
     """
     output_dir = Path(output_dir)
     tcfg = cfg.train
@@ -106,7 +113,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
                     grad_norm=grad_norm,
                     stepped=stepped,
                     samples_per_s=window_samples / elapsed,
-                    skipped=loader.skipped(),
+                    skipped=sum_counts(from_every_process(accelerator, loader.skipped())),
                 )
                 if result.finite:  # a skipped step's embeddings may hold NaN
                     # every process judges the same (mean) numbers, so all stop together
@@ -144,7 +151,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
         "export": str(output_dir / "export"),
         "last": last_record,
         "seconds": time.perf_counter() - started,
-        "skipped": loader.skipped(),
+        "skipped": sum_counts(from_every_process(accelerator, loader.skipped())),
         "health": health.monitor.summary(),
     }
 

@@ -7,6 +7,7 @@ and returns the loss terms plus detached per-step embeddings (for health checks)
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,27 @@ def all_finite(accelerator: Any, value: torch.Tensor) -> bool:
     if accelerator.num_processes > 1:
         bad = accelerator.reduce(bad, reduction="sum")
     return bool(bad.item() == 0)
+
+
+def from_every_process(accelerator: Any, value: Any) -> list:
+    """``[value of process 0, value of process 1, ...]`` on every process (collective).
+
+    For small plain values (counts by reason, positions): accelerate's ``gather_object``, since
+    the keys differ between processes and a tensor reduction needs one fixed key set.
+    """
+    if accelerator.num_processes == 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return gather_object([value])
+
+
+def sum_counts(per_process: list[dict[str, int]]) -> dict[str, int]:
+    """``{reason: count}`` dicts added up (each process reads, and skips in, its own shards)."""
+    total: Counter = Counter()
+    for counts in per_process:
+        total.update(counts)
+    return dict(total)
 
 
 def mean_over_processes(accelerator: Any, losses: dict[str, torch.Tensor]) -> dict[str, float]:
