@@ -208,40 +208,53 @@ def loss_only_scaling(sizes, d: int = 512, reps: int = 3, device: str = "cpu") -
     return rows
 
 
-def chunked_loss(kind: str, b: int, chunk: int, reps: int) -> dict[str, float]:
-    """``objective.logit_chunk_rows=chunk`` against whole blocks, loss only (as
-    :func:`loss_only_scaling`): median time, interleaved, and peak memory growth, each variant
-    in a fresh process.
+def _loss_peak_mb(kind: str, b: int, chunk: int, device: str) -> float:
+    """Peak memory growth (MB) of one loss-only step (:func:`_loss_step`), inputs excluded.
 
-    Peak memory is the peak RSS growth over one loss step (after a small warm-up step and with
-    the inputs already made), with glibc's mmap threshold fixed at 64 KiB
-    (``MALLOC_MMAP_THRESHOLD_``): freed tensor memory then goes back to the system at once, so
-    the peak follows live tensors. With glibc's default (a threshold that rises after each free)
-    mid-sized chunks are served from a fragmenting heap and RSS overstates them.
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the peak RSS growth of a fresh process (after
+    a small warm-up step) with glibc's mmap threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``):
+    freed tensor memory then goes back to the system at once, so the peak follows live tensors.
+    With glibc's default (a threshold that rises after each free) mid-sized blocks are served
+    from a fragmenting heap and RSS overstates them.
     """
-    x, y = _loss_inputs(kind, b, 512, "cpu")
+    if device != "cpu":
+        x, y = _loss_inputs(kind, b, 512, device)
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        _loss_step(kind, x, y, b, device, chunk=chunk)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import sys; sys.path.insert(0, {here!r}); import bench; "
+        f"x, y = bench._loss_inputs({kind!r}, 64, 512, 'cpu'); "
+        f"bench._loss_step({kind!r}, x, y, 64, 'cpu', chunk={chunk}); "
+        f"x, y = bench._loss_inputs({kind!r}, {b}, 512, 'cpu'); base = bench._peak_rss_mb(); "
+        f"bench._loss_step({kind!r}, x, y, {b}, 'cpu', chunk={chunk}); "
+        f"print(bench._peak_rss_mb() - base)"
+    )
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return float(run.stdout.strip().splitlines()[-1])
+
+
+def chunked_loss(
+    kind: str, b: int, chunk: int, reps: int, device: str = "cpu"
+) -> dict[str, float | str | int]:
+    """``objective.logit_chunk_rows=chunk`` against whole blocks, loss only (as
+    :func:`loss_only_scaling`): median time (the two take turns) and peak memory
+    (:func:`_loss_peak_mb`)."""
+    x, y = _loss_inputs(kind, b, 512, device)
     times: dict[int, list[float]] = {0: [], chunk: []}
     for rep in range(reps + 1):
         for c in times:
-            seconds = _loss_step(kind, x, y, b, "cpu", chunk=c)
+            seconds = _loss_step(kind, x, y, b, device, chunk=c)
             if rep:
                 times[c].append(seconds)
-    here = str(Path(__file__).resolve().parent)
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    peak = {}
-    for c in times:
-        code = (
-            f"import sys; sys.path.insert(0, {here!r}); import bench; "
-            f"x, y = bench._loss_inputs({kind!r}, 64, 512, 'cpu'); "
-            f"bench._loss_step({kind!r}, x, y, 64, 'cpu', chunk={c}); "
-            f"x, y = bench._loss_inputs({kind!r}, {b}, 512, 'cpu'); base = bench._peak_rss_mb(); "
-            f"bench._loss_step({kind!r}, x, y, {b}, 'cpu', chunk={c}); "
-            f"print(bench._peak_rss_mb() - base)"
-        )
-        run = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-        )
-        peak[c] = float(run.stdout.strip().splitlines()[-1])
+    del x, y
+    peak = {c: _loss_peak_mb(kind, b, c, device) for c in times}
     whole, chunked = statistics.median(times[0]), statistics.median(times[chunk])
     return {
         "objective": kind,

@@ -13,6 +13,8 @@ before every clock read):
   MERU / HyCoCLIP over CLIP ratios where towers dominate.
 * ``loss_only``: lift + objective at B = 1024 / 4096 / 16384 (``pairwise_matmul`` says which
   matmul the pairwise distance used: "split" on CUDA).
+* ``loss_chunked``: HyCoCLIP's loss at the largest of those batches with
+  ``objective.logit_chunk_rows=2048`` against whole blocks: time and peak memory.
 * ``loader``: the training loader (one box per sample, JPEG draft decoding) against a
   full-size decode-only loop at a GPU batch size with DataLoader workers.
 
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench import KINDS, Variant, interleaved, loss_only_scaling, precision
+from bench import KINDS, Variant, chunked_loss, interleaved, loss_only_scaling, precision
 
 from hyvl import lorentz
 
@@ -153,6 +155,9 @@ def gpu_main(args) -> int:
     for row in res["loss_only"]:
         for kind in ("meru", "hycoclip"):
             res[f"loss_{kind}_over_clip_{row['batch']}"] = row[f"{kind}_over_clip"]
+    res["loss_chunked"] = chunked_loss(
+        "hycoclip", sizes[-1], 2048, reps=3 if args.quick else 5, device=device
+    )
     res["loader"] = loader(args.quick)
     res["seconds"] = time.perf_counter() - started
     text = json.dumps(res, indent=2)
