@@ -72,3 +72,31 @@ def test_demo_all_trains_evaluates_and_reports(demo_run, capsys):
 def test_demo_rejects_a_bad_budget(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_demo_rerun_with_other_steps_is_refused_then_accepted_by_its_flags(demo_run, capsys):
+    out = demo_run
+    argv = ["demo", "--out", str(out), "--model", "clip", "--batch-size", "4"]
+    assert main([*argv, "--steps", "15"]) == 0
+    metrics = (out / "clip" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+
+    # fewer steps change the warm-up: refused before anything trains, naming both flags
+    assert main([*argv, "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "train.warmup_steps: 2 -> 1" in err
+    assert "--overwrite" in err and "--allow-config-change" in err
+    assert (out / "clip" / "metrics.jsonl").read_text() == metrics
+
+    # --allow-config-change continues the run (already past 2 steps) and records the change
+    assert main([*argv, "--steps", "2", "--allow-config-change"]) == 0
+    notes = [json.loads(line) for line in (out / "clip" / "metrics.jsonl").open()]
+    assert notes[-1]["event"] == "config_change" and notes[-1]["step"] == 15
+
+    # --overwrite trains afresh and keeps the earlier run beside it
+    assert main([*argv, "--steps", "2", "--overwrite"]) == 0
+    assert "kept as clip.replaced-1" in capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in (out / "clip" / "metrics.jsonl").open()]
+    assert steps[-1] == 2 and max(steps) == 2
+    kept = [json.loads(line) for line in (out / "clip.replaced-1" / "metrics.jsonl").open()]
+    assert kept[-1]["event"] == "config_change" and hyvl.load(out / "clip.replaced-1")

@@ -1,4 +1,5 @@
-"""`hyvl demo --out DIR [--model hycoclip|meru|clip|all] [--json F]`."""
+"""`hyvl demo --out DIR [--model hycoclip|meru|clip|all] [--overwrite | --allow-config-change]
+[--json F]`."""
 
 from __future__ import annotations
 
@@ -58,6 +59,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "texture photographs shipped with scikit-learn / scikit-image (pip install 'hyvl[real]')",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for data generation and training")
+    # The trainer's two escape hatches (hyvl train --overwrite, train.allow_config_change=true)
+    # for DIR/MODEL holding an earlier demo run with other --steps / --batch-size / --seed.
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train every model from scratch: an earlier run in DIR/MODEL is kept as "
+        "DIR/MODEL.replaced-N (nothing is deleted)",
+    )
+    again.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="continue earlier runs in DIR/MODEL with the new settings (recorded in their "
+        "metrics.jsonl) instead of refusing them",
+    )
     add_json_arg(p)
     p.set_defaults(func=run)
 
@@ -73,7 +89,14 @@ def run(args: argparse.Namespace) -> int:
     models = list(KINDS) if args.model == "all" else [args.model]
     out = Path(args.out)
     results = run_demo(
-        out, models, steps=args.steps, batch_size=args.batch_size, seed=args.seed, data=args.data
+        out,
+        models,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        data=args.data,
+        overwrite=args.overwrite,
+        allow_config_change=args.allow_config_change,
     )
     print_table(
         table_rows(results),

@@ -9,6 +9,7 @@ learning rate and data.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -85,17 +86,15 @@ def ensure_demo_data(data_dir: Path, seed: int = 0, kind: str = "shapes") -> Pat
     return write_demo(make, data_dir, seed=seed)
 
 
-def run_one(
-    kind: str, data_dir: Path, out_dir: Path, *, steps: int, batch_size: int, seed: int
-) -> dict[str, Any]:
-    """Train one tiny model and evaluate it; returns the demo JSON for one model (docs/contract.md)."""
+def run_one(kind: str, data_dir: Path, out_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+    """Train one tiny model (``cfg``: :func:`demo_config`) and evaluate it; returns the demo
+    JSON for one model (docs/contract.md)."""
     import hyvl
     from hyvl.evaluation.retrieval import evaluate_retrieval
     from hyvl.evaluation.zeroshot import evaluate_zeroshot
     from hyvl.train.loop import train
 
     started = time.perf_counter()
-    cfg = demo_config(kind, data_dir, steps=steps, batch_size=batch_size, seed=seed)
     summary = train(cfg, out_dir)
     model, preprocess, tokenizer = hyvl.load(out_dir)
     model.eval()
@@ -163,6 +162,43 @@ def distances_to_origin(
     return out
 
 
+def check_previous_runs(out: Path, configs: dict[str, RunConfig]) -> None:
+    """Before any model trains: refuse a ``DIR/MODEL`` that holds a demo run with other
+    settings (or files hyvl did not make), naming the demo's flags that accept it."""
+    from hyvl.config import load_yaml
+    from hyvl.train import checkpoint as ckpt
+    from hyvl.train.rundir import check_output_dir, config_changes
+
+    for kind, cfg in configs.items():
+        run_dir = out / kind
+        saved = run_dir / "config.yaml"
+        if not cfg.train.allow_config_change and saved.is_file() and ckpt.list_checkpoints(run_dir):
+            changes = config_changes(load_yaml(saved), to_dict(cfg))
+            if changes:
+                listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+                raise ConfigError(
+                    f"{str(run_dir)!r} holds a demo run with other settings ({listed}): pass "
+                    f"--overwrite to train it again from scratch (the old run is kept as "
+                    f"{kind}.replaced-N), --allow-config-change to continue it with the new "
+                    "settings, or use another --out"
+                )
+        check_output_dir(run_dir, cfg, overwrite=False)  # a foreign folder: names --overwrite
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Move a previous run out of the way as ``NAME.replaced-N`` (never deleted); returns it."""
+    if not run_dir.exists():
+        return None
+    aside = next(
+        run_dir.with_name(f"{run_dir.name}.replaced-{i}")
+        for i in range(1, 10**6)
+        if not run_dir.with_name(f"{run_dir.name}.replaced-{i}").exists()
+    )
+    run_dir.replace(aside)
+    print(f"hyvl demo: previous {run_dir} kept as {aside.name}", file=sys.stderr)
+    return aside
+
+
 def run_demo(
     out: str | Path,
     models: list[str],
@@ -171,16 +207,34 @@ def run_demo(
     batch_size: int,
     seed: int = 0,
     data: str = "shapes",
+    overwrite: bool = False,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Demo data ``data`` ("shapes" or "real", made if missing), then train + evaluate each
-    model. Returns name -> results."""
+    model. Returns name -> results.
+
+    A model whose ``out/MODEL`` holds the run of the same settings resumes from it (nothing
+    left to train: only evaluated). Other settings are refused before anything trains, unless
+    ``overwrite`` (the previous run is moved to ``MODEL.replaced-N`` and trained from scratch)
+    or ``allow_config_change`` (the run continues with the new settings, recorded in its
+    metrics.jsonl, as ``train.allow_config_change``).
+    """
     out = Path(out)
     data_dir = ensure_demo_data(out / "data", seed=seed, kind=data)
+    configs = {}
+    for kind in models:
+        cfg = demo_config(kind, data_dir, steps=steps, batch_size=batch_size, seed=seed)
+        if allow_config_change:
+            tcfg = cfg.train.model_copy(update={"allow_config_change": True})
+            cfg = cfg.model_copy(update={"train": tcfg})
+        configs[kind] = cfg
+    if not overwrite:
+        check_previous_runs(out, configs)
     results = {}
     for kind in models:
-        results[kind] = run_one(
-            kind, data_dir, out / kind, steps=steps, batch_size=batch_size, seed=seed
-        )
+        if overwrite:
+            set_aside(out / kind)
+        results[kind] = run_one(kind, data_dir, out / kind, configs[kind])
     return results
 
 
