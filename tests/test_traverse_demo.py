@@ -1,6 +1,11 @@
 """Issue 7's check on a real model: a HyCoCLIP model trained on the demo world (small towers,
-200 steps, ~40 s on 2 cores) walks from an image to the origin monotonically and reads ever more
-generic texts of the demo hierarchy (coloured shape > shape > family > "shape")."""
+100 steps) walks from an image to the origin monotonically and reads ever more generic texts of
+the demo hierarchy (coloured shape > shape > family > "shape").
+
+The budget was chosen so that the assertions hold with margin for training seeds 0, 1 and 2
+(depth gap 0.89 / 0.91 / 1.78 against the 0.5 asked, 53-60 of 60 walks meeting a text, 58-60
+monotone) and fail short of it: untrained, no walk meets a text; 60 steps at lr 1e-3, the
+depth gap is 0.16."""
 
 import json
 
@@ -21,10 +26,10 @@ from hyvl.train.loop import train
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("trav")
     data = make_demo(
-        root / "data", train_samples=2000, val_samples=8, zeroshot_per_class=1,
+        root / "data", train_samples=1000, val_samples=8, zeroshot_per_class=1,
         retrieval_images=60,
     )  # fmt: skip
-    cfg = demo_config("hycoclip", data, steps=200, batch_size=32)
+    cfg = demo_config("hycoclip", data, steps=100, batch_size=32)
     small = {
         "base": "hycoclip_tiny",
         "vision": {"image_size": 32, "depth": 2},
@@ -34,7 +39,8 @@ def trained(tmp_path_factory):
     # was measured with, not the tiny recipe's later tuning (warm-up, clipping, box size)
     objective = cfg.objective.model_copy(update={"entail_warmup_steps": 0})
     data_cfg = cfg.data.model_copy(update={"min_box_size": 32})
-    train_cfg = cfg.train.model_copy(update={"grad_clip": 0.0})
+    # (200 steps at the recipe's lr 1e-3 reach the same; half the steps at twice the lr do too)
+    train_cfg = cfg.train.model_copy(update={"grad_clip": 0.0, "lr": 2e-3})
     update = {"model": small, "objective": objective, "data": data_cfg, "train": train_cfg}
     train(cfg.model_copy(update=update), root / "model")
     return root, data
@@ -58,10 +64,12 @@ def test_walks_to_the_origin_read_more_generic_texts(trained):
     with torch.no_grad():
         texts = model.encode_text(tokenizer(nodes))
     paths, _, _ = load_coco(data / "retrieval" / "captions.json")
+    with torch.no_grad():
+        images = model.encode_image(
+            torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths])
+        )
     monotone, first, last = 0, [], []
-    for path in paths:
-        with torch.no_grad():
-            x = model.encode_image(preprocess(Image.open(path).convert("RGB"))[None])[0]
+    for x in images:
         steps = traverse(tangent_path(x, None, 10, model.curv), texts, model.curv)
         d0 = [s["dist0"] for s in steps]
         assert all(a > b for a, b in zip(d0, d0[1:], strict=False)) and d0[-1] < 1e-4
