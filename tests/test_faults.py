@@ -202,6 +202,98 @@ def test_index_append_killed_mid_write_keeps_the_index(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
 
+def lorentz_index(seed: int, n: int = 300, dim: int = 8) -> EmbeddingIndex:
+    """Points on the hyperboloid (what the approximate backends search)."""
+    from hyvl import lorentz
+
+    g = torch.Generator().manual_seed(seed)
+    emb = lorentz.exp_map0(torch.randn(n, dim, generator=g) * 0.3, 1.0)
+    items = [{"kind": "image", "item": f"img{seed}_{i}.jpg"} for i in range(n)]
+    return EmbeddingIndex(emb, items, {"geometry": "lorentz", "curv": 1.0, "embed_dim": dim})
+
+
+QUERIES = torch.randn(6, 8, generator=torch.Generator().manual_seed(9)) * 0.3
+
+
+def hnsw_search(directory: Path):
+    from hyvl import lorentz
+
+    queries = lorentz.exp_map0(QUERIES, 1.0)
+    return EmbeddingIndex.load(directory).search(queries, 5, kind="image", backend="hnsw")
+
+
+def ann_files(directory: Path) -> dict[str, str]:
+    return {k: v for k, v in snapshot(directory).items() if k.startswith("ann-")}
+
+
+def test_ann_index_on_a_full_disk_keeps_the_previous_one_loadable(tmp_path, monkeypatch, caplog):
+    """A saved HNSW index rewritten for other embeddings on a full disk: the search still
+    answers, the previous .faiss and its stamp stay whole, and they load again (no rebuild)
+    once the index holds the embeddings they were built for."""
+    import faiss
+
+    with small_disk(tmp_path / "disk", "1m") as disk:
+        idx = disk / "idx"
+        idx.mkdir()
+        (idx / "notes.txt").write_text("mine")  # a foreign file: saves keep the ANN files
+        lorentz_index(0).save(idx)
+        first = hnsw_search(idx)
+        before = ann_files(idx)
+        assert sorted(before) == ["ann-hnsw-image-m32.faiss", "ann-hnsw-image-m32.json"]
+
+        lorentz_index(1).save(idx)  # other embeddings: the saved graph is stale, rebuilt
+        fill(disk, leave=8_000)  # room for a part of the new .faiss only
+        found = hnsw_search(idx)  # answered from the new embeddings despite the failed write
+        assert len(found) == 6 and all(h["item"].startswith("img1_") for r in found for h in r)
+        assert "ANN index not saved" in caplog.text and "no space left" in caplog.text
+        assert ann_files(idx) == before
+        assert not [p.name for p in idx.iterdir() if p.name.startswith(".")]
+
+        (disk / "filler").unlink()
+        lorentz_index(0).save(idx)
+
+        def no_rebuild(*args, **kwargs):
+            raise AssertionError("the HNSW index was rebuilt instead of loaded")
+
+        monkeypatch.setattr(faiss, "IndexHNSWFlat", no_rebuild)
+        assert hnsw_search(idx) == first
+
+
+def test_ann_file_replaced_without_its_stamp_is_rebuilt_not_trusted(tmp_path, monkeypatch, caplog):
+    """A failure between the .faiss write and its stamp's leaves a new file beside the old
+    stamp; the stamp names its file's digest, so the file is rebuilt, not read as the old one.
+    A .faiss cut short is rebuilt too (a warning, no crash)."""
+    import hyvl.io
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "notes.txt").write_text("mine")
+    lorentz_index(0).save(idx)
+    first = hnsw_search(idx)
+    stamp = (idx / "ann-hnsw-image-m32.json").read_text()
+
+    lorentz_index(1).save(idx)
+
+    def stamp_fails(path, text, encoding="utf-8"):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hyvl.io, "write_text", stamp_fails)
+    hnsw_search(idx)  # writes the .faiss of seed 1, then fails on its stamp
+    monkeypatch.undo()
+    assert (idx / "ann-hnsw-image-m32.json").read_text() == stamp  # the old stamp, new file
+
+    lorentz_index(0).save(idx)  # the old stamp's embeddings again, with seed 1's graph on disk
+    caplog.clear()
+    assert hnsw_search(idx) == first
+    assert "is not the file ann-hnsw-image-m32.json describes; rebuilding it" in caplog.text
+
+    faiss_file = idx / "ann-hnsw-image-m32.faiss"
+    faiss_file.write_bytes(faiss_file.read_bytes()[:1000])  # cut short after the stamp
+    caplog.clear()
+    assert hnsw_search(idx) == first
+    assert "rebuilding it" in caplog.text
+
+
 # ------------------------------------------------------------------------------ export
 
 

@@ -205,12 +205,16 @@ class FaissBackend:
         self.index = index
         self.aug_norm_max = float(vecs.norm(dim=-1).max()) if len(vecs) else 0.0  # certificate
 
-    def write(self, path: Path) -> None:
-        """The FAISS index to ``path`` (atomically), for ``prebuilt=faiss.read_index(path)``."""
-        from hyvl.io import atomic_path
+    def write(self, path: Path) -> str:
+        """The FAISS index to ``path`` (atomically: a failure or a kill mid-write leaves the
+        previous file whole); returns the SHA-256 of the file, which :func:`read_faiss` checks."""
+        import hashlib
 
-        with atomic_path(path) as tmp:
-            _faiss().write_index(self.index, str(tmp))
+        from hyvl.io import write_bytes
+
+        data = _faiss().serialize_index(self.index).tobytes()
+        write_bytes(path, data)
+        return hashlib.sha256(data).hexdigest()
 
     def candidates(self, queries: torch.Tensor, n: int):
         """(augmented queries, FAISS scores, item indices) of the ``n`` best candidates."""
@@ -229,6 +233,23 @@ class FaissBackend:
         # approximate kinds' scores are L2 distances of the MIPS transform: re-rank only.
         certify = self.aug_norm_max if self.kind == "flat" else None
         return rerank(queries.float(), qa, scores, idx, k, self.exact, certify)
+
+
+def read_faiss(path: Path, sha256: str):
+    """The FAISS index :meth:`FaissBackend.write` saved at ``path`` (for ``prebuilt=``), or
+    None when the file is not the one of digest ``sha256`` (cut short, damaged, or replaced
+    after its stamp was written). The file is read once: hashed, then deserialized."""
+    import hashlib
+
+    import numpy as np
+
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return None
+    try:
+        return _faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    except RuntimeError:  # faiss's own error: a file of another faiss version, say
+        return None
 
 
 def make_backend(name: str, items, geometry, curv, **options):

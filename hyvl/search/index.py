@@ -4,8 +4,10 @@ Layout of ``INDEX/``: ``embeddings.safetensors`` (tensor ``embeddings`` (N, D)),
 ``items.jsonl`` (one ``{"kind": "image"|"text", "item": path/key/text, "caption"?}`` per row)
 and ``meta.json`` (``checkpoint``, ``geometry``, ``curv``, ``embed_dim``, ``hyvl_version``).
 Approximate FAISS indexes (HNSW, IVF) are saved beside them as ``ann-BACKEND-KIND-OPTIONS.faiss``
-(+ ``.json``: the rows they index and a fingerprint of those embeddings) by ``hyvl index build
---ann`` or on first use, and read back instead of rebuilt while the embeddings are unchanged.
+(+ ``.json``: the rows they index, a fingerprint of those embeddings and the file's SHA-256) by
+``hyvl index build --ann`` or on first use, and read back instead of rebuilt while the embeddings
+are unchanged. Both are written atomically (:mod:`hyvl.io`), the stamp last: a failed or killed
+write leaves the previous pair usable, and a file that does not match its stamp is rebuilt.
 """
 
 from __future__ import annotations
@@ -189,29 +191,33 @@ class EmbeddingIndex:
         import logging
 
         from hyvl.io import write_text
-        from hyvl.search.backends import _faiss, make_backend
+        from hyvl.search.backends import make_backend, read_faiss
 
+        log = logging.getLogger(__name__)
         path = self._ann_path(backend, kind, options)
         emb = self.embeddings[rows].double()
         stamp = {"rows": len(rows), "fingerprint": [emb.sum().item(), emb.square().sum().item()]}
         side = path.with_suffix(".json")
         items = self.embeddings[rows]
-        if path.is_file() and side.is_file():
-            try:
-                saved = json.loads(side.read_text())
-            except json.JSONDecodeError:
-                saved = None
-            if saved == stamp:
-                prebuilt = _faiss().read_index(str(path))
+        saved = _read_stamp(side)
+        # the stamp is written after its file and names the file's SHA-256, so a file replaced
+        # without its stamp (a failure between the two writes) is never taken for another one
+        if path.is_file() and saved.get("sha256") and all(saved.get(k) == stamp[k] for k in stamp):
+            prebuilt = read_faiss(path, saved["sha256"])
+            if prebuilt is not None:
                 return make_backend(
                     backend, items, self.geometry, self.curv, prebuilt=prebuilt, **options
                 )
+            log.warning("%s is not the file %s describes; rebuilding it", path, side.name)
         engine = make_backend(backend, items, self.geometry, self.curv, **options)
         try:
-            engine.write(path)
-            write_text(side, json.dumps(stamp) + "\n")
-        except OSError as err:
-            logging.getLogger(__name__).warning("%s: ANN index not saved (%s)", path, err)
+            digest = engine.write(path)
+            write_text(side, json.dumps({**stamp, "sha256": digest}) + "\n")
+        except (OSError, HyvlError) as err:  # read-only or full disk: the search goes on
+            # the message, not the exception: a kept log record would keep its frames alive
+            log.warning(
+                "%s: ANN index not saved (%s); any earlier file is unchanged", path, str(err)
+            )
         return engine
 
     def approximate_recall(
@@ -243,6 +249,15 @@ class EmbeddingIndex:
             for x, e in zip(approx, exact, strict=True)
         ]
         return sum(hits) / len(hits), len(hits)
+
+
+def _read_stamp(path: Path) -> dict:
+    """An ANN file's stamp, or {} when missing or unreadable (the file is then rebuilt)."""
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def _is_ann_file(name: str) -> bool:
