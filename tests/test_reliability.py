@@ -291,7 +291,7 @@ def test_make_shards_converts_sixteen_bit_images(tmp_path):
     import numpy as np
 
     from hyvl.data.layouts import parse_sample
-    from hyvl.data.pipeline import raw_samples
+    from hyvl.data.shards import raw_samples
 
     (tmp_path / "img").mkdir()
     Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(tmp_path / "img" / "a.png")

@@ -1,4 +1,5 @@
-"""webdataset pipelines: shard specs -> raw samples -> (shuffle) -> batches of decoded samples.
+"""webdataset pipelines: raw samples (:mod:`hyvl.data.shards`) -> (shuffle) -> batches of decoded
+samples.
 
 Design for exact resume. Each (rank, logical worker) reads its own deterministic stream of raw
 samples (shard order and shuffle buffer seeded from ``(seed, rank, worker)``), groups RAW samples
@@ -19,7 +20,6 @@ shards, or only unusable samples for ``max_unusable`` samples in a row, raises
 
 from __future__ import annotations
 
-import glob
 import itertools
 import logging
 import math
@@ -34,85 +34,10 @@ import torch
 from hyvl.config import DataConfig
 from hyvl.data.batch import Batch
 from hyvl.data.layouts import Sample, Skip, parse_sample
+from hyvl.data.shards import expand_shards, one_line, raw_samples, readable_samples
 from hyvl.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------
-# Shard lists and raw samples
-# ------------------------------------------------------------------------------------------
-
-
-def expand_shards(spec: str | list[str]) -> list[str]:
-    """Brace expansion (``{000..009}``), ``::``-separated lists and globs; URLs pass through."""
-    import webdataset as wds
-
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    urls: list[str] = []
-    for item in specs:
-        for url in wds.shardlists.expand_urls(item):
-            if url.startswith(("pipe:", "http://", "https://", "gs://", "s3://")):
-                urls.append(url)
-            elif any(ch in url for ch in "*?["):
-                matches = sorted(glob.glob(url))
-                if not matches:
-                    raise DataError(f"no shards match {url!r}")
-                urls.extend(matches)
-            else:
-                urls.append(url)
-    if not urls:
-        raise DataError(f"empty shard spec {spec!r}")
-    return urls
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class _ShardErrors:
-    """webdataset handler: count a truncated or unreadable shard, keep going (no sleep).
-
-    With ``notes`` (a training stream, in a loader worker) the first message of each reason
-    is kept for the main process's rate-limited log instead of being logged here.
-    """
-
-    def __init__(self, counts: Counter, notes: dict | None = None):
-        self.counts = counts
-        self.notes = notes
-        self.url = ""
-        self.reported = False  # webdataset re-raises one error at two levels: count it once
-
-    def start(self, url: str) -> None:
-        self.url, self.reported = url, False
-
-    def __call__(self, exn: Exception) -> bool:
-        if not self.reported:
-            text = str(exn)
-            truncated = "end of data" in text or "EOF" in text or "truncated" in text
-            reason = "truncated_tar" if truncated else "unreadable_shard"
-            self.counts[reason] += 1
-            if self.notes is None:
-                log.warning("%s: %s (%s); samples before it were kept", self.url, reason, exn)
-            else:
-                self.notes.setdefault(reason, _one_line(f"{self.url}: {exn}"))
-            self.reported = True
-        return True
-
-
-def raw_samples(urls, counts: Counter, notes: dict | None = None) -> Iterator[dict]:
-    """Raw samples of the shards in order; complete samples before a truncation still come out."""
-    from webdataset import tariterators as t
-
-    handler = _ShardErrors(counts, notes)
-    for url in urls:
-        handler.start(url)
-        stream = t.url_opener([{"url": url}], handler=handler)
-        files = t.tar_file_expander(stream, handler=handler)
-        for sample in t.group_by_keys(files, handler=handler):
-            if sample:
-                yield sample
 
 
 def _seeded(*parts: Any) -> random.Random:
@@ -172,7 +97,7 @@ class Decoder:
             sample, drops = parse_sample(raw, self.layout, self.min_box_size, self.draft)
         except Skip as skip:
             skipped[skip.reason] += 1
-            notes.setdefault(skip.reason, _one_line(f"sample {key}: {skip}"))
+            notes.setdefault(skip.reason, one_line(f"sample {key}: {skip}"))
             return None
         dropped.update(drops)
         if self.k > 0 and sample.num_boxes == 0:
@@ -274,7 +199,9 @@ class TrainStream(torch.utils.data.IterableDataset):
             rng = _seeded(self.seed, self.rank, logical, "shards")
             shards = iter(lambda: rng.choice(self.urls), None)
             yield from _shuffled(
-                _readable(shards, len(self.urls), counts, notes), self.shuffle_buffer, shuffle_rng
+                readable_samples(shards, len(self.urls), counts, notes),
+                self.shuffle_buffer,
+                shuffle_rng,
             )
             return
         slots = self.world_size * self.workers
@@ -283,7 +210,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         for epoch in itertools.count():
             order = list(self.urls)
             _seeded(self.seed, "epoch", epoch).shuffle(order)
-            shards = _readable(order[slot::slots], mine, counts, notes)
+            shards = readable_samples(order[slot::slots], mine, counts, notes)
             yield from _shuffled(shards, self.shuffle_buffer, shuffle_rng)
 
     def __iter__(self) -> Iterator[Batch]:
@@ -320,33 +247,6 @@ class TrainStream(torch.utils.data.IterableDataset):
             # Raised in a loader worker, it would reach the user wrapped in a traceback:
             # hand it to the main process as data instead (CountingLoader raises it).
             yield Batch.empty(counts, notes=notes, error=str(err))
-
-
-def _readable(urls, pool: int, counts: Counter, notes: dict) -> Iterator[dict]:
-    """Raw samples of ``urls``; raises DataError once every one of the ``pool`` distinct shards
-    was opened since the last sample without giving one (nonexistent paths, files that are not
-    tar archives), instead of cycling through them forever."""
-    failed: set[str] = set()
-    opened = 0
-    for url in urls:
-        got = False
-        for sample in raw_samples([url], counts, notes):
-            got = True
-            yield sample
-        if got:
-            failed.clear()
-            opened = 0
-            continue
-        failed.add(url)
-        opened += 1
-        # resampled shards are drawn at random: a cap on draws too, far above the
-        # coupon-collector time of the pool
-        if len(failed) >= pool or opened >= 20 * pool + 100:
-            example = next(iter(notes.values()), "the shards are empty")
-            raise DataError(
-                f"no sample could be read from any of the {pool} shard(s) of this stream "
-                f"(e.g. {example}); skipped: {dict(counts) or 'nothing'}. Check data.train_shards"
-            )
 
 
 SKIP_HINTS = {

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from hyvl.data.layouts import Skip, parse_sample
-from hyvl.data.pipeline import expand_shards, raw_samples
+from hyvl.data.shards import expand_shards, raw_samples
 
 
 def shard_stats(

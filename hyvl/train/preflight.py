@@ -107,7 +107,8 @@ def probe_shards(cfg: RunConfig) -> dict[str, Any]:
     (``data.boxes_per_sample > 0``) at least one must keep a box after ``data.min_box_size``.
     """
     from hyvl.data.layouts import Skip, parse_sample
-    from hyvl.data.pipeline import expand_shards, explain_skips, raw_samples
+    from hyvl.data.pipeline import explain_skips
+    from hyvl.data.shards import expand_shards, raw_samples
 
     data = cfg.data
     key = "data.train_shards"
