@@ -75,16 +75,45 @@ def test_lr_1_collapses_is_reported_and_stop_exits_nonzero(tmp_path, shapes, cap
     assert flagged and flagged[0] <= 40
 
     # a shorter patience stops it sooner; the checkpoints written before are kept
+    # (logged and saved every 2 steps, 2 kept: the checkpoint before the collapse is the
+    # oldest when the run stops, kept although keep_last alone would have pruned it)
     stop = overrides(
-        shapes, **{"train.lr": 1.0, "train.max_steps": 200, "train.health_patience": 10}
+        shapes,
+        **{"train.lr": 1.0, "train.max_steps": 200, "train.health_patience": 10},
+        **{"train.log_every": 2, "train.checkpoint_every": 2, "train.keep_last": 2},
     )
     out = tmp_path / "stop"
-    assert main([*argv, str(out), *stop, "train.on_collapse=stop"]) == 1
+    summary = tmp_path / "stop.json"
+    assert main([*argv, str(out), *stop, "train.on_collapse=stop", "--json", str(summary)]) == 1
     err = capsys.readouterr().err
     assert "stopped at step" in err and "train.on_collapse=stop" in err
-    stopped = records(out)[-1]["step"]
+    logged = records(out)
+    stopped = logged[-1]["step"]
     assert stopped < 200
     step, path = ckpt.latest_checkpoint(out)
     assert step <= stopped and str(path) in err
     model, preprocess, tokenizer = hyvl.load(out)  # the last checkpoint's export loads
     assert model.geometry == "euclidean"
+
+    # the stop names the last healthy checkpoint, in stderr, stopped.json and the --json summary
+    report = json.loads((out / "stopped.json").read_text())
+    assert json.loads(summary.read_text())["stopped"] == report
+    healthy, since = report["last_healthy_checkpoint"], report["collapse_since_step"]
+    assert report["step"] == stopped and report["last_checkpoint"]["step"] == step
+    assert f"last healthy checkpoint (before the collapse began at step {since}): " in err
+    assert f"{healthy['path']} (step {healthy['step']})" in err
+
+    # ... which the health records agree with: from `since` on every logged step shows the
+    # collapse condition (images indistinguishable, or the loss back at chance after it was
+    # below: the default thresholds), the healthy checkpoint's step does not
+    flags, learned = {}, False
+    for r in logged:
+        at_chance = r["loss_over_ln_b"] >= 0.98
+        same = r["spread_image"] * r["logit_scale"] < 0.05
+        flags[r["step"]] = (at_chance and learned) or same
+        learned |= not at_chance
+    assert all(flag for s, flag in flags.items() if s >= since)
+    assert healthy["step"] < since and not flags[healthy["step"]]
+    # nothing was deleted: the healthy checkpoint and every later one are there
+    kept = [s for s, _ in ckpt.list_checkpoints(out)]
+    assert healthy["step"] in kept and kept[-1] == step and Path(healthy["path"]).is_dir()

@@ -50,7 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write into a non-empty DIR that hyvl did not make (no file there is deleted)",
     )
-    add_json_arg(p, "the final summary: step, export, last metrics, seconds, skipped by reason")
+    add_json_arg(
+        p,
+        "the final summary: step, export, last metrics, seconds, skipped by reason, health "
+        "(and stopped, when train.on_collapse=stop ended the run)",
+    )
     p.add_argument(
         "overrides",
         nargs="*",
@@ -73,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         CollapseError,
     ) as err:  # diverged / collapsed: plainly, no traceback
         print(str(err), file=sys.stderr)
+        stopped = getattr(err, "summary", None)
+        if stopped is not None and int(os.environ.get("RANK", "0")) == 0:
+            write_json(args.json, stopped)  # with "stopped": the last healthy checkpoint
         return 1
     if int(os.environ.get("RANK", "0")) != 0:  # several processes: the main one reports
         return 0

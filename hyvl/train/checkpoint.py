@@ -85,12 +85,16 @@ def remove_partial(output_dir: str | Path) -> list[Path]:
     return removed
 
 
-def prune(output_dir: str | Path, keep_last: int) -> None:
-    """Keep the newest ``keep_last`` complete checkpoints (all of them if keep_last <= 0)."""
+def prune(output_dir: str | Path, keep_last: int, keep_step: int | None = None) -> None:
+    """Keep the newest ``keep_last`` complete checkpoints (all of them if keep_last <= 0), and
+    the newest one at or before ``keep_step`` (a run's last healthy checkpoint)."""
     if keep_last <= 0:
         return
-    for _, path in list_checkpoints(output_dir)[:-keep_last]:
-        shutil.rmtree(path, ignore_errors=True)
+    found = list_checkpoints(output_dir)
+    kept = [c for c in found if keep_step is not None and c[0] <= keep_step][-1:]
+    for step, path in found[:-keep_last]:
+        if (step, path) not in kept:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -154,10 +158,13 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"cannot read checkpoint file {str(path)!r}: {err}") from err
 
 
-def save_checkpoint(output_dir: str | Path, state: Any, *, keep_last: int) -> Path:
+def save_checkpoint(
+    output_dir: str | Path, state: Any, *, keep_last: int, keep_step: int | None = None
+) -> Path:
     """Write the checkpoint of ``state.step`` atomically (collective: call on every process).
 
     ``state`` is the run's :class:`~hyvl.train.state.TrainState`. Returns the final path.
+    ``keep_last`` / ``keep_step``: what :func:`prune` keeps.
     """
     final = step_dir(output_dir, state.step)
     tmp = final.parent / f".tmp-{final.name}"
@@ -202,7 +209,7 @@ def save_checkpoint(output_dir: str | Path, state: Any, *, keep_last: int) -> Pa
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        prune(output_dir, keep_last)
+        prune(output_dir, keep_last, keep_step)
     accelerator.wait_for_everyone()
     return final
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -159,12 +160,14 @@ class HealthMonitor:
     ``spread_*``, ``in_cone``, ``logit_scale`` and, for Lorentz models, ``curv``,
     ``curv_bounds`` (low, high) and ``alphas`` (name -> value). It returns the problems that
     appeared at this step (name -> one plain sentence); ``problems`` keeps every problem seen
-    with the step it was first reported, ``open`` those that still hold.
+    with the step it was first reported, ``open`` those that still hold. ``healthy_step`` is
+    the last logged step at which the collapse condition did not hold (None: not one yet).
     """
 
     thresholds: HealthThresholds = field(default_factory=HealthThresholds)
     problems: dict[str, tuple[int, str]] = field(default_factory=dict)
     open: set[str] = field(default_factory=set)
+    healthy_step: int | None = None
     _streaks: dict[str, _Streak] = field(default_factory=dict)
     _learned: bool = False
     _first_step: int | None = None
@@ -189,6 +192,8 @@ class HealthMonitor:
         loss_stuck = at_chance and (self._learned or step >= t.grace_steps)
         image_spread = stats.get("spread_image")
         images_same = image_spread is not None and image_spread * scale < t.min_logit_spread
+        if not (loss_stuck or images_same):
+            self.healthy_step = step
         if self._check("collapse", loss_stuck or images_same, step):
             why = (
                 f"contrastive loss at {ratio:.3f} x ln(B)"
@@ -241,6 +246,12 @@ class HealthMonitor:
         """``"ok"`` or the open problems, comma-separated (the ``health`` field)."""
         return ", ".join(sorted(self.open)) or "ok"
 
+    @property
+    def collapse_since(self) -> int | None:
+        """The first logged step of the collapse condition's current streak (reported or still
+        within its patience), None when it does not hold."""
+        return self._streaks.get("collapse", _Streak()).since
+
     def summary(self) -> str:
         """One sentence for the end of a run."""
         if not self.problems:
@@ -251,8 +262,14 @@ class HealthMonitor:
 
 
 class CollapseError(RuntimeError):
-    """``train.on_collapse=stop`` and the run collapsed: the message says when and where the
-    last checkpoint is."""
+    """``train.on_collapse=stop`` and the run collapsed: the message says when, where the last
+    checkpoint is and which one was the last healthy one; ``report`` holds the same as a dict
+    (the trainer adds ``summary``, the run's summary with ``stopped``: the report)."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+        self.summary: dict | None = None
 
 
 def model_scalars(model) -> dict:
@@ -302,19 +319,62 @@ class TrainingHealth:
         record["health"] = self.monitor.status
         return [f"hyvl train: step {step}: {message}" for message in new.values()]
 
-    def check_stop(self, step: int, latest_checkpoint) -> None:
+    def keep_step(self) -> int | None:
+        """While the collapse condition holds: the step at or before which the newest
+        checkpoint is the last healthy one, which pruning must keep (else None)."""
+        return self.monitor.healthy_step if self.monitor.collapse_since is not None else None
+
+    def last_healthy(self, checkpoints: list) -> tuple[int, Any] | None:
+        """The newest of ``checkpoints`` (``[(step, path)]``, oldest first) written at or
+        before the last logged step without the collapse condition."""
+        ok = self.monitor.healthy_step
+        healthy = [c for c in checkpoints if ok is not None and c[0] <= ok]
+        return healthy[-1] if healthy else None
+
+    def check_stop(self, step: int, checkpoints) -> None:
         """Raise :class:`CollapseError` when the run collapsed and ``on_collapse=stop``.
 
-        ``latest_checkpoint() -> (step, path) | None`` is asked only then.
+        ``checkpoints() -> [(step, path)]`` (the complete ones, oldest first) is asked only
+        then. Nothing is deleted: the checkpoints written while the collapse was building
+        stay, and the message names the last healthy one to resume from.
         """
         if self.on_collapse != "stop" or "collapse" not in self.monitor.open:
             return
         _, message = self.monitor.problems["collapse"]
-        latest = latest_checkpoint()
-        where = "none written" if latest is None else f"{latest[1]} (step {latest[0]})"
+        found = checkpoints()
+        latest = found[-1] if found else None
+        healthy = self.last_healthy(found)
+        since = self.monitor.collapse_since
+
+        def where(c):
+            return "none" if c is None else f"{c[1]} (step {c[0]})"
+
+        report = {
+            "reason": "collapse",
+            "step": step,
+            "message": message,
+            "collapse_since_step": since,
+            "last_checkpoint": None
+            if latest is None
+            else {"step": latest[0], "path": str(latest[1])},
+            "last_healthy_checkpoint": None
+            if healthy is None
+            else {"step": healthy[0], "path": str(healthy[1])},
+        }
+        if healthy is None:
+            resume = "no checkpoint was written before it: start again with a lower train.lr"
+        elif healthy == latest:
+            resume = "resume from it with a lower train.lr (train.allow_config_change=true)"
+        else:
+            resume = (
+                f"to resume from it, move the newer step_* folders out of {healthy[1].parent} "
+                "and rerun with a lower train.lr (train.allow_config_change=true)"
+            )
         raise CollapseError(
             f"hyvl train: stopped at step {step} (train.on_collapse=stop): {message}; "
-            f"last checkpoint: {where}"
+            f"last checkpoint: {where(latest)}; last healthy checkpoint (before the collapse "
+            f"began at step {since}): {where(healthy)}; {resume}",
+            report,
         )
 
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from hyvl.config import RunConfig
 from hyvl.errors import DataError
+from hyvl.io import write_text
 from hyvl.train import checkpoint as ckpt
-from hyvl.train.health import TrainingHealth
+from hyvl.train.health import CollapseError, TrainingHealth
 from hyvl.train.periodic import export_model, full_model, periodic_eval
 from hyvl.train.preflight import preflight
 from hyvl.train.records import RunLog, check_trackers, scalar, step_record, truncate_jsonl
@@ -42,6 +43,9 @@ from hyvl.train.step import (
     sum_counts,
 )
 
+# What a run stopped by train.on_collapse=stop leaves in its directory (CollapseError.report).
+STOPPED = "stopped.json"
+
 
 def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg`` into ``output_dir``; resumes automatically from its latest checkpoint.
@@ -50,6 +54,8 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
     Returns a summary: ``{"step", "export", "last": <last logged metrics>, "seconds",
     "skipped": {reason: samples}, "health"}``; ``skipped`` (and metrics.jsonl's
     ``skipped_samples``) add up every process's skips (each reads its own shards).
+    ``train.on_collapse=stop`` raises :class:`~hyvl.train.health.CollapseError` with that
+    summary plus ``stopped`` (the last healthy checkpoint...), also written to ``stopped.json``.
     """
     output_dir = Path(output_dir)
     tcfg = cfg.train
@@ -76,6 +82,17 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
     last_record: dict[str, Any] = {}
     window_start, window_samples = time.perf_counter(), 0
     state.module.train()
+
+    def summary() -> dict[str, Any]:  # a collective (skips over processes): every process
+        return {
+            "step": state.step,
+            "export": str(output_dir / "export"),
+            "last": last_record,
+            "seconds": time.perf_counter() - started,
+            "skipped": sum_counts(from_every_process(accelerator, loader.skipped())),
+            "health": health.monitor.summary(),
+        }
+
     try:
         while state.step < tcfg.max_steps:
             batch = next(batches, None)
@@ -126,7 +143,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
                 log.step(last_record)
                 window_start, window_samples = time.perf_counter(), 0
 
-            health.check_stop(state.step, lambda: ckpt.latest_checkpoint(output_dir))
+            health.check_stop(state.step, lambda: ckpt.list_checkpoints(output_dir))
             if nonfinite_in_row >= tcfg.max_nonfinite:
                 raise FloatingPointError(
                     f"hyvl train: {nonfinite_in_row} non-finite losses in a row (train.max_nonfinite="
@@ -139,21 +156,21 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
                 log.eval(state.step, periodic_eval(state))
 
             if state.step % tcfg.checkpoint_every == 0 or last:
-                ckpt.save_checkpoint(output_dir, state, keep_last=tcfg.keep_last)
+                # a collapse building: the last healthy checkpoint outlives keep_last
+                keep = health.keep_step()
+                ckpt.save_checkpoint(output_dir, state, keep_last=tcfg.keep_last, keep_step=keep)
                 model = full_model(state)  # a collective under FSDP: every process
                 if state.is_main:
                     export_model(model, output_dir)
                 accelerator.wait_for_everyone()
+    except CollapseError as err:  # on_collapse=stop: the stop is recorded in the run dir
+        err.summary = {**summary(), "stopped": err.report}
+        if state.is_main:
+            write_text(output_dir / STOPPED, json.dumps(err.report, indent=2) + "\n")
+        raise
     finally:
         log.close()
-    return {
-        "step": state.step,
-        "export": str(output_dir / "export"),
-        "last": last_record,
-        "seconds": time.perf_counter() - started,
-        "skipped": sum_counts(from_every_process(accelerator, loader.skipped())),
-        "health": health.monitor.summary(),
-    }
+    return summary()
 
 
 def resume(state: TrainState, output_dir: Path, changes: dict | None = None) -> None:
