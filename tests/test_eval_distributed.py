@@ -23,6 +23,8 @@ import hyvl
 from hyvl.data.demo import make_demo
 from hyvl.search.index import EmbeddingIndex
 
+from conftest import jpeg, write_tar
+
 # Batch sizes chosen so the shares are uneven: 24 zero-shot images in batches of 5 (3 + 2
 # batches), 10 retrieval images in batches of 3 (2 + 2, the last one short), 20 captions in
 # one text batch (rank 1 has no text rows at all), 30 val samples in batches of 4 (4 + 4).
@@ -196,11 +198,32 @@ def test_cli_two_processes_print_once_and_write_the_one_process_results(world, o
     assert torch.equal(index.embeddings, embeddings["shards_index"])
 
 
+# training shard -> indices of its corrupt samples: each process reads one of the two shards
+CORRUPT = {0: [1], 1: [2, 5]}
+
+
 def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, tmp_path):
-    """Training's periodic evaluation is shared by the processes and equals ``hyvl eval``."""
+    """Training's periodic evaluation is shared by the processes and equals ``hyvl eval``;
+    the samples the processes skipped in their own shards are all counted."""
     root = Path(__file__).resolve().parents[1]
+    for shard, bad in CORRUPT.items():
+        samples = [
+            (
+                f"s{shard}_{i}",
+                {
+                    "jpg": b"not a jpeg" if i in bad else jpeg((16, 16), (30 * i, 60, 90)),
+                    "txt": f"picture {i} of shard {shard}".encode(),
+                },
+            )
+            for i in range(8)
+        ]
+        write_tar(tmp_path / f"part-{shard}.tar", samples)
     overrides = {
-        "data.train_shards": str(world / "train" / "*.tar"),
+        # 2 processes x 4 samples x 2 steps: each reads its own shard exactly once (finite
+        # mode, no shuffle, at most 2 bad samples in a batch of 4)
+        "data.train_shards": f"{tmp_path}/part-{{0..1}}.tar",
+        "data.resampled": "false",
+        "data.shuffle_buffer": 1,
         "data.workers": 0,
         "model.vision.image_size": 32,
         "model.vision.depth": 2,
@@ -218,7 +241,21 @@ def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, 
     out = tmp_path / "run"
     cmd = ["-m", "hyvl", "train", "--config", str(root / "configs" / "meru_tiny.yaml")]
     cmd += ["--output-dir", str(out), *(f"{k}={v}" for k, v in overrides.items())]
-    _run([*TORCHRUN, "2", *cmd])
+    done = _run([*TORCHRUN, "2", *cmd, "--json", str(tmp_path / "summary.json")])
+
+    # skipped samples are every process's (the main one alone read only some of them), in the
+    # summary, metrics.jsonl and the checkpoint, which also keeps each process's own counts
+    total = sum(len(bad) for bad in CORRUPT.values())
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["skipped"] == {"corrupt_image": total}
+    assert f"skipped samples: corrupt_image {total}" in done.stdout
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 2 and last["skipped_samples"] == total
+    meta = json.loads((out / "checkpoints" / "step_0000002" / "meta.json").read_text())
+    mine = [p["skipped"].get("corrupt_image", 0) for p in meta["processes"]]
+    assert len(mine) == 2 and all(n > 0 for n in mine) and sum(mine) == total
+    assert meta["skipped"] == {"corrupt_image": total}
+
     lines = (out / "eval.jsonl").read_text().splitlines()
     assert len(lines) == 1  # written once (by the main process), at step 2
     periodic = json.loads(lines[0])
