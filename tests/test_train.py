@@ -3,6 +3,7 @@ non-finite steps, config errors."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ def demo_data(tmp_path_factory):
     from hyvl.data.demo import make_demo
 
     out = tmp_path_factory.mktemp("demo")
-    make_demo(out, seed=0)
+    # only the training shards are read (at most 50 steps x 8 samples, resampled)
+    make_demo(out, seed=0, train_samples=1000, val_samples=8, zeroshot_per_class=1,
+              retrieval_images=4)  # fmt: skip
     return out
 
 
@@ -74,23 +77,35 @@ def run_train(config, out, overrides, kill_at_meta_of_step=None):
         cmd = [sys.executable, "-m", "hyvl", *args]
     else:
         cmd = [sys.executable, "-c", KILLING_MAIN, str(kill_at_meta_of_step), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # one thread, as the reference run in the test's process: bitwise-comparable runs
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def read_metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_cli_run_then_kill_during_checkpoint_and_resume_exactly(tmp_path, demo_data):
+def test_cli_run_then_kill_during_checkpoint_and_resume_exactly(tmp_path, demo_data, capsys):
+    from hyvl.cli.main import main
+
     config = ROOT / "configs" / "hycoclip_tiny.yaml"
     overrides = tiny_overrides(demo_data)
 
+    # the uninterrupted reference runs in this process (on one thread, as the two runs below
+    # in their own processes): only the killed run needs a process of its own
     reference = tmp_path / "reference"
-    done = run_train(config, reference, [*overrides, "train.trackers=[tensorboard]"])
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["train", "--config", str(config), "--output-dir", str(reference), *overrides]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*args, "train.trackers=[tensorboard]"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    done = capsys.readouterr()
     # progress bar shows the loss terms, lr, curvature, logit scale, throughput, skips
     for key in ("loss=", "lr=", "curv=", "logit_scale=", "samples_per_s=", "skipped_samples="):
-        assert key in done.stderr
+        assert key in done.err
     assert load_run_config(reference / "config.yaml").train.max_steps == 6
     assert list(reference.rglob("events.out.tfevents.*")), "tensorboard tracker wrote nothing"
     ref = read_metrics(reference)
