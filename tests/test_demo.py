@@ -100,3 +100,11 @@ def test_demo_rerun_with_other_steps_is_refused_then_accepted_by_its_flags(demo_
     assert steps[-1] == 2 and max(steps) == 2
     kept = [json.loads(line) for line in (out / "clip.replaced-1" / "metrics.jsonl").open()]
     assert kept[-1]["event"] == "config_change" and hyvl.load(out / "clip.replaced-1")
+
+    # a folder hyvl did not make where a model's run goes: refused, naming --overwrite
+    (out / "meru").mkdir()
+    (out / "meru" / "notes.txt").write_text("mine")
+    meru = ["demo", "--out", str(out), "--model", "meru", "--batch-size", "4", "--steps", "2"]
+    assert main(meru) == 2
+    assert "--overwrite moves the folder aside as meru.replaced-N" in capsys.readouterr().err
+    assert [p.name for p in (out / "meru").iterdir()] == ["notes.txt"]

@@ -182,7 +182,13 @@ def check_previous_runs(out: Path, configs: dict[str, RunConfig]) -> None:
                     f"{kind}.replaced-N), --allow-config-change to continue it with the new "
                     "settings, or use another --out"
                 )
-        check_output_dir(run_dir, cfg, overwrite=False)  # a foreign folder: names --overwrite
+        try:
+            check_output_dir(run_dir, cfg, overwrite=False)  # files hyvl did not make
+        except ConfigError as err:
+            raise ConfigError(
+                f"{err} (hyvl demo --overwrite moves the folder aside as {kind}.replaced-N and "
+                "trains afresh)"
+            ) from None
 
 
 def set_aside(run_dir: Path) -> Path | None:
