@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tarfile
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -348,3 +349,19 @@ def test_data_stats_cli_json(demo, tmp_path):
     stats = json.loads((tmp_path / "s.json").read_text())
     assert stats["samples"] == 64 and stats["with_boxes"] == 64 and stats["skipped"] == {}
     assert "samples" in out.stdout
+
+
+def test_batches_are_converted_at_once_with_totensor_values():
+    """The loader converts each batch with one uint8 -> fp32 pass (stack_images); the pixels are
+    exactly torchvision's ToTensor of every image (x / 255), in (N, 3, H, W) order."""
+    from PIL import Image
+    from torchvision.transforms import ToTensor
+
+    from hyvl.models.transforms import stack_images
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)) for _ in range(3)]
+    got = stack_images(images)
+    want = torch.stack([ToTensor()(im) for im in images])
+    assert got.shape == (3, 3, 5, 7) and got.dtype == torch.float32 and got.is_contiguous()
+    assert torch.equal(got, want)

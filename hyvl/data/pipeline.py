@@ -81,9 +81,11 @@ class Decoder:
         rrc_scale: tuple[float, float] = (0.5, 1.0),
         draft: int = 0,
     ):
-        from hyvl.models.transforms import image_transform
+        from hyvl.models.transforms import image_transform, stack_images
 
-        self.transform = image_transform(image_size, train=train, scale=rrc_scale)
+        # PIL out; each batch is converted to a tensor at once.
+        self.transform = image_transform(image_size, train=train, scale=rrc_scale, to_tensor=False)
+        self.stack = stack_images
         self.tokenizer = tokenizer
         self.train = train
         self.k = boxes_per_sample
@@ -137,7 +139,7 @@ class Decoder:
         samples = [s for s in parsed if s is not None]
         if not samples:
             return Batch.empty(skipped, dropped, notes)
-        images = torch.stack([self.transform(s.image) for s in samples])
+        images = self.stack([self.transform(s.image) for s in samples])
         captions = [s.caption for s in samples]
         batch = Batch(
             images=images,
@@ -152,7 +154,7 @@ class Decoder:
             batch.labels = torch.tensor([s.label for s in samples], dtype=torch.long)
         if self.k > 0:
             pairs = [p for s in samples for p in self._boxes(s, rng)]
-            batch.box_images = torch.stack([self.transform(c) for c, _ in pairs])
+            batch.box_images = self.stack([self.transform(c) for c, _ in pairs])
             batch.box_texts = [t for _, t in pairs]
             batch.box_tokens = self.tokenizer(batch.box_texts)
         return batch
