@@ -208,6 +208,19 @@ def loss_only_scaling(sizes, d: int = 512, reps: int = 3, device: str = "cpu") -
     return rows
 
 
+def _fresh_process_mb(code: str, **env: str) -> float:
+    """Run ``code`` in a fresh interpreter (with ``env`` added) and return the number it prints
+    last: the memory measurements below each need a process of their own."""
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
+    return float(run.stdout.strip().splitlines()[-1])
+
+
 def _loss_peak_mb(kind: str, b: int, chunk: int, device: str) -> float:
     """Peak memory growth (MB) of one loss-only step (:func:`_loss_step`), inputs excluded.
 
@@ -233,11 +246,7 @@ def _loss_peak_mb(kind: str, b: int, chunk: int, device: str) -> float:
         f"bench._loss_step({kind!r}, x, y, {b}, 'cpu', chunk={chunk}); "
         f"print(bench._peak_rss_mb() - base)"
     )
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    return float(run.stdout.strip().splitlines()[-1])
+    return _fresh_process_mb(code, MALLOC_MMAP_THRESHOLD_="65536")
 
 
 def chunked_loss(
@@ -293,8 +302,7 @@ def peak_memory(kind: str, b: int, steps: int = 2) -> float:
         f"v = bench.Variant({kind!r}, {b}); gc.collect(); base = bench._peak_rss_mb(); "
         f"[v.step() for _ in range({steps})]; print(bench._peak_rss_mb() - base)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return _fresh_process_mb(code)
 
 
 def precision(b: int, reps: int, device: str = "cpu") -> dict[str, float]:
