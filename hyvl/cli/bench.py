@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device",
         default="cpu",
-        help="cpu (default) or cuda[:N]: the GPU set, one JSON on stdout (exit 2 without a GPU)",
+        help="cpu, or cuda[:N]: the GPU set, one JSON on stdout (exit 2 without a GPU)",
     )
     p.set_defaults(func=run)
 

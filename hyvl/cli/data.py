@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
         "--kind",
         default="shapes",
         choices=["shapes", "real"],
-        help="shapes: generated coloured shapes (default); real: handwritten-digit scans and "
+        help="shapes: generated coloured shapes; real: handwritten-digit scans and "
         "texture photographs shipped with scikit-learn / scikit-image (pip install 'hyvl[real]')",
     )
     d.add_argument(
@@ -32,14 +32,17 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="write into a non-empty directory that holds other things than demo data",
     )
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--train-samples", type=int, default=4000)
+    d.add_argument("--seed", type=int, default=0, help="seed of the scene generator")
+    d.add_argument("--train-samples", type=int, default=4000, help="training scenes to write")
     d.set_defaults(func=run_demo)
 
     s = sub.add_parser("stats", help="count samples, boxes and skipped samples in shards")
     s.add_argument("shards", nargs="+", help="shard specs: paths, globs, {000..009} braces, pipe:")
     s.add_argument(
-        "--layout", default="auto", choices=["auto", "plain", "grit", "hycoclip", "grounded"]
+        "--layout",
+        default="auto",
+        choices=["auto", "plain", "grit", "hycoclip", "grounded"],
+        help="sample layout (auto: detected per sample)",
     )
     s.add_argument("--min-box-size", type=int, default=0, help="drop boxes smaller than N px")
     add_json_arg(s)
@@ -58,13 +61,13 @@ def add_parser(subparsers) -> None:
     )
     m.add_argument("--images", help="image root directory")
     src = m.add_mutually_exclusive_group(required=True)
-    src.add_argument("--captions")
-    src.add_argument("--coco")
-    src.add_argument("--grounded")
+    src.add_argument("--captions", help="JSONL or CSV of {image, caption[, cls]} under --images")
+    src.add_argument("--coco", help="a COCO captions JSON (images under --images)")
+    src.add_argument("--grounded", help="JSONL of {image, caption, boxes: [{bbox, text}]}")
     m.add_argument("--out", required=True, help="output directory")
-    m.add_argument("--prefix", default="shard")
-    m.add_argument("--samples-per-shard", type=int, default=1000)
-    m.add_argument("--workers", type=int, default=1)
+    m.add_argument("--prefix", default="shard", help="shard file names: PREFIX-000000.tar")
+    m.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar")
+    m.add_argument("--workers", type=int, default=1, help="processes writing shards in parallel")
     m.add_argument("--resize", type=int, default=None, help="shrink so the shorter side is <= N")
     add_json_arg(m)
     m.set_defaults(func=run_make_shards)

@@ -30,7 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         default="hycoclip",
         choices=["hycoclip", "meru", "clip", "all"],
-        help="which model (default hycoclip)",
+        help="which model",
     )
     p.add_argument(
         "--all",
@@ -43,19 +43,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--steps",
         type=int,
         default=DEFAULT_STEPS,
-        help=f"training steps per model (default {DEFAULT_STEPS})",
+        help="training steps per model",
     )
     p.add_argument(
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH,
-        help=f"batch size (default {DEFAULT_BATCH})",
+        help="batch size",
     )
     p.add_argument(
         "--data",
         default="shapes",
         choices=["shapes", "real"],
-        help="shapes: generated coloured shapes (default); real: scanned handwritten digits and "
+        help="shapes: generated coloured shapes; real: scanned handwritten digits and "
         "texture photographs shipped with scikit-learn / scikit-image (pip install 'hyvl[real]')",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for data generation and training")

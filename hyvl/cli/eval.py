@@ -20,8 +20,8 @@ def _common(p) -> None:
         required=True,
         help="export dir, training output dir, or MERU / HyCoCLIP .pth",
     )
-    p.add_argument("--data", required=True)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--data", required=True, help="the evaluation data (D below)")
+    p.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass")
     add_sharing_args(p)
     add_json_arg(p)
 
@@ -52,14 +52,16 @@ def add_parser(subparsers) -> None:
         "images/ beside it) or shards (one caption per image).",
     )
     _common(r)
-    r.add_argument("--image-root")
+    r.add_argument(
+        "--image-root", help="folder of the COCO JSON's images (default: images/ beside it)"
+    )
     r.set_defaults(func=run_retrieval)
 
     h = sub.add_parser("hierarchy", help="TIE, LCA, Jaccard, hierarchical precision / recall")
     _common(h)
     h.add_argument("--hierarchy", required=True, help="parent<TAB>child edges over class names")
-    h.add_argument("--classnames")
-    h.add_argument("--templates")
+    h.add_argument("--classnames", help="file with one class name per line (label order)")
+    h.add_argument("--templates", help="file with one template per line, or 'imagenet' / 'simple'")
     h.add_argument(
         "--leaf-excluded",
         action="store_true",
@@ -72,7 +74,7 @@ def add_parser(subparsers) -> None:
     )
     c.add_argument("isa", help="lines 'parent_id child_id'")
     c.add_argument("--words", help="lines 'id<TAB>name, synonyms' (ImageNet words.txt)")
-    c.add_argument("--out", required=True)
+    c.add_argument("--out", required=True, help="the parent<TAB>child TSV to write")
     c.set_defaults(func=run_isa2tsv)
 
     from hyvl.cli import eval_suite

@@ -38,7 +38,7 @@ def _root_args(p, what: str) -> None:
     p.add_argument(
         "--max-per-class", type=int, default=None, help="only the first N images of each class"
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass")
     add_sharing_args(p)
     add_json_arg(p)
 
@@ -68,9 +68,7 @@ def add_parsers(sub) -> None:
         choices=["vit_s", "vit_b", "vit_l"],
         help="published numbers of this model size (default: the checkpoint's)",
     )
-    s.add_argument(
-        "--cache-dir", default=_default_cache(), help="class prototype cache (default %(default)s)"
-    )
+    s.add_argument("--cache-dir", default=_default_cache(), help="class prototype cache")
     s.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     s.set_defaults(func=run_suite)
 

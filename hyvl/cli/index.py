@@ -13,7 +13,11 @@ def add_parser(subparsers) -> None:
     )
     sub = p.add_subparsers(dest="index_cmd", required=True)
     b = sub.add_parser("build", help="embed images and/or texts into INDEX")
-    b.add_argument("--checkpoint", required=True)
+    b.add_argument(
+        "--checkpoint",
+        required=True,
+        help="export dir, training output dir, or MERU / HyCoCLIP .pth",
+    )
     b.add_argument("--images", help="an image folder (searched recursively) or shards")
     b.add_argument("--texts", help="a text file, one text per line")
     b.add_argument("--out", required=True, help="index directory")

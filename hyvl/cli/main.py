@@ -55,13 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """argparse's defaults formatter, quiet where the default says nothing (None, an off flag)
-    or the help text gives it already."""
+    """argparse's defaults formatter: every option with a default shows it as
+    ``(default: VALUE)``; quiet only where the default says nothing (None, an off flag), whose
+    help text then says what happens when the option is not given."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         quiet = action.default is None or action.default is False  # (0 == False: use `is`)
-        if quiet or action.default == argparse.SUPPRESS or "default" in text.lower():
+        if quiet or action.default == argparse.SUPPRESS or "%(default)" in text:
             return text
         return super()._get_help_string(action)
 

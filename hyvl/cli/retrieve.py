@@ -13,17 +13,22 @@ def add_parser(subparsers) -> None:
         "torch (exact), faiss (exact IndexFlatIP through the Lorentz inner-product reduction), "
         "hnsw / ivf (approximate, for large indexes).",
     )
-    p.add_argument("--index", required=True)
+    p.add_argument("--index", required=True, help="an index directory (hyvl index build)")
     q = p.add_mutually_exclusive_group(required=True)
-    q.add_argument("--text")
-    q.add_argument("--image")
+    q.add_argument("--text", help="a query text")
+    q.add_argument("--image", help="a query image file")
     p.add_argument(
         "--kind",
         choices=["image", "text"],
         help="what to return (default: images for --text, texts for --image)",
     )
     p.add_argument("-k", type=positive_int, default=5, help="how many results")
-    p.add_argument("--backend", default="torch", choices=["torch", "faiss", "hnsw", "ivf"])
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "faiss", "hnsw", "ivf"],
+        help="torch / faiss: exact; hnsw / ivf: approximate (FAISS), recall printed",
+    )
     p.add_argument("--checkpoint", help="override the model recorded in the index")
     p.add_argument("--nprobe", type=int, help="ivf: lists searched (default max(8, nlist/3))")
     p.add_argument("--ef-search", type=int, help="hnsw: search breadth (default 64)")

@@ -14,13 +14,13 @@ def add_parser(subparsers) -> None:
         "entailment cone contains the point. With --to-image, interpolate between two images "
         "(both ends log-mapped).",
     )
-    p.add_argument("--image", required=True)
+    p.add_argument("--image", required=True, help="the image to start from")
     p.add_argument("--to-image", help="interpolate toward this image instead of the origin")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--texts", help="a text file, one candidate text per line")
     src.add_argument("--index", help="an index whose texts are the candidates")
     p.add_argument("--checkpoint", help="required with --texts; defaults to the index's model")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=20, help="interpolation points, both ends included")
     p.add_argument("--no-entailment", action="store_true", help="plain nearest text per step")
     add_json_arg(p)
     p.set_defaults(func=run)

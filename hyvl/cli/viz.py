@@ -17,12 +17,14 @@ def add_parser(subparsers) -> None:
         ("disk", "a 2-D Poincare-disk picture coloured by kind or class"),
     ):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("--checkpoint", required=True)
+        s.add_argument(
+            "--checkpoint", required=True, help="export dir, training output dir, or .pth"
+        )
         s.add_argument(
             "--data", required=True, help="shards (e.g. DEMO/val/*.tar), or a class folder"
         )
         s.add_argument("--out", required=True, help="PNG file")
-        s.add_argument("--max-samples", type=int, default=512)
+        s.add_argument("--max-samples", type=int, default=512, help="samples read from --data")
         if name == "disk":
             s.add_argument(
                 "--color-by",
