@@ -53,6 +53,24 @@ def fsync_file(path: str | Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shareable(path: str | Path) -> None:
+    """Give a written file (directory) the mode a plain ``open`` (``mkdir``) would: 0666
+    (0777) less the umask, usually 0644 (0755). Writers that stage through a private temporary
+    file (safetensors) leave 0600, which a cluster group sharing the run cannot read."""
+    path = Path(path)
+    if path.is_symlink():
+        return
+    full = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, full & ~_umask())
+
+
 def _write_failed(path: Path, err: BaseException) -> BaseException:
     """A full disk becomes a one-line HyvlError naming the target (safetensors reports it as
     its own error type carrying only the OS message, hence the text test)."""
@@ -130,6 +148,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = _sibling(path, "tmp")
     try:
         yield tmp
+        shareable(tmp)
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException as err:
@@ -164,9 +183,12 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def _fsync_tree(root: Path) -> None:
-    for folder, _, files in os.walk(root):
+    for folder, dirs, files in os.walk(root):
         for name in files:
+            shareable(os.path.join(folder, name))
             fsync_file(os.path.join(folder, name))
+        for name in dirs:
+            shareable(os.path.join(folder, name))
         fsync_dir(folder)
 
 
