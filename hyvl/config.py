@@ -297,9 +297,12 @@ class TrainConfig(Section):
     compile: bool = Field(False, description="torch.compile the model")
     fsdp: bool = Field(False, description="fully sharded data parallel (accelerate)")
     cpu: bool = Field(False, description="train on CPU even when a GPU is present")
-    # "split" was 3-9% faster on 2 CPU cores; "auto" fuses on CUDA only.
+    # Which is faster depends on the device (split 2-70% faster on 2-core CPUs, fused expected
+    # on GPUs): "auto" times both on the first batch (hyvl/train/box_towers.py).
     box_towers: Literal["auto", "fused", "split"] = Field(
-        "fused", description="box crops / texts through the towers with the whole ones or alone"
+        "auto",
+        description="box crops / texts through the towers with the whole ones (fused) or alone "
+        "(split); auto: the faster one here, timed at start and kept for resume",
     )
     max_nonfinite: Int = Field(
         10, gt=0, description="non-finite losses in a row (each step skipped) that stop the run"

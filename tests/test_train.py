@@ -90,12 +90,25 @@ def test_cli_run_then_kill_during_checkpoint_and_resume_exactly(tmp_path, demo_d
     from hyvl.cli.main import main
 
     config = ROOT / "configs" / "hycoclip_tiny.yaml"
-    overrides = tiny_overrides(demo_data)
+    overrides = tiny_overrides(demo_data)  # the recipe's train.box_towers: auto
 
-    # the uninterrupted reference runs in this process (on one thread, as the two runs below
-    # in their own processes): only the killed run needs a process of its own
+    crashed = tmp_path / "crashed"
+    killed = run_train(config, crashed, overrides, kill_at_meta_of_step=4)
+    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL halfway through writing step 4
+    assert (crashed / "checkpoints" / ".tmp-step_0000004").is_dir()
+    assert [s for s, _ in ckpt.list_checkpoints(crashed)] == [2]
+    # auto timed both arrangements on the first batch, said so and recorded the choice
+    chosen = json.loads((crashed / ".hyvl-run").read_text())["box_towers"]
+    assert chosen["by"] == "measured" and set(chosen["seconds"]) == {"fused", "split"}
+    assert f"train.box_towers=auto: {chosen['chosen']} (measured on cpu" in killed.stderr
+    meta = ckpt.read_meta(crashed / "checkpoints" / "step_0000002")
+    assert meta["box_towers"] == chosen["chosen"]
+
+    # the uninterrupted reference runs in this process (on one thread, as the two runs of
+    # `crashed` in their own processes), with the arrangement the crashed run chose
     reference = tmp_path / "reference"
     args = ["train", "--config", str(config), "--output-dir", str(reference), *overrides]
+    args.append(f"train.box_towers={chosen['chosen']}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -116,15 +129,11 @@ def test_cli_run_then_kill_during_checkpoint_and_resume_exactly(tmp_path, demo_d
     emb = model.encode_text(tokenizer(["a cat"]))
     assert emb.shape[0] == 1 and torch.isfinite(emb).all()
 
-    crashed = tmp_path / "crashed"
-    killed = run_train(config, crashed, overrides, kill_at_meta_of_step=4)
-    assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL halfway through writing step 4
-    assert (crashed / "checkpoints" / ".tmp-step_0000004").is_dir()
-    assert [s for s, _ in ckpt.list_checkpoints(crashed)] == [2]
-
     resumed = run_train(config, crashed, overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr and "step_0000002" in resumed.stderr
+    # the resume takes the recorded arrangement instead of timing again
+    assert f"train.box_towers=auto: {chosen['chosen']} (recorded)" in resumed.stderr
     got = read_metrics(crashed)
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(ref, got, strict=True):
@@ -281,6 +290,36 @@ def test_step_passes_box_towers_per_call_and_returns_detached_embeddings(accum, 
     assert model.visual_proj.weight.grad is not None
     with pytest.raises(ConfigError, match="box_towers.*'split'"):
         load_run_config(None, ["train.box_towers=both"])
+
+
+def test_auto_box_towers_times_both_arrangements_and_leaves_no_trace():
+    from hyvl.train import box_towers
+
+    torch.manual_seed(0)
+    model = hyvl.create_model("hycoclip_tiny", vision={"image_size": 32, "depth": 2})
+    tok = hyvl.get_tokenizer("hycoclip_tiny")
+    g = torch.Generator().manual_seed(0)
+    tensors = (
+        torch.rand(2, 3, 32, 32, generator=g),
+        tok(["a", "b"]),
+        torch.rand(2, 3, 32, 32, generator=g),
+        tok(["c", "d"]),
+    )
+    held = torch.full_like(model.visual_proj.weight, 0.5)
+    model.visual_proj.weight.grad = held
+    rng = torch.get_rng_state()
+    info = box_towers.choose(model, tensors, reps=1)
+    assert info["by"] == "measured" and info["seconds"]["fused"] > 0 < info["seconds"]["split"]
+    assert info["chosen"] == min(info["seconds"], key=info["seconds"].get)
+    # the run goes on as if nothing had been timed: same random stream, same gradients
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert model.visual_proj.weight.grad is held
+    assert all(p.grad is None for n, p in model.named_parameters() if n != "visual_proj.weight")
+    # without box crops both arrangements are one call per tower: nothing to time
+    assert box_towers.choose(model, (*tensors[:2], None, None)) == {
+        "chosen": "fused",
+        "by": "no box crops",
+    }
 
 
 @pytest.mark.parametrize("mixed,expected", [("no", "fp32"), ("bf16", "bf16")])

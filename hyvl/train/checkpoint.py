@@ -8,7 +8,8 @@ Layout of ``OUTPUT/checkpoints/step_0001000/``::
     scaler.pt           fp16 GradScaler state (only when one is in use)
     rng_<rank>.pt       python / numpy / torch (/ cuda) RNG states of each process
     meta.json           step, world size, format tag, each process's stream position and
-                        skipped samples (and their sum); written LAST
+                        skipped samples (and their sum), the tower arrangement the steps
+                        used (``box_towers``); written LAST
 
 A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX``; every file is fsynced,
 ``meta.json`` (with each file's size) is written last, and the directory is renamed into place
@@ -202,6 +203,7 @@ def save_checkpoint(
             "data_position": state.data_position,
             "skipped": sum_counts([p["skipped"] for p in processes]),
             "processes": processes,
+            "box_towers": state.box_towers,
             "files": _fsync_tree(tmp),
         }
         write_meta(tmp, meta)
@@ -322,6 +324,9 @@ def apply_checkpoint(path: str | Path, pieces: dict, state: Any) -> dict:
     if pieces["rng"] is not None:
         set_rng_state(pieces["rng"])
     state.step = int(meta["step"])
+    # the arrangement the steps so far used (train.box_towers=auto resumes with it); a
+    # checkpoint from before it was recorded ran the default of then, fused
+    state.box_towers = meta.get("box_towers") or "fused"
     processes = meta.get("processes")
     if meta["rng_restored"] and processes and len(processes) == accelerator.num_processes:
         mine = processes[accelerator.process_index]

@@ -22,12 +22,13 @@ from typing import Any
 from hyvl.config import RunConfig
 from hyvl.errors import DataError
 from hyvl.io import write_text
+from hyvl.train import box_towers as towers
 from hyvl.train import checkpoint as ckpt
 from hyvl.train.health import CollapseError, TrainingHealth
 from hyvl.train.periodic import export_model, full_model, periodic_eval
 from hyvl.train.preflight import preflight
 from hyvl.train.records import RunLog, check_trackers, scalar, step_record, truncate_jsonl
-from hyvl.train.rundir import check_output_dir, prepare_output_dir
+from hyvl.train.rundir import check_output_dir, prepare_output_dir, record_box_towers
 from hyvl.train.state import (
     TrainState,
     build_loader,
@@ -37,6 +38,7 @@ from hyvl.train.state import (
 )
 from hyvl.train.step import (
     StepResult,
+    batch_tensors,
     forward_backward,
     from_every_process,
     mean_over_processes,
@@ -52,7 +54,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
 
     ``overwrite``: accept an output directory hyvl did not make (see :mod:`hyvl.train.rundir`).
     Returns a summary: ``{"step", "export", "last": <last logged metrics>, "seconds",
-    "skipped": {reason: samples}, "health"}``; ``skipped`` (and metrics.jsonl's
+    "skipped": {reason: samples}, "health", "box_towers"}`` (the arrangement used); ``skipped`` (and metrics.jsonl's
     ``skipped_samples``) add up every process's skips (each reads its own shards).
     ``train.on_collapse=stop`` raises :class:`~hyvl.train.health.CollapseError` with that
     summary plus ``stopped`` (the last healthy checkpoint...), also written to ``stopped.json``.
@@ -81,6 +83,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
     nonfinite_in_row = 0
     last_record: dict[str, Any] = {}
     window_start, window_samples = time.perf_counter(), 0
+    arrangement = None  # how train.box_towers resolved (hyvl.train.box_towers), at batch one
     state.module.train()
 
     def summary() -> dict[str, Any]:  # a collective (skips over processes): every process
@@ -91,6 +94,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
             "seconds": time.perf_counter() - started,
             "skipped": sum_counts(from_every_process(accelerator, loader.skipped())),
             "health": health.monitor.summary(),
+            "box_towers": state.box_towers,
         }
 
     try:
@@ -98,13 +102,22 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
             batch = next(batches, None)
             if batch is None:  # the stream cycles epochs: it ends only when nothing is readable
                 raise DataError(f"no training samples in {cfg.data.train_shards!r}")
+            batch = batch.to(accelerator.device)
+            if arrangement is None:  # the first batch: train.box_towers=auto measures on it
+                arrangement = towers.resolve(state, batch_tensors(batch))
+                state.box_towers = arrangement["chosen"]
+                if arrangement["setting"] == "auto":
+                    accelerator.print(towers.describe(arrangement), file=sys.stderr)
+                if state.is_main and arrangement["by"] != "recorded":
+                    record_box_towers(output_dir, arrangement)
+                window_start = time.perf_counter()  # the measurement is not training time
             state.train_module.objective.step = state.step  # the entailment warm-up's clock
             result = forward_backward(
                 accelerator,
                 state.module,
-                batch.to(accelerator.device),
+                batch,
                 grad_accum=tcfg.grad_accum,
-                box_towers=tcfg.box_towers,
+                box_towers=state.box_towers,
             )
             lr, grad_norm, stepped = optimizer_step(state, trainable, result)
             state.step += 1

@@ -82,7 +82,10 @@ def config_changes(saved: dict, current: dict) -> dict[str, list]:
     return {
         k: [old.get(k), new.get(k)]
         for k in keys
-        if old.get(k) != new.get(k) and not k.startswith(HARMLESS)
+        if old.get(k) != new.get(k)
+        and not k.startswith(HARMLESS)
+        # auto resumes with the arrangement the checkpoint recorded: nothing changes
+        and not (k == "train.box_towers" and new.get(k) == "auto")
     }
 
 
@@ -147,6 +150,13 @@ def prepare_output_dir(output_dir: Path, cfg: RunConfig, changes: dict[str, list
     tmp = output_dir / "config.yaml.tmp"
     tmp.write_text(text)
     os.replace(tmp, config)
+
+
+def record_box_towers(output_dir: Path, info: dict[str, Any]) -> None:
+    """Keep how ``train.box_towers`` was resolved (:mod:`hyvl.train.box_towers`) in the marker."""
+    marker = read_marker(output_dir) or {"created_by": "hyvl train"}
+    marker["box_towers"] = info
+    write_marker(output_dir, marker)
 
 
 def record_export(output_dir: Path, files: list[str]) -> None:

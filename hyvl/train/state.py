@@ -32,7 +32,8 @@ class TrainState:
     for DDP / FSDP / compile, or itself on one process); :attr:`train_module` and
     :attr:`model` unwrap it. ``data_position`` counts the loader items consumed (one per
     raw batch read, usable or not), which is where a resumed stream restarts; ``skipped``
-    the samples its loader skipped, by reason (this process's).
+    the samples its loader skipped, by reason (this process's); ``box_towers`` the tower
+    arrangement the steps use (:mod:`hyvl.train.box_towers`), None until the first batch.
     """
 
     cfg: RunConfig
@@ -44,6 +45,7 @@ class TrainState:
     step: int = 0
     data_position: int = 0
     skipped: dict = field(default_factory=dict)  # samples skipped so far, by reason
+    box_towers: str | None = None  # the arrangement in use (a checkpoint's, on resume)
 
     @property
     def train_module(self) -> TrainModule:
