@@ -5,12 +5,14 @@ import json
 import random
 
 import numpy as np
+import pytest
 from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
 from hyvl.cli.main import main
 from hyvl.data import real
 from hyvl.data.pipeline import build_eval_loader
+from hyvl.errors import ConfigError
 
 
 def small(out, seed=0):
@@ -79,10 +81,16 @@ def test_deterministic_and_held_out(tmp_path):
 
 def test_cli_writes_the_real_kind(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["data", "demo", "--kind", "real", "--out", str(out), "--train-samples", "4"]) == 0
-    assert "written" in capsys.readouterr().out
+    argv = ["data", "demo", "--kind", "real", "--world", "digits", "--wording", "scene"]
+    assert main([*argv, "--out", str(out), "--train-samples", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "world: digits on light, 22-30 px, 1-3 per scene, scene captions" in printed
+    assert "written" in printed
+    assert len((out / "zeroshot" / "classnames.txt").read_text().split()) == 20  # ten digits
     image = Image.open(next((out / "zeroshot" / "00_handwritten_zero").glob("*.jpg")))
     assert image.size == (real.CANVAS, real.CANVAS)
+    coco = json.loads((out / "retrieval" / "captions.json").read_text())
+    assert coco["annotations"][0]["caption"].startswith("a picture with a handwritten ")
 
 
 def test_demo_on_real_data_trains_reports_health_and_refuses_mixed_data(tmp_path, capsys):
@@ -101,3 +109,75 @@ def test_demo_on_real_data_trains_reports_health_and_refuses_mixed_data(tmp_path
     # the shapes demo on top of the real data is refused, not silently mixed
     assert main(["demo", "--model", "clip", "--out", str(out), "--steps", "1"]) == 2
     assert "holds another demo's data" in capsys.readouterr().err
+
+
+def test_worlds_change_sources_background_size_count_and_wording(tmp_path):
+    world = real.get_world("mixed", background="noisy", objects=(2, 2), wording="terse")
+    out = real.make_real_demo(
+        tmp_path / "w",
+        world=world,
+        train_samples=6,
+        val_samples=2,
+        zeroshot_per_class=1,
+        retrieval_images=3,
+        samples_per_shard=10,
+    )
+    classes = (out / "zeroshot" / "classnames.txt").read_text().split("\n")[:-1]
+    assert classes == real.CLASSES + ["human face", "coin"]
+    edges = [line.split("\t") for line in (out / "hierarchy.tsv").read_text().splitlines()]
+    assert ["object", "photographed object"] in edges and ["photographed object", "coin"] in edges
+    coco = json.loads((out / "retrieval" / "captions.json").read_text())
+    assert all(
+        ", " in a["caption"] and not a["caption"].startswith("a ") for a in coco["annotations"]
+    )
+    loader = build_eval_loader(
+        str(out / "train" / "*.tar"),
+        batch_size=6,
+        image_size=64,
+        tokenizer=SimpleTokenizer(context_length=32),
+        boxes_per_sample=2,
+    )
+    assert next(iter(loader)).box_images.shape[0] == 12  # two boxes in every scene
+    rng = random.Random(0)
+    for name, want in (("light", (190, 240)), ("dark", (15, 60))):
+        w = real.get_world("real", background=name, object_size=(40, 46), objects=(1, 1))
+        image, _, boxes, _ = real.make_scene(rng, "held_out", [10], w)  # a brick patch
+        x1, y1, x2, y2 = boxes[0]["bbox"]
+        assert 40 <= x2 - x1 <= 46
+        corner = np.asarray(image)[..., 0].astype(float)
+        corner[y1:y2, x1:x2] = np.nan
+        assert want[0] - 10 <= np.nanmean(corner) <= want[1] + 10
+    noisy = np.asarray(real.make_scene(rng, "train", [0], real.get_world("noisy"))[0])
+    assert noisy[..., 0].std() > 20  # a textured background, not a plain one
+
+
+def test_photographed_objects_are_held_out_too():
+    splits = real._photo_sources()
+    for name, train_n, held_n in (("human face", 80, 20), ("coin", 18, 6)):
+        train, held = splits["train"][name], splits["held_out"][name]
+        assert (len(train), len(held)) == (train_n, held_n)
+        for pixels, alpha in held:
+            assert not any(p.shape == pixels.shape and (p == pixels).all() for p, _ in train)
+            assert alpha.shape == pixels.shape and alpha.min() >= 0 and alpha.max() <= 1
+    coin_alpha = splits["train"]["coin"][0][1]
+    assert coin_alpha[0, 0] == 0 and coin_alpha[coin_alpha.shape[0] // 2].max() == 1  # cut out
+
+
+def test_bad_world_options_are_named(tmp_path, capsys):
+    for change, word in (
+        ({"background": "purple"}, "background 'purple'"),
+        ({"sources": ("digits", "fish")}, "'fish'"),
+        ({"object_size": (30, 70)}, "object size 30-70"),
+        ({"objects": (0, 2)}, "objects per scene 0-2"),
+        ({"wording": "poetic"}, "wording 'poetic'"),
+    ):
+        with pytest.raises(ConfigError, match=word):
+            real.get_world("real", **change)
+    with pytest.raises(ConfigError, match="world 'moon': choose one of real, digits"):
+        real.get_world("moon")
+    out = str(tmp_path / "x")
+    assert main(["data", "demo", "--out", out, "--background", "dark"]) == 2
+    assert "--background: only for --kind real" in capsys.readouterr().err
+    assert main(["data", "demo", "--kind", "real", "--out", out, "--object-size", "4-6"]) == 2
+    assert "object size 4-6 px" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

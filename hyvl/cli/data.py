@@ -34,6 +34,7 @@ def add_parser(subparsers) -> None:
     )
     d.add_argument("--seed", type=int, default=0, help="seed of the scene generator")
     d.add_argument("--train-samples", type=int, default=4000, help="training scenes to write")
+    _add_world_args(d)
     d.set_defaults(func=run_demo)
 
     s = sub.add_parser("stats", help="count samples, boxes and skipped samples in shards")
@@ -73,11 +74,66 @@ def add_parser(subparsers) -> None:
     m.set_defaults(func=run_make_shards)
 
 
+def _span(text: str) -> tuple[int, int]:
+    """``"22-30"`` or ``"3"`` -> (low, high)."""
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or LOW-HIGH") from None
+
+
+WORLD_ARGS = ("objects_from", "background", "object_size", "objects", "wording")
+
+
+def _add_world_args(d) -> None:
+    from hyvl.data import real
+
+    g = d.add_argument_group(
+        "real-image worlds (--kind real)",
+        "A named world, optionally changed by the options after it (each defaults to the "
+        "world's own value; the default world 'real' is "
+        f"{real.REAL.describe()}). Worlds: "
+        + "; ".join(f"{name}: {w.changes()}" for name, w in real.WORLDS.items() if name != "real")
+        + ".",
+    )
+    g.add_argument("--world", default="real", choices=list(real.WORLDS), help="the world to start from")
+    g.add_argument(
+        "--objects-from",
+        metavar="SOURCES",
+        type=lambda text: tuple(s for s in text.split(",") if s),
+        help=f"comma-separated object sources: {', '.join(real.SOURCES)} (digits: scikit-learn's "
+        "digit scans; textures: brick/grass/gravel photographs; photos: LFW faces and coins of "
+        "skimage.data)",
+    )
+    g.add_argument("--background", choices=real.BACKGROUNDS)
+    g.add_argument("--object-size", metavar="LOW-HIGH", type=_span, help="box side in pixels")
+    g.add_argument("--objects", metavar="LOW-HIGH", type=_span, help="objects per scene")
+    g.add_argument("--wording", choices=list(real.WORDINGS), help="caption style")
+
+
 def run_demo(args) -> int:
     from hyvl.data.demo import make_demo
-    from hyvl.data.real import make_real_demo
+    from hyvl.data.real import get_world, make_real_demo
     from hyvl.data.writer import write_demo
+    from hyvl.errors import ConfigError
 
+    kwargs = {}
+    changed = [a for a in WORLD_ARGS if getattr(args, a) is not None]
+    if args.kind == "real":
+        world = get_world(
+            args.world,
+            sources=args.objects_from,
+            background=args.background,
+            object_size=args.object_size,
+            objects=args.objects,
+            wording=args.wording,
+        )
+        kwargs["world"] = world
+        print(f"world: {world.describe()}")
+    elif changed or args.world != "real":
+        names = ["--" + a.replace("_", "-") for a in changed] or ["--world"]
+        raise ConfigError(f"{', '.join(names)}: only for --kind real")
     make = make_real_demo if args.kind == "real" else make_demo
     out = write_demo(
         make,
@@ -86,6 +142,7 @@ def run_demo(args) -> int:
         seed=args.seed,
         train_samples=args.train_samples,
         progress=True,
+        **kwargs,
     )
     print(f"demo data written to {out}")
     return 0
