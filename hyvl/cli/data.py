@@ -97,19 +97,24 @@ def _add_world_args(d) -> None:
         + "; ".join(f"{name}: {w.changes()}" for name, w in real.WORLDS.items() if name != "real")
         + ".",
     )
-    g.add_argument("--world", default="real", choices=list(real.WORLDS), help="the world to start from")
+    g.add_argument(
+        "--world", default="real", choices=list(real.WORLDS), help="the world to start from"
+    )
     g.add_argument(
         "--objects-from",
         metavar="SOURCES",
         type=lambda text: tuple(s for s in text.split(",") if s),
         help=f"comma-separated object sources: {', '.join(real.SOURCES)} (digits: scikit-learn's "
         "digit scans; textures: brick/grass/gravel photographs; photos: LFW faces and coins of "
-        "skimage.data)",
+        "skimage.data) (default: the world's)",
     )
-    g.add_argument("--background", choices=real.BACKGROUNDS)
-    g.add_argument("--object-size", metavar="LOW-HIGH", type=_span, help="box side in pixels")
-    g.add_argument("--objects", metavar="LOW-HIGH", type=_span, help="objects per scene")
-    g.add_argument("--wording", choices=list(real.WORDINGS), help="caption style")
+    own = "(default: the world's)"
+    g.add_argument("--background", choices=real.BACKGROUNDS, help=f"the canvas {own}")
+    g.add_argument(
+        "--object-size", metavar="LOW-HIGH", type=_span, help=f"box side in pixels {own}"
+    )
+    g.add_argument("--objects", metavar="LOW-HIGH", type=_span, help=f"objects per scene {own}")
+    g.add_argument("--wording", choices=list(real.WORDINGS), help=f"caption style {own}")
 
 
 def run_demo(args) -> int:
