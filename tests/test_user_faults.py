@@ -5,7 +5,10 @@ docs/reliability.md lists them)."""
 import os
 import stat
 
+import pytest
 import torch
+
+from hyvl.errors import DataError
 
 
 def test_export_files_follow_the_umask_not_0600(tmp_path):
@@ -28,3 +31,78 @@ def test_export_files_follow_the_umask_not_0600(tmp_path):
     assert mode(tmp_path / "export" / "sub") == 0o755
     assert mode(tmp_path / "export") == 0o755
     assert mode(tmp_path / "results.json") == 0o644
+
+
+def _hyvl(capsys, *argv):
+    from hyvl.cli.main import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err.strip()
+
+
+def test_train_json_unwritable_fails_before_training(tmp_path, capsys):
+    code, _, err = _hyvl(
+        capsys, "train", "--config", "meru_tiny", "--output-dir", tmp_path / "run",
+        "--json", "/proc/x.json",
+    )  # fmt: skip
+    assert code == 2 and "\n" not in err
+    assert "--json /proc/x.json: cannot write in /proc" in err and ".tmp-" not in err
+    assert not (tmp_path / "run").exists()  # nothing was built
+
+
+def test_eval_json_directory_fails_before_evaluation(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    for dest in (f"{tmp_path / 'd'}/", tmp_path / "d"):
+        code, _, err = _hyvl(
+            capsys, "eval", "zeroshot", "--checkpoint", tmp_path / "none", "--data",
+            tmp_path / "none", "--json", dest,
+        )  # fmt: skip
+        assert code == 2 and "is a directory; give a file name" in err, err
+
+
+def test_json_missing_folder_is_created_and_said(tmp_path, capsys):
+    dest = tmp_path / "new" / "sub" / "models.json"
+    code, _, err = _hyvl(capsys, "config", "list", "--json", dest)
+    assert code == 0 and f"created folder {dest.parent} for --json" in err
+    assert dest.is_file()
+
+
+def test_export_out_unwritable_fails_before_loading(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, _, err = _hyvl(
+        capsys, "export", "hub", "--checkpoint", tmp_path / "none", "--out", "/proc/exp"
+    )
+    assert code == 2 and "--out /proc/exp: cannot write in /proc" in err
+    code, _, err = _hyvl(
+        capsys, "index", "build", "--checkpoint", tmp_path / "none", "--out", tmp_path / "file"
+    )
+    assert code == 2 and "exists and is not a folder" in err
+
+
+def test_index_build_missing_images_dir_is_named(tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    code, _, err = _hyvl(
+        capsys, "index", "build", "--checkpoint", tmp_path / "none", "--images",
+        tmp_path / "imagez", "--out", tmp_path / "idx",
+    )  # fmt: skip
+    assert code == 2 and err.endswith(f"--images: no such directory: {tmp_path / 'imagez'}")
+    assert not (tmp_path / "idx").exists()
+    code, _, err = _hyvl(
+        capsys, "index", "build", "--checkpoint", tmp_path / "none", "--images",
+        f"{tmp_path}/{{000..001}}.tar", "--out", tmp_path / "idx",
+    )  # fmt: skip
+    assert code == 2 and f"no such file: {tmp_path / '000.tar'}" in err
+
+
+def test_eval_zeroshot_missing_data_dir_says_no_such_directory(tmp_path, capsys):
+    from hyvl.evaluation.zeroshot import load_classification_data
+
+    code, _, err = _hyvl(
+        capsys, "eval", "zeroshot", "--checkpoint", tmp_path / "none", "--data",
+        tmp_path / "zeroshots",
+    )  # fmt: skip
+    assert code == 2 and f"no such directory: {tmp_path / 'zeroshots'}" in err
+    assert "--classnames" not in err
+    with pytest.raises(DataError, match="no such directory"):  # the library says the same
+        load_classification_data(tmp_path / "zeroshots", None)

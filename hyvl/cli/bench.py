@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hyvl.cli.common import OutputFile
+
 
 def _bench_script() -> Path:
     import hyvl
@@ -31,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Runs tools/bench.py from the source checkout (same options).",
     )
     p.add_argument("--quick", action="store_true", help="fewer repetitions, < 2 minutes")
-    p.add_argument("--json", metavar="FILE", help="write the results here")
+    p.add_argument("--json", metavar="FILE", action=OutputFile, help="write the results here")
     p.add_argument(
         "--device",
         default="cpu",

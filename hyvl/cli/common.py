@@ -38,15 +38,118 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+class OutputFile(argparse.Action):
+    """An option naming a file the verb writes (``--json``, a PNG, a TSV). argparse only stores
+    it; :func:`check_outputs` (called by ``hyvl`` before the verb runs) sees that it can be
+    written, so a typo fails in a second instead of after the training or the evaluation."""
+
+    kind = "file"
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        outputs = dict(getattr(namespace, "_outputs", None) or {})
+        outputs[self.dest] = (option_string or self.dest, self.kind)
+        namespace._outputs = outputs
+
+
+class OutputDir(OutputFile):
+    """An option naming a folder the verb writes (an export, an index, shards)."""
+
+    kind = "dir"
+
+
 def add_json_arg(parser: argparse.ArgumentParser, what: str = "the results") -> None:
     parser.add_argument(
-        "--json", metavar="FILE", default=None, help=f"also write {what} as JSON to FILE"
+        "--json",
+        metavar="FILE",
+        default=None,
+        action=OutputFile,
+        help=f"also write {what} as JSON to FILE (checked before the work starts)",
     )
 
 
+def _probe_writable(folder: Path, flag: str, value: str) -> None:
+    """Create and remove a hidden file in ``folder``, as the atomic write will: the one test
+    that holds on every filesystem (``os.access`` says yes to root on /proc or a read-only
+    mount)."""
+    import os
+
+    from hyvl.errors import HyvlError
+
+    probe = folder / f".hyvl-write-check-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as err:
+        raise HyvlError(
+            f"{flag} {value}: cannot write in {folder} ({err.strerror}); choose another path"
+        ) from None
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+
+
+def check_output_file(value: str | Path | None, flag: str = "--json") -> None:
+    """Before the work: ``value`` names a file that can be written. Not a directory (``DIR/``
+    is refused, naming a file to give instead); a missing parent folder is created here, and
+    the line on stderr says so; a folder that cannot be written is refused."""
+    import os
+    import sys
+
+    from hyvl.errors import HyvlError
+
+    if not value:
+        return
+    text = str(value)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise HyvlError(
+            f"{flag} {text}: is a directory; give a file name, e.g. {path / 'results.json'}"
+        )
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise HyvlError(f"{flag} {text}: {parent} is a file, not a folder")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise HyvlError(
+                f"{flag} {text}: cannot create its folder {parent} ({err.strerror})"
+            ) from None
+        if os.environ.get("RANK", "0") == "0":
+            print(f"hyvl: created folder {parent} for {flag}", file=sys.stderr)
+    _probe_writable(parent, flag, text)
+
+
+def check_output_dir(value: str | Path | None, flag: str = "--out") -> None:
+    """Before the work: ``value`` is a folder, or a path where one can be made (it is made by
+    the atomic write at the end; here nothing is created). Whether its contents may be
+    replaced is the verb's own check (:func:`hyvl.io.check_out_dir`)."""
+    from hyvl.errors import HyvlError
+
+    if not value:
+        return
+    text = str(value)
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise HyvlError(f"{flag} {text}: exists and is not a folder; choose another path")
+    # the atomic write stages beside the folder (or makes it and its missing parents)
+    where = path.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise HyvlError(f"{flag} {text}: {where} is a file, not a folder")
+    _probe_writable(where, flag, text)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every :class:`OutputFile` / :class:`OutputDir` option given on the command line."""
+    for dest, (flag, kind) in (getattr(args, "_outputs", None) or {}).items():
+        value = getattr(args, dest, None)
+        (check_output_dir if kind == "dir" else check_output_file)(value, flag)
+
+
 def write_json(path: str | Path | None, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (parent folders created, replaced atomically). ``None``
-    path: do nothing."""
+    """Write ``obj`` as indented JSON (replaced atomically; on the command line
+    :func:`check_output_file` has already seen the destination). ``None`` path: do nothing."""
     from hyvl.io import write_text
 
     if not path:

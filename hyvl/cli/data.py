@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hyvl.cli.common import add_json_arg, print_table, write_json
+from hyvl.cli.common import OutputDir, add_json_arg, print_table, write_json
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
         "demo",
         help="write a built-in demo dataset (coloured shapes, or real scans and textures)",
     )
-    d.add_argument("--out", required=True, help="output directory")
+    d.add_argument("--out", required=True, action=OutputDir, help="output directory")
     d.add_argument(
         "--kind",
         default="shapes",
@@ -65,7 +65,7 @@ def add_parser(subparsers) -> None:
     src.add_argument("--captions", help="JSONL or CSV of {image, caption[, cls]} under --images")
     src.add_argument("--coco", help="a COCO captions JSON (images under --images)")
     src.add_argument("--grounded", help="JSONL of {image, caption, boxes: [{bbox, text}]}")
-    m.add_argument("--out", required=True, help="output directory")
+    m.add_argument("--out", required=True, action=OutputDir, help="output directory")
     m.add_argument("--prefix", default="shard", help="shard file names: PREFIX-000000.tar")
     m.add_argument("--samples-per-shard", type=int, default=1000, help="samples per tar")
     m.add_argument("--workers", type=int, default=1, help="processes writing shards in parallel")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hyvl.cli.common import add_json_arg, print_table, write_json
+from hyvl.cli.common import OutputDir, add_json_arg, print_table, write_json
 
 # Budget on 2 CPU cores (measured, see README): each model trains in well under 5 minutes,
 # and `--model all` (three models, same budget) fits in about 10 minutes with evaluation.
@@ -24,7 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "hyvl.load), and demo.png.",
     )
     p.add_argument(
-        "--out", required=True, metavar="DIR", help="output directory (demo data go to DIR/data)"
+        "--out",
+        required=True,
+        metavar="DIR",
+        action=OutputDir,
+        help="output directory (demo data go to DIR/data)",
     )
     p.add_argument(
         "--model",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from hyvl.cli.common import (
+    OutputFile,
     Processes,
     add_json_arg,
     add_sharing_args,
@@ -74,7 +75,9 @@ def add_parser(subparsers) -> None:
     )
     c.add_argument("isa", help="lines 'parent_id child_id'")
     c.add_argument("--words", help="lines 'id<TAB>name, synonyms' (ImageNet words.txt)")
-    c.add_argument("--out", required=True, help="the parent<TAB>child TSV to write")
+    c.add_argument(
+        "--out", required=True, action=OutputFile, help="the parent<TAB>child TSV to write"
+    )
     c.set_defaults(func=run_isa2tsv)
 
     from hyvl.cli import eval_suite
@@ -95,6 +98,9 @@ class _Session(Processes):
 def _evaluate(args, evaluate, *data, **kwargs) -> tuple[dict, bool]:
     """``evaluate(model, preprocess, tokenizer, *data, **kwargs)`` in a _Session ->
     (results, whether this process reports them)."""
+    from hyvl.data.shards import check_source
+
+    check_source(args.data, "--data")  # before the model is loaded
     with _Session(args) as s:
         res = evaluate(
             s.model,

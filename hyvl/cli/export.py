@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hyvl.cli.common import OutputDir, add_json_arg
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -25,8 +27,8 @@ def add_parser(subparsers) -> None:
     )
     for q in (onnx, hub):
         q.add_argument("--checkpoint", required=True, help="checkpoint to export")
-        q.add_argument("--out", required=True, help="output folder")
-        q.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON")
+        q.add_argument("--out", required=True, action=OutputDir, help="output folder")
+        add_json_arg(q, "the result")
     onnx.add_argument(
         "--check", action="store_true", help="run both graphs in onnxruntime against torch"
     )

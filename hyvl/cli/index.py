@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hyvl.cli.common import add_json_arg, add_sharing_args
+from hyvl.cli.common import OutputDir, add_json_arg, add_sharing_args
 
 
 def add_parser(subparsers) -> None:
@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
     )
     b.add_argument("--images", help="an image folder (searched recursively) or shards")
     b.add_argument("--texts", help="a text file, one text per line")
-    b.add_argument("--out", required=True, help="index directory")
+    b.add_argument("--out", required=True, action=OutputDir, help="index directory")
     b.add_argument("--append", action="store_true", help="add to an existing index at --out")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     b.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass")
@@ -49,6 +49,12 @@ def run_build(args) -> int:
     # Checked before the (long) embedding: where the index goes, and the index appended to.
     if args.overwrite and args.append:
         raise HyvlError("--append and --overwrite: choose one")
+    from hyvl.data.shards import check_source
+
+    if args.images:
+        check_source(args.images, "--images")  # a typo is not an empty index
+    if args.texts and not Path(args.texts).is_file():
+        raise HyvlError(f"--texts: no such file: {args.texts}")
     base = None
     if args.append and Path(args.out, "meta.json").is_file():
         base = EmbeddingIndex.load(args.out)

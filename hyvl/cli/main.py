@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        from hyvl.cli.common import check_outputs
+
+        check_outputs(args)  # where the results go, before any of the work
         result = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

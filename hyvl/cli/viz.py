@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hyvl.cli.common import add_json_arg, print_table, write_json
+from hyvl.cli.common import OutputFile, add_json_arg, print_table, write_json
 
 
 def add_parser(subparsers) -> None:
@@ -23,7 +23,7 @@ def add_parser(subparsers) -> None:
         s.add_argument(
             "--data", required=True, help="shards (e.g. DEMO/val/*.tar), or a class folder"
         )
-        s.add_argument("--out", required=True, help="PNG file")
+        s.add_argument("--out", required=True, action=OutputFile, help="PNG file")
         s.add_argument("--max-samples", type=int, default=512, help="samples read from --data")
         if name == "disk":
             s.add_argument(

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 
 from hyvl.errors import DataError
 
 log = logging.getLogger(__name__)
+
+REMOTE = ("pipe:", "http://", "https://", "gs://", "s3://")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
 def expand_shards(spec: str | list[str]) -> list[str]:
@@ -25,7 +29,7 @@ def expand_shards(spec: str | list[str]) -> list[str]:
     urls: list[str] = []
     for item in specs:
         for url in wds.shardlists.expand_urls(item):
-            if url.startswith(("pipe:", "http://", "https://", "gs://", "s3://")):
+            if url.startswith(REMOTE):
                 urls.append(url)
             elif any(ch in url for ch in "*?["):
                 matches = sorted(glob.glob(url))
@@ -37,6 +41,30 @@ def expand_shards(spec: str | list[str]) -> list[str]:
     if not urls:
         raise DataError(f"empty shard spec {spec!r}")
     return urls
+
+
+def check_source(spec: str | os.PathLike, flag: str = "") -> None:
+    """Before any model is loaded: a local data path exists. A plain path that is missing is
+    ``no such directory: PATH`` (``no such file`` for a ``.tar`` or a file with a suffix), a
+    glob that matches nothing or a brace list with a missing shard names it; URLs and
+    ``pipe:`` pass. ``flag`` (``--images``) starts the message."""
+    text = str(spec)
+    lead = f"{flag}: " if flag else ""
+    if not text or text.startswith(REMOTE) or text.startswith("torchvision:"):
+        return
+    if any(ch in text for ch in "*?[{") or "::" in text:
+        try:
+            urls = expand_shards(text)
+        except DataError as err:
+            raise DataError(f"{lead}{err}") from None
+        for url in urls:
+            if not url.startswith(REMOTE) and not os.path.exists(url):
+                raise DataError(f"{lead}no such file: {url}")
+        return
+    if not os.path.exists(text):
+        name = os.path.basename(text.rstrip("/"))
+        kind = "file" if text.endswith(TAR_SUFFIXES) or "." in name[1:] else "directory"
+        raise DataError(f"{lead}no such {kind}: {text}")
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -145,6 +145,9 @@ def load_classification_data(
             )
         return shard.share(dataset, batch_size, workers), classnames, path
     # shards with cls
+    from hyvl.data.shards import check_source
+
+    check_source(spec)  # a mistyped folder is "no such directory", not a shard question
     if classnames is None:
         raise DataError(f"{spec}: shards need --classnames (one name per line, label order)")
     from hyvl.data.pipeline import build_eval_loader

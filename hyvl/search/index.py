@@ -302,6 +302,10 @@ def build_index(
     if images is None and texts is None:
         raise HyvlError("nothing to index: give --images and/or --texts")
     lines = read_texts(texts) if texts is not None else []  # before the model: fail fast
+    if images is not None:
+        from hyvl.data.shards import check_source
+
+        check_source(images)
     shard = shard or Shard()
     model, preprocess, tokenizer = hyvl.load(checkpoint, device=device)
     parts, items, skipped = [], [], {}
