@@ -87,9 +87,11 @@ class Lorentz:
     def lift(self, feats: Tensor, log_alpha: Tensor, curv: Tensor) -> Tensor:
         """(..., D) projected features -> (..., D) points: ``exp_map0(alpha * feats)`` (MERU).
 
-        ``log_alpha`` is clamped at 0 (alpha <= 1) as in MERU.
+        ``log_alpha`` is used as given: the model keeps it ``<= 0`` (alpha <= 1, as MERU) by
+        clamping the parameter itself (``HyvlModel.clamp_scalars_``), so its gradient does not
+        vanish at the bound.
         """
-        return lorentz.exp_map0(feats * log_alpha.float().clamp(max=0.0).exp(), curv.float())
+        return lorentz.exp_map0(feats * log_alpha.float().exp(), curv.float())
 
     def pairwise_similarity(self, x: Tensor, y: Tensor, curv: Tensor) -> Tensor:
         """(B1, D), (B2, D) -> (B1, B2) negative geodesic distances (MERU's logits)."""

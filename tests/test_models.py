@@ -103,7 +103,7 @@ def test_box_towers_fused_or_split_give_the_same_embeddings(
 
 
 def test_clamps_on_curvature_alpha_and_logit_scale():
-    model = hyvl.create_model("meru_tiny", curv_init=2.0)
+    model = hyvl.create_model("meru_tiny", curv_init=2.0).eval()
     assert math.isclose(model.curv.item(), 2.0, rel_tol=1e-6)
     with torch.no_grad():
         model.log_curv.fill_(10.0)
@@ -117,6 +117,48 @@ def test_clamps_on_curvature_alpha_and_logit_scale():
     with torch.no_grad():
         model.log_curv.fill_(-10.0)
     assert math.isclose(model.curv.item(), 0.2, rel_tol=1e-5)  # c0 / 10
+
+
+def test_clamp_scalars_puts_the_parameters_themselves_back_in_bounds():
+    model = hyvl.create_model("meru_tiny", curv_init=2.0)
+    with torch.no_grad():
+        model.log_curv.fill_(10.0)
+        model.logit_scale.fill_(10.0)
+        model.visual_alpha.fill_(3.0)
+        model.textual_alpha.fill_(-0.5)
+    model.clamp_scalars_()
+    assert math.isclose(model.log_curv.item(), math.log(20.0), rel_tol=1e-6)
+    assert math.isclose(model.logit_scale.item(), math.log(100.0), rel_tol=1e-6)
+    assert model.visual_alpha.item() == 0.0 and model.textual_alpha.item() == -0.5
+    # weights loaded past a bound (an older export, a MERU file) come back clamped
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["log_curv"].fill_(-10.0)
+    state["visual_alpha"].fill_(1.0)
+    model.load_state_dict(state)
+    assert math.isclose(model.curv.item(), 0.2, rel_tol=1e-5) and model.visual_alpha.item() == 0
+
+
+def test_alpha_pushed_to_its_bound_comes_back_when_the_gradient_turns():
+    # issue 23: with the clamp inside the computation, alpha stuck at exactly 1.000 once it
+    # got there (zero gradient at the bound). Clamped in place after each AdamW step (what
+    # hyvl train does), it leaves the bound as soon as the gradient pulls it back.
+    torch.manual_seed(0)
+    model = hyvl.create_model("meru_tiny")
+    feats = torch.randn(8, 128)
+    optimizer = torch.optim.AdamW([model.visual_alpha], lr=0.1, weight_decay=0.0)
+
+    def norm_of_lift() -> torch.Tensor:
+        return lorentz.dist0(model.lift_image(feats), model.curv).mean()
+
+    for direction in (-1.0, 1.0):  # first push the embeddings out, then pull them in
+        for _ in range(40):
+            optimizer.zero_grad()
+            (direction * norm_of_lift()).backward()
+            optimizer.step()
+            model.clamp_scalars_()
+        if direction < 0:
+            assert model.visual_alpha.exp().item() == 1.0  # pushed to its bound
+    assert model.visual_alpha.exp().item() < 0.5  # came back
 
 
 def test_lift_stays_fp32_under_bf16_autocast(meru):

@@ -30,7 +30,15 @@ class HyvlModel(nn.Module):
     :func:`hyvl.get_tokenizer`.
 
     ``logit_scale`` is the LOG of the contrastive temperature, as open_clip and MERU store it
-    (init ``log(1/0.07)``); ``logit_scale_exp`` is the clamped multiplier the losses use.
+    (init ``log(1/0.07)``); ``logit_scale_exp`` is the multiplier the losses use.
+
+    Bounded scalars (log curvature within ``[log c0/10, log 10 c0]``, log alphas ``<= 0``,
+    ``logit_scale <= log logit_scale_max``) are kept in bounds by clamping the PARAMETERS in
+    place (:meth:`clamp_scalars_`), not inside the computation: a clamp in the computation
+    has zero gradient once its input is at or past the bound, so a scalar that touched its
+    bound could never come back. ``hyvl train`` clamps after every optimizer step; a model
+    is clamped when weights are loaded into it; in eval mode the properties clamp as well,
+    so whatever was written into the parameters, what the losses see stays in bounds.
     ``normalize_inside`` (default True) says whether the model normalises its input; it is
     False for models from ``hyvl.create_model_and_transforms(..., normalize=True)``, whose
     preprocess ends with ``Normalize`` as open_clip's does.
@@ -60,6 +68,9 @@ class HyvlModel(nn.Module):
         self._log_logit_scale_max = math.log(config.logit_scale_max)
         # Exports and training checkpoints written before the rename call it log_logit_scale.
         self._register_load_state_dict_pre_hook(_rename_log_logit_scale)
+        # Loaded weights may hold a scalar past its bound (written before hyvl clamped in
+        # place, or by MERU, whose last step follows its last clamp): clamp them on load.
+        self.register_load_state_dict_post_hook(_clamp_after_load)
         if self.space.hyperbolic:
             # MERU Sec. 3.2: alpha per modality, init embed_dim^-0.5 (log stored, <= 0) so that
             # initial embeddings have norm ~1 whatever the width.
@@ -90,15 +101,52 @@ class HyvlModel(nn.Module):
 
     @property
     def curv(self) -> torch.Tensor | None:
-        """Positive curvature magnitude c (0-dim tensor), or None for CLIP."""
+        """Positive curvature magnitude c (0-dim tensor), or None for CLIP.
+
+        Training mode: ``exp(log_curv)`` as stored (kept in bounds by :meth:`clamp_scalars_`,
+        so its gradient never vanishes at a bound); eval mode: clamped to ``[c0/10, 10 c0]``.
+        """
         if not self.space.hyperbolic:
             return None
+        if self.training:
+            return self.log_curv.exp()
         return self.log_curv.clamp(*self._log_curv_bounds).exp()
 
     @property
     def logit_scale_exp(self) -> torch.Tensor:
-        """The clamped multiplier of the logits, ``exp(logit_scale)`` capped at logit_scale_max."""
+        """The multiplier of the logits, ``exp(logit_scale)`` (at most logit_scale_max; see
+        :attr:`curv` for training vs eval mode)."""
+        if self.training:
+            return self.logit_scale.exp()
         return self.logit_scale.clamp(max=self._log_logit_scale_max).exp()
+
+    def log_alpha(self, modality: str) -> torch.Tensor | None:
+        """``visual_alpha`` or ``textual_alpha`` (log, ``<= 0``; clamped in eval mode), None
+        for CLIP."""
+        value = getattr(self, f"{modality}_alpha", None)
+        if value is None or self.training:
+            return value
+        return value.clamp(max=0.0)
+
+    @torch.no_grad()
+    def clamp_scalars_(self) -> None:
+        """Clamp curvature, alphas and logit scale IN PLACE to their bounds (no gradient).
+
+        Where the two reference trainers do it: MERU (``meru/models.py``, ``MERU.forward``)
+        clamps ``curv``, both alphas and ``logit_scale`` through ``.data`` at the start of every
+        training forward; open_clip (``open_clip_train/train.py``, ``train_one_epoch``) clamps
+        ``logit_scale`` under ``torch.no_grad()`` right after ``optimizer.step()``. hyvl
+        follows open_clip's place (after each step): the forward stays free of parameter
+        writes (torch.compile, FSDP's gathered copies), the checkpoint written after a step
+        holds in-bound values, and under DDP every process applies the same clamp to the same
+        replica; under FSDP each process clamps its own shard (an empty view where it holds
+        none of a scalar). In your own loop: call it after ``optimizer.step()``.
+        """
+        self.logit_scale.clamp_(max=self._log_logit_scale_max)
+        if self.space.hyperbolic:
+            self.log_curv.clamp_(*self._log_curv_bounds)
+            self.visual_alpha.clamp_(max=0.0)
+            self.textual_alpha.clamp_(max=0.0)
 
     @property
     def log_logit_scale(self) -> nn.Parameter:
@@ -137,11 +185,11 @@ class HyvlModel(nn.Module):
 
     def lift_image(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D) image features -> embeddings (space components, or unit vectors for CLIP)."""
-        return self._lift(feats, getattr(self, "visual_alpha", None))
+        return self._lift(feats, self.log_alpha("visual"))
 
     def lift_text(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D) text features -> embeddings (space components, or unit vectors for CLIP)."""
-        return self._lift(feats, getattr(self, "textual_alpha", None))
+        return self._lift(feats, self.log_alpha("textual"))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [0,1] -> (B, D) fp32 embeddings."""
@@ -197,6 +245,10 @@ class HyvlModel(nn.Module):
             curv=self.curv,
             logit_scale=self.logit_scale_exp,
         )
+
+
+def _clamp_after_load(module: HyvlModel, incompatible_keys) -> None:
+    module.clamp_scalars_()
 
 
 def _rename_log_logit_scale(state_dict, prefix, *args) -> None:

@@ -27,7 +27,8 @@ Two pure pieces, so each can be tested on constructed cases without a training r
       ``2 * min_radius`` of the origin, where a cone is a half-space).
   ``clamp``
       curvature or an alpha sits at its clamp (MERU's ``[c0/10, 10 c0]`` for ``c``, ``alpha <= 1``)
-      for ``patience`` steps: the parameter gets no gradient any more.
+      for ``patience`` steps: its gradient keeps pushing it past the bound and the trainer
+      clamps it back after every step (it is free to leave as soon as the gradient turns).
 
 The trainer logs the stats and ``health`` (``"ok"`` or the names of the open problems) in
 ``metrics.jsonl`` and prints one plain line on stderr when a problem appears.
@@ -278,7 +279,7 @@ def model_scalars(model) -> dict:
         return {}
     low, high = (math.exp(b) for b in model._log_curv_bounds)
     alphas = {
-        name: float(getattr(model, f"{name}_alpha").detach().clamp(max=0.0).exp())
+        name: float(getattr(model, f"{name}_alpha").detach().exp())
         for name in ("visual", "textual")
         if getattr(model, f"{name}_alpha", None) is not None
     }

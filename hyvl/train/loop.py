@@ -74,6 +74,7 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
 
     state = build_state(cfg, accelerator, build_model_and_objective)
     resume(state, output_dir, changes)
+    state.model.clamp_scalars_()  # in bounds from the first step (a checkpoint of an older hyvl)
     loader = build_loader(state)
     batches = iter(loader)
     log = RunLog(output_dir, state)
@@ -225,7 +226,8 @@ def resume(state: TrainState, output_dir: Path, changes: dict | None = None) -> 
 
 
 def optimizer_step(state: TrainState, trainable: list, result: StepResult):
-    """Clip, step, zero the gradients, advance the schedule; returns (lr, grad_norm, stepped).
+    """Clip, step, clamp the bounded scalars, zero the gradients, advance the schedule;
+    returns (lr, grad_norm, stepped).
 
     A non-finite loss (``result.finite`` False) or an overflowed gradient skips the update;
     the schedule advances anyway so a resumed run's lr matches the step count.
@@ -241,6 +243,9 @@ def optimizer_step(state: TrainState, trainable: list, result: StepResult):
         else:
             state.optimizer.step()
             stepped = not accelerator.optimizer_step_was_skipped
+            # the bounded scalars are clamped in place after the step, as open_clip does
+            # (HyvlModel.clamp_scalars_ says why there): every process, its own copy or shard
+            state.model.clamp_scalars_()
     state.optimizer.zero_grad(set_to_none=True)
     lr = state.scheduler.get_last_lr()[0]
     state.scheduler.step()
