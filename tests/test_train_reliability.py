@@ -138,18 +138,6 @@ def test_case1_unusable_data_fails_at_preflight_in_one_line(
         assert "box_too_small': 10" in err and "data.min_box_size=32" in err
 
 
-def test_case2_packaged_recipe_eval_paths_fail_at_preflight(shards, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # another folder: runs/demo/data/... does not exist here
-    args = [f"data.train_shards={shards / 'good.tar'}", "data.boxes_per_sample=0"]
-    args += ["objective.kind=meru", "model=meru_tiny"]
-    code = train_cli(tmp_path / "o", args, config="hycoclip_tiny.yaml")
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err
-    assert "eval.zeroshot='runs/demo/data/zeroshot'" in err and "does not exist" in err
-    assert "--classnames" not in err
-    assert not (tmp_path / "o").exists()
-
-
 def test_missing_tracker_package_fails_at_start(shards, tmp_path, capsys):
     code = train_cli(
         tmp_path / "o", overrides(shards / "good.tar", **{"train.trackers": "[wandb]"})
@@ -220,12 +208,34 @@ def test_case4_resume_after_an_interruption_is_exact_and_counts_carry_over(refer
     run = tmp_path / "run"
     shutil.copytree(ref, run)
     shutil.rmtree(ckpt.step_dir(run, 4))  # as if killed after the checkpoint of step 2
-    shards = Path(load_run_config(ref / "config.yaml").data.train_shards)
-    assert train_cli(run, overrides(shards)) == 0
+    # `hyvl train --output-dir RUN` alone: RUN/config.yaml is the config
+    assert main(["train", "--output-dir", str(run)]) == 0
     got, want = metrics(run), metrics(ref)
     for record in (*got, *want):
         record.pop("samples_per_s")  # the only field that depends on the clock
     assert got == want
+
+
+def test_train_output_dir_alone_resumes_with_its_config(reference, tmp_path, capsys):
+    """`hyvl train --output-dir RUN` reads RUN/config.yaml (that the resume is then exact is
+    test_case4's); without one, --config is asked for."""
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    assert main(["train", "--output-dir", str(run)]) == 0  # finished: nothing left to train
+    assert f"config: {run / 'config.yaml'} (the run's own)" in capsys.readouterr().err
+    assert main(["train", "--output-dir", str(tmp_path / "new")]) == 2
+    assert "--config is missing and" in capsys.readouterr().err
+
+
+def test_recipe_name_on_an_existing_run_names_its_config_yaml(reference, tmp_path, capsys):
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    assert main(["train", "--config", "meru_tiny", "--output-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hyvl train: error: data.train_shards is empty"), err
+    assert f"{run / 'config.yaml'} is this run's config: `hyvl train --output-dir {run}`" in err
 
 
 # ---- case 8: a corrupt latest checkpoint ---------------------------------------------------

@@ -106,3 +106,25 @@ def test_eval_zeroshot_missing_data_dir_says_no_such_directory(tmp_path, capsys)
     assert "--classnames" not in err
     with pytest.raises(DataError, match="no such directory"):  # the library says the same
         load_classification_data(tmp_path / "zeroshots", None)
+
+
+def test_packaged_recipes_carry_no_demo_paths(tmp_path, capsys, monkeypatch):
+    """The packaged recipes name no data: a wrong data.train_shards is the first complaint
+    (not an eval path the user never set), and a recipe alone names the key to set."""
+    from hyvl.config import load_run_config
+    from hyvl.recipes import list_recipes
+
+    for name in list_recipes():
+        cfg = load_run_config(name)
+        paths = (cfg.data.train_shards, cfg.eval.zeroshot, cfg.eval.retrieval)
+        assert paths == ("", "", ""), (name, paths)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _hyvl(
+        capsys, "train", "--config", "meru_tiny", "--output-dir", "run",
+        "data.train_shards=dat/train/*.tar",
+    )  # fmt: skip
+    assert code == 2 and "\n" not in err
+    assert err.startswith("hyvl train: error: data.train_shards="), err
+    assert "eval." not in err and "runs/demo" not in err
+    code, _, err = _hyvl(capsys, "train", "--config", "meru_tiny", "--output-dir", "run")
+    assert code == 2 and "data.train_shards is empty: pass data.train_shards=" in err

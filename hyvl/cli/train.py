@@ -12,6 +12,7 @@ EPILOG = """\
 examples:
   hyvl train --config meru_tiny --output-dir runs/meru_tiny
   hyvl train --config my_run.yaml --output-dir runs/mine
+  hyvl train --output-dir runs/mine          # resume with runs/mine/config.yaml
   hyvl train --config hycoclip_vit_b --output-dir runs/hyco \\
       data.train_shards='/data/grit/{000000..001999}.tar' train.batch_size=768
   # several processes (GPUs, or CPU processes with gloo):
@@ -35,15 +36,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--config",
-        required=True,
+        default=None,
         metavar="NAME|FILE",
-        help="a packaged recipe name (`hyvl config list`), NAME.yaml, or a YAML file",
+        help="a packaged recipe name (`hyvl config list`), NAME.yaml, or a YAML file; "
+        "without it, DIR/config.yaml (resuming a run)",
     )
     p.add_argument(
         "--output-dir",
         required=True,
         metavar="DIR",
-        help="where checkpoints, logs and the export go",
+        help="where checkpoints, logs and the export go (its config.yaml when resuming)",
     )
     p.add_argument(
         "--overwrite",
@@ -65,11 +67,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from hyvl.config import load_run_config
+    from hyvl.errors import ConfigError, HyvlError
     from hyvl.train.health import CollapseError
     from hyvl.train.loop import train
 
-    cfg = load_run_config(args.config, args.overrides)
+    saved = Path(args.output_dir) / "config.yaml"
+    config = args.config
+    if config is None:  # `hyvl train --output-dir RUN`: the run's own config
+        if not saved.is_file():
+            raise ConfigError(
+                f"--config is missing and {saved} does not exist: a new run names its recipe "
+                "(--config NAME|FILE, see `hyvl config list`)"
+            )
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"config: {saved} (the run's own)", file=sys.stderr)
+        config = saved
+    cfg = load_run_config(config, args.overrides)
     try:
         summary = train(cfg, args.output_dir, overwrite=args.overwrite)
     except (
@@ -81,6 +97,19 @@ def run(args: argparse.Namespace) -> int:
         if stopped is not None and int(os.environ.get("RANK", "0")) == 0:
             write_json(args.json, stopped)  # with "stopped": the last healthy checkpoint
         return 1
+    except HyvlError as err:
+        if args.config is None or not saved.is_file() or Path(args.config) == saved:
+            raise
+        # a recipe name given again for an existing run: its settings are in config.yaml
+        text = (
+            f"{err} ({saved} is this run's config: `hyvl train --output-dir "
+            f"{args.output_dir}` resumes with it)"
+        )
+        try:
+            hinted = type(err)(text)
+        except TypeError:  # an error type with other arguments: the message is what counts
+            hinted = HyvlError(text)
+        raise hinted from err
     if int(os.environ.get("RANK", "0")) != 0:  # several processes: the main one reports
         return 0
     last = summary["last"]

@@ -60,7 +60,7 @@ def check_model_paths(cfg: RunConfig) -> None:
 def check_eval_paths(cfg: RunConfig) -> None:
     """The periodic evaluation's data has what evaluation needs (it runs only much later)."""
     skip = "or set it to '' to train without that evaluation"
-    demo = "make the demo data with `hyvl data demo --out runs/demo/data`, pass the path,"
+    demo = "check the path"
     if cfg.eval.zeroshot:
         spec = cfg.eval.zeroshot
         path = Path(spec)
@@ -70,7 +70,7 @@ def check_eval_paths(cfg: RunConfig) -> None:
                 raise ConfigError(f"eval.zeroshot={spec!r}: no folder {_where(root)}; {skip}")
         elif not path.exists():
             raise ConfigError(
-                f"eval.zeroshot={spec!r}: {_where(path)} does not exist; {demo} {skip}"
+                f"eval.zeroshot={spec!r}: {_where(path)} does not exist; {demo}, {skip}"
             )
         elif not path.is_dir():
             raise ConfigError(
@@ -84,7 +84,7 @@ def check_eval_paths(cfg: RunConfig) -> None:
             )
     if cfg.eval.retrieval:
         spec = cfg.eval.retrieval
-        _readable_file("eval.retrieval", spec, f"{demo} {skip}")
+        _readable_file("eval.retrieval", spec, f"{demo}, {skip}")
         images = Path(spec).parent / "images"
         if not images.is_dir():
             raise ConfigError(
