@@ -1,0 +1,44 @@
+"""tools/learning_sweep.py: a smoke run writes the contract's JSON, names families below 3x
+chance, reuses finished runs and names a bad world or model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+@pytest.fixture
+def sweep(monkeypatch):
+    monkeypatch.syspath_prepend(str(TOOLS))
+    import learning_sweep as module
+
+    return module
+
+
+def test_quick_sweep_reports_families_health_and_reuses_runs(sweep, tmp_path, capsys):
+    argv = ["--quick", "--worlds", "digits", "--models", "clip", "--out", str(tmp_path)]
+    assert sweep.main([*argv, "--json", str(tmp_path / "s.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "handwritten digit" in printed and "below 3x chance:" in printed
+    entry = json.loads((tmp_path / "s.json").read_text())["worlds"]["digits"]["clip"]
+    assert list(entry["per_family"]) == ["handwritten digit"]
+    assert entry["per_family"]["handwritten digit"] == entry["top1"]  # one family: the mean
+    assert entry["chance"] == 10.0 and isinstance(entry["health"], str)
+    assert len(entry["per_class"]) == 10 and entry["runs"][0]["steps"] == sweep.QUICK_STEPS
+    # a rerun trains nothing: the finished run's result is read back
+    assert sweep.main(argv) == 0
+    capsys.readouterr()
+    (run,) = (tmp_path / "runs" / "digits").iterdir()
+    assert (run / "sweep.json").is_file() and run.name.startswith("clip-s0-")
+
+
+def test_bad_world_or_model_is_named(sweep, capsys):
+    assert sweep.main(["--worlds", "real,moon"]) == 2
+    assert "world 'moon': choose one of real" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sweep.main(["--models", "clip,siglip"])
+    assert "--models siglip: choose from clip, meru, hycoclip" in capsys.readouterr().err
