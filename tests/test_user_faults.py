@@ -77,7 +77,7 @@ def test_export_out_unwritable_fails_before_loading(tmp_path, capsys):
     code, _, err = _hyvl(
         capsys, "index", "build", "--checkpoint", tmp_path / "none", "--out", tmp_path / "file"
     )
-    assert code == 2 and "exists and is not a folder" in err
+    assert code == 2 and "exists and is not a directory" in err
 
 
 def test_index_build_missing_images_dir_is_named(tmp_path, capsys):
@@ -128,3 +128,47 @@ def test_packaged_recipes_carry_no_demo_paths(tmp_path, capsys, monkeypatch):
     assert "eval." not in err and "runs/demo" not in err
     code, _, err = _hyvl(capsys, "train", "--config", "meru_tiny", "--output-dir", "run")
     assert code == 2 and "data.train_shards is empty: pass data.train_shards=" in err
+
+
+def _images_with_shared_stems(root):
+    from PIL import Image
+
+    for rel, colour in (("a/cat.jpg", "red"), ("b/cat.jpg", "blue"), ("one.png", "green"),
+                        ("one.jpg", "white"), ("a_cat.jpg", "black")):  # fmt: skip
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), colour).save(root / rel)
+
+
+def test_make_shards_images_sharing_a_stem_are_all_written_and_read(tmp_path, capsys):
+    """a/cat.jpg and b/cat.jpg, one.png and one.jpg, a_cat.jpg (a/cat's key made safe), and a
+    second caption line for a/cat.jpg: 6 samples written is 6 samples read back."""
+    import json
+
+    images = tmp_path / "images"
+    _images_with_shared_stems(images)
+    names = ["a/cat.jpg", "b/cat.jpg", "one.png", "one.jpg", "a_cat.jpg", "a/cat.jpg"]
+    lines = [json.dumps({"image": n, "caption": f"caption {i}"}) for i, n in enumerate(names)]
+    (tmp_path / "caps.jsonl").write_text("\n".join(lines) + "\n")
+    grounded = [
+        json.dumps(
+            {"image": n, "caption": f"c {i}", "boxes": [{"bbox": [0, 0, 8, 8], "text": "x"}]}
+        )
+        for i, n in enumerate(names)
+    ]
+    (tmp_path / "grounded.jsonl").write_text("\n".join(grounded) + "\n")
+    for source in (
+        ["--captions", tmp_path / "caps.jsonl"],
+        ["--grounded", tmp_path / "grounded.jsonl"],
+    ):
+        out = tmp_path / f"shards{source[0]}"
+        code, text, _ = _hyvl(
+            capsys, "data", "make-shards", "--images", images, *source, "--out", out,
+            "--samples-per-shard", 4, "--json", tmp_path / "made.json",
+        )  # fmt: skip
+        assert code == 0 and json.loads((tmp_path / "made.json").read_text())["samples"] == 6
+        code, _, err = _hyvl(
+            capsys, "data", "stats", f"{out}/*.tar", "--json", tmp_path / "stats.json"
+        )
+        stats = json.loads((tmp_path / "stats.json").read_text())
+        assert code == 0 and stats["samples"] == 6, (stats, err)
+        assert not stats.get("skipped"), stats

@@ -130,7 +130,7 @@ def check_output_dir(value: str | Path | None, flag: str = "--out") -> None:
     text = str(value)
     path = Path(text)
     if path.exists() and not path.is_dir():
-        raise HyvlError(f"{flag} {text}: exists and is not a folder; choose another path")
+        raise HyvlError(f"{flag} {text}: exists and is not a directory; choose another output path")
     # the atomic write stages beside the folder (or makes it and its missing parents)
     where = path.parent
     while not where.exists() and where != where.parent:

@@ -32,6 +32,44 @@ def safe_key(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-]", "_", str(key))
 
 
+def image_key(image: str | Path) -> str:
+    """A sample key from an image's path as the source names it: the path without its suffix
+    (``a/cat.jpg`` -> ``a_cat``), so images of the same name in two folders stay apart."""
+    return safe_key(Path(image).with_suffix("").as_posix().lstrip("./"))
+
+
+def unique_keys(records: list[dict]) -> int:
+    """Give every record a key no other has (tar members are named after it: two samples with
+    one key collide and a reader keeps one). A repeated key gets ``_1``, ``_2``, ... (the
+    first keeps it): ``one.png`` and ``one.jpg``, two caption lines of one image. Returns how
+    many keys were changed."""
+    used: set[str] = set()
+    changed = 0
+    for record in records:
+        key = base = safe_key(record["key"])
+        n = 0
+        while key in used:
+            n += 1
+            key = f"{base}_{n}"
+        used.add(key)
+        changed += key != record["key"]
+        record["key"] = key
+    return changed
+
+
+def _tar_samples(path: Path) -> int:
+    """Samples in a written tar, read back: its distinct keys (member names up to the first dot
+    of the basename, as webdataset groups them)."""
+    import tarfile
+
+    keys = set()
+    with tarfile.open(path) as tar:
+        for member in tar:
+            folder, _, name = member.name.rpartition("/")
+            keys.add((folder, name.split(".", 1)[0]))
+    return len(keys)
+
+
 def _encode(
     record: dict, resize: int | None, quality: int, dropped: Counter | None = None
 ) -> tuple[dict | None, str | None]:
@@ -102,6 +140,9 @@ def _write_one(args) -> dict:
                 continue
             sink.write(sample)
             count += 1
+    held = _tar_samples(path)  # the count reported is what a reader will find
+    if held != count:
+        raise DataError(f"{path.name}: {count} samples written but the tar holds {held}")
     return {
         "shard": path.name,
         "samples": count,
@@ -144,7 +185,8 @@ def write_shards(
     """Write ``records`` as ``OUT/PREFIX-000000.tar ...``; returns (and writes) the manifest.
 
     A record: ``{"key", "image": path | bytes | PIL.Image, "caption", "boxes"?: [{"bbox",
-    "text"}], "bbox_format"?, "cls"?}``. Unreadable images are skipped and counted; when no
+    "text"}], "bbox_format"?, "cls"?}``; a key used twice is made unique (:func:`unique_keys`)
+    and each tar is read back to count its samples. Unreadable images are skipped and counted; when no
     image path exists at all (a wrong image root) nothing is written and DataError names them.
 
     Atomic: shards and manifest are written in a staging directory beside OUT and renamed in
@@ -156,7 +198,8 @@ def write_shards(
     from hyvl.progress import progress_bar
 
     out_dir = Path(out_dir)
-    records = list(records)
+    records = [dict(r) for r in records]
+    unique_keys(records)
     if samples_per_shard <= 0:
         raise DataError("samples per shard must be positive")
     missing = _missing_images(records)
@@ -269,7 +312,7 @@ def records_from_captions(images_dir: str | Path, captions: str | Path) -> list[
             rows.append(row)
     return [
         {
-            "key": Path(r["image"]).stem,
+            "key": image_key(r["image"]),
             "image": images_dir / r["image"],
             "caption": r["caption"],
             **({"cls": r["cls"]} if r.get("cls") not in (None, "") else {}),
@@ -321,7 +364,7 @@ def records_from_grounded(jsonl: str | Path, images_dir: str | Path | None = Non
             ) from err
         out.append(
             {
-                "key": Path(image).stem,
+                "key": image_key(image),
                 "image": base / image,
                 "caption": row.get("caption", ""),
                 "boxes": boxes,
