@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hyvl-installed
+DOCS_STAMP := $(VENV)/.hyvl-docs-installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench docs clean
 
 venv: $(STAMP)
 
@@ -30,5 +31,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py --quick
 
+# The documentation site (mkdocs, Material theme): into site/, failing on any warning (a broken
+# link or anchor, an API reference that does not resolve). The CLI and config-key references
+# are generated from the code by tools/docs_reference.py (a mkdocs hook).
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

@@ -173,7 +173,7 @@ def test_document_citations_are_recognised():
 def test_every_document_cited_in_the_repository_exists():
     # Comments and docs that cite files the user does not have are worse than none.
     repo = ROOT.parent
-    files = [*repo.glob("*.md"), *(repo / "docs").glob("*.md")]
+    files = [*repo.glob("*.md"), *(repo / "docs").rglob("*.md")]
     for folder in ("hyvl", "tests", "tools"):
         files += (repo / folder).rglob("*.py")
     missing = []
