@@ -54,6 +54,10 @@ def openclip_to_hyvl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out["textual_proj.weight"] = value.t()
         elif key == "logit_scale":
             out["logit_scale"] = value.reshape(())  # both hold the log
+        elif key == "visual.head.proj.weight":  # a timm tower's (open_clip TimmModel) projection
+            out["visual_proj.weight"] = value
+        elif key.startswith("visual.trunk."):  # a timm tower: timm's names already, as hyvl's
+            out["visual.vit." + key[len("visual.trunk.") :]] = value
         elif key.startswith("visual."):
             new = key[len("visual.") :]
             for old, repl in _OPENCLIP_VISION_SWAPS:
@@ -75,9 +79,11 @@ def init_from_openclip(model, path: str | Path) -> None:
 
     The model's config must describe the same architecture: a timm CLIP ViT
     (e.g. ``vit_base_patch16_clip_224``, or ``..._quickgelu_...`` with ``text.quick_gelu``) with
-    open_clip's widths and depths, and ``pixel_mean`` / ``pixel_std`` set to the values the CLIP
-    was trained with (open_clip.OPENAI_DATASET_MEAN / _STD for OpenAI weights). Alpha and
-    curvature keep their MERU init.
+    open_clip's widths and depths (for an open_clip model whose image tower is a timm model,
+    ``timm_model_name`` in its config: that timm model, whose ``visual.trunk.*`` names are
+    timm's), and ``pixel_mean`` / ``pixel_std`` set to the values the CLIP was trained with
+    (open_clip.OPENAI_DATASET_MEAN / _STD for OpenAI weights). Alpha and curvature keep their
+    MERU init.
     """
     path = Path(path)
     state = openclip_to_hyvl(read_state_dict(path))
