@@ -20,20 +20,20 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so no handler in hyvl swallows it."""
 
 
+OVERRIDES = [
+    "model=clip_tiny",
+    "objective.kind=clip",
+    "model.vision.image_size=32",
+    "model.vision.depth=1",
+    "model.text.layers=1",
+    "train.cpu=true",
+]
+
+
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
     """One tiny train state for the module (building it is most of a test's time)."""
-    cfg = load_run_config(
-        None,
-        [
-            "model=clip_tiny",
-            "objective.kind=clip",
-            "model.vision.image_size=32",
-            "model.vision.depth=1",
-            "model.text.layers=1",
-            "train.cpu=true",
-        ],
-    )
+    cfg = load_run_config(None, OVERRIDES)
     return build_state(cfg, make_accelerator(cfg, tmp_path_factory.mktemp("acc")))
 
 
@@ -109,3 +109,27 @@ def test_truncated_file_in_the_newest_checkpoint_falls_back(state, tmp_path, cap
     err = capsys.readouterr().err
     assert "optimizer.pt" in err and "falling back to the previous complete checkpoint" in err
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+
+
+def test_item5_resume_applies_changed_lr_weight_decay_and_betas(state, tmp_path):
+    """The optimizer state restored from a checkpoint carries the old lr, weight decay and
+    betas: a resume with train.allow_config_change must train with the new ones."""
+    from hyvl.train.optim import lr_factor
+
+    for _ in range(2):  # two steps of the schedule (no gradients: the weights stay)
+        state.optimizer.step()
+        state.scheduler.step()
+    state.step = 2
+    ckpt.save_checkpoint(tmp_path, state, keep_last=1)
+    changed = ["train.lr=0.005", "train.weight_decay=0.05", "train.betas=[0.8,0.9]"]
+    cfg = load_run_config(None, [*OVERRIDES, *changed])
+    resumed = build_state(cfg, state.accelerator)
+    assert ckpt.resume(tmp_path, resumed)["step"] == 2
+    tcfg = cfg.train
+    want = 0.005 * lr_factor(2, warmup_steps=tcfg.warmup_steps, max_steps=tcfg.max_steps,
+                             min_ratio=tcfg.min_lr / tcfg.lr)  # fmt: skip
+    groups = resumed.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [want, want]
+    assert resumed.scheduler.get_last_lr() == [want, want]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]  # norms and biases stay undecayed
+    assert all(tuple(g["betas"]) == (0.8, 0.9) for g in groups)

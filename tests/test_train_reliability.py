@@ -19,6 +19,7 @@ from hyvl.data.pipeline import build_train_loader
 from hyvl.errors import DataError
 from hyvl.models.tokenizer import get_tokenizer
 from hyvl.train import checkpoint as ckpt
+from hyvl.train.optim import lr_factor
 
 from conftest import jpeg, write_tar
 
@@ -323,4 +324,176 @@ def test_case5_resume_with_changed_settings_is_refused_or_recorded(reference, tm
     assert (run / "config.before-step_0000004.yaml").read_text() == saved
     # extending a run (max_steps) is not a change that needs permission
     assert train_cli(run, [*changed, "train.max_steps=5"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming with train.max_steps: 4 -> 5" in err and "no checkpoint to resume" not in err
     assert metrics(run)[-1]["step"] == 5
+    # issue 28, item 5: the accepted lr is the one trained with (the checkpoint's optimizer
+    # state restored the old one: the logged lr and the losses were the unchanged run's)
+    want = 0.002 * lr_factor(4, warmup_steps=1, max_steps=5)
+    assert metrics(run)[-1]["lr"] == pytest.approx(want, rel=1e-12)
+
+
+def test_item5_deleted_or_cut_config_yaml_is_checked_against_the_checkpoint(
+    reference, tmp_path, capsys
+):
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    shards = Path(load_run_config(ref / "config.yaml").data.train_shards)
+    config = run / "config.yaml"
+    text = config.read_text()
+    cut = text.index(": ", len(text) // 2) + 3  # in half, inside a value: still valid YAML
+    config.write_text(text[:cut])  # a damaged file, not 17 changed settings
+    assert train_cli(run, overrides(shards)) == 0
+    err = capsys.readouterr().err
+    assert "config.yaml was damaged (cut short?" in err and "changed settings" not in err, err
+    assert config.read_text() == text  # written again
+    config.unlink()  # deleted: a changed lr is still caught, against the checkpoint's record
+    assert train_cli(run, overrides(shards, **{"train.lr": 0.005})) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 0.001 -> 0.005" in err and "step_0000004/meta.json" in err, err
+
+
+# ---- issue 28: preemption (signals), the run lock ------------------------------------------
+
+
+def signal_during_step(monkeypatch, step, signum):
+    """Deliver ``signum`` to this process while step ``step`` (1-based) is being trained."""
+    import signal
+
+    import hyvl.train.loop as loop
+
+    real = loop.optimizer_step
+
+    def signalling(state, *args, **kwargs):
+        if state.step == step - 1:
+            os.kill(os.getpid(), signum)
+        return real(state, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "optimizer_step", signalling)
+    return signal
+
+
+def test_preempt_sigusr1_checkpoints_the_step_exits_75_and_the_rerun_is_exact(
+    reference, tmp_path, capsys, monkeypatch
+):
+    import signal
+
+    ref, _ = reference
+    assert not (ref / ".hyvl-lock").exists()  # released at the end of the run
+    shards = Path(load_run_config(ref / "config.yaml").data.train_shards)
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    shutil.rmtree(ckpt.step_dir(run, 4))  # continues from step 2: steps 3 and 4 to train
+    with monkeypatch.context() as mp:
+        signal_during_step(mp, 3, signal.SIGUSR1)
+        summary = tmp_path / "summary.json"
+        assert train_cli(run, overrides(shards), "--json", str(summary)) == 75
+    err = capsys.readouterr().err
+    assert "stopped by SIGUSR1 at step 3/4" in err and "step_0000003" in err, err
+    assert "rerun the same command to continue" in err
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [2, 3]  # step 3 between the regular 2, 4
+    assert json.loads(summary.read_text())["interrupted"]["step"] == 3
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # handlers put back
+    assert not (run / ".hyvl-lock").exists()
+    assert train_cli(run, overrides(shards)) == 0
+    assert "step_0000003 (step 3)" in capsys.readouterr().err  # resumed from the signal's
+    got, want = metrics(run), metrics(ref)
+    for record in (*got, *want):
+        record.pop("samples_per_s")
+    assert got == want  # steps 1-3 kept, step 4 replayed from the signal's checkpoint, bitwise
+
+
+def test_preempt_ctrl_c_before_the_first_checkpoint_saves_the_step_reached(
+    shards, tmp_path, capsys, monkeypatch
+):
+    import signal
+
+    run = tmp_path / "run"
+    signal_during_step(monkeypatch, 1, signal.SIGINT)  # checkpoint_every=2: none written yet
+    assert train_cli(run, overrides(shards / "good.tar", **{"train.max_steps": 2})) == 130
+    err = capsys.readouterr().err
+    assert "stopped by SIGINT at step 1/2" in err and "step_0000001" in err, err
+    assert "nothing is lost" in err
+    # the rerun continues from step 1, not from 0
+    assert [s for s, _ in ckpt.list_checkpoints(run)] == [1]
+    assert [r["step"] for r in metrics(run)] == [1]
+
+
+def test_preempt_second_late_ctrl_c_abandons_and_a_repeated_one_does_not(monkeypatch):
+    import signal
+
+    from hyvl.train import preempt
+
+    with preempt.StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the same Ctrl-C delivered again (torchrun)
+        assert stop.received == "SIGINT" and stop.repeats == 1
+        stop.at -= preempt.ABANDON_AFTER_S + 1  # a deliberate second Ctrl-C, later
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_lock_second_trainer_is_refused_naming_pid_and_host(shards, tmp_path, capsys):
+    import socket
+    import subprocess
+
+    from hyvl.train.lock import LOCK, RunLock
+
+    run = tmp_path / "run"
+    holder = RunLock(run)
+    assert holder.acquire() == []
+    args = overrides(shards / "good.tar", **{"train.max_steps": 2})
+    assert train_cli(run, args) == 2
+    err = capsys.readouterr().err
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in err and "in use" in err, err
+    assert not (run / "metrics.jsonl").exists()  # the second trainer wrote nothing
+    holder.release()
+    assert not (run / LOCK).exists()
+
+    # another host's lock cannot be checked: refused, with its host and how to clear it
+    (run / LOCK).write_text(json.dumps({"pid": 1, "host": "node-b17"}))
+    assert train_cli(run, args) == 2
+    err = capsys.readouterr().err
+    assert "pid 1 on host node-b17" in err and f"delete {run / LOCK}" in err, err
+
+    # the holder died without releasing (kill -9): stale, taken over with a note
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run / LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    lock = RunLock(run)
+    notes = lock.acquire()
+    assert len(notes) == 1 and f"stale lock {run / LOCK} of pid {dead.pid}" in notes[0]
+    assert json.loads((run / LOCK).read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_lock_two_trainers_started_together_one_wins(tmp_path):
+    import multiprocessing
+
+    from hyvl.train.lock import RunLock
+
+    ctx = multiprocessing.get_context("fork")
+    start, done, results = ctx.Barrier(4), ctx.Barrier(4), ctx.Queue()
+
+    def contender():
+        lock = RunLock(tmp_path / "run")
+        start.wait()
+        try:
+            lock.acquire()
+            results.put("held")
+        except Exception as err:  # noqa: BLE001 - reported to the parent
+            results.put(str(err))
+        done.wait()  # nobody releases before everyone has tried
+        lock.release()
+
+    children = [ctx.Process(target=contender) for _ in range(4)]
+    for child in children:
+        child.start()
+    outcomes = [results.get(timeout=30) for _ in children]
+    for child in children:
+        child.join(timeout=30)
+    assert outcomes.count("held") == 1, outcomes
+    assert all("in use by another hyvl train" in o for o in outcomes if o != "held")
+    assert not (tmp_path / "run" / ".hyvl-lock").exists()

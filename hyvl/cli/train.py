@@ -20,7 +20,11 @@ examples:
   accelerate launch --multi_gpu --num_processes 8 -m hyvl train --config ... --output-dir ...
 
 Training resumes automatically when DIR already holds a checkpoint (with the same settings,
-or train.allow_config_change=true). Before anything is built, every path of the config is
+or train.allow_config_change=true). SIGTERM, SIGUSR1 (SLURM's warning signal, e.g.
+#SBATCH --signal=USR1@120) and Ctrl-C finish the current step, write a checkpoint and exit:
+75 after SIGTERM / SIGUSR1 (requeue on it), 130 after Ctrl-C; rerun the same command to
+continue exactly. One trainer per DIR: a second one is refused (DIR/.hyvl-lock names the
+holder). Before anything is built, every path of the config is
 checked and the first samples are read: a problem is one line naming the key (exit 2).
 """
 
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from hyvl.errors import ConfigError, HyvlError
     from hyvl.train.health import CollapseError
     from hyvl.train.loop import train
+    from hyvl.train.preempt import Interrupted
 
     saved = Path(args.output_dir) / "config.yaml"
     config = args.config
@@ -88,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_run_config(config, args.overrides)
     try:
         summary = train(cfg, args.output_dir, overwrite=args.overwrite)
+    except Interrupted as err:  # a signal: checkpoint written, the message printed already
+        if err.summary is not None and int(os.environ.get("RANK", "0")) == 0:
+            write_json(args.json, err.summary)  # with "interrupted": signal, step, checkpoint
+        _last_barrier()  # torchrun stops the others as soon as one process has exited
+        return err.exit_code
     except (
         FloatingPointError,
         CollapseError,
@@ -124,3 +134,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"health: {summary['health']}")
     write_json(args.json, summary)
     return 0
+
+
+def _last_barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

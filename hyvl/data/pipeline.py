@@ -351,6 +351,19 @@ class CountingLoader:
         return dict(self._dropped)
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM / SIGUSR1 to the training process.
+
+    Ctrl-C reaches every process of the terminal's group and SLURM signals every process of
+    the job: a worker ended by one would end the run before it could write its checkpoint
+    (the main process stops them itself when it is done).
+    """
+    import signal
+
+    for name in ("SIGINT", "SIGTERM", "SIGUSR1"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def _loader(dataset, workers: int):
     return torch.utils.data.DataLoader(
         dataset,
@@ -358,6 +371,7 @@ def _loader(dataset, workers: int):
         num_workers=workers,
         persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
     )
 
 

@@ -9,7 +9,7 @@ Layout of ``OUTPUT/checkpoints/step_0001000/``::
     rng_<rank>.pt       python / numpy / torch (/ cuda) RNG states of each process
     meta.json           step, world size, format tag, each process's stream position and
                         skipped samples (and their sum), the tower arrangement the steps
-                        used (``box_towers``); written LAST
+                        used (``box_towers``), the run's settings; written LAST
 
 A checkpoint is written into ``checkpoints/.tmp-step_XXXXXXX``; every file is fsynced,
 ``meta.json`` (with each file's size) is written last, and the directory is renamed into place
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hyvl.config import to_dict
 from hyvl.errors import CheckpointError
 from hyvl.train.step import from_every_process, sum_counts
 
@@ -204,6 +205,7 @@ def save_checkpoint(
             "skipped": sum_counts([p["skipped"] for p in processes]),
             "processes": processes,
             "box_towers": state.box_towers,
+            "config": to_dict(state.cfg),  # what resume compares the next settings against
             "files": _fsync_tree(tmp),
         }
         write_meta(tmp, meta)
@@ -313,12 +315,14 @@ def read_checkpoint(path: str | Path, state: Any) -> dict:
 def apply_checkpoint(path: str | Path, pieces: dict, state: Any) -> dict:
     """Restore what :func:`read_checkpoint` read into ``state``; returns the meta."""
     accelerator, meta = state.accelerator, pieces["meta"]
+    configured = configured_hyperparameters(state.optimizer)
     if state.sharded:
         accelerator.load_state(str(Path(path) / "accelerate"))
     else:
         state.train_module.load_state_dict(pieces["weights"], strict=False)
         state.optimizer.load_state_dict(pieces["optimizer"])
     state.scheduler.load_state_dict(pieces["scheduler"])
+    apply_hyperparameters(state.optimizer, state.scheduler, configured)
     if accelerator.scaler is not None and pieces["scaler"] is not None:
         accelerator.scaler.load_state_dict(pieces["scaler"])
     if pieces["rng"] is not None:
@@ -335,6 +339,37 @@ def apply_checkpoint(path: str | Path, pieces: dict, state: Any) -> dict:
         state.data_position = int(meta.get("data_position", meta["step"]))
         state.skipped = dict(meta.get("skipped", {})) if state.is_main else {}
     return meta
+
+
+# What the run's config sets in each AdamW group (torch restores the checkpoint's values).
+HYPERPARAMETERS = ("initial_lr", "weight_decay", "betas", "eps")
+
+
+def configured_hyperparameters(optimizer: Any) -> list[dict]:
+    """Each group's lr / weight decay / betas / eps as the current config built them."""
+    return [
+        {k: group[k] for k in HYPERPARAMETERS if k in group} for group in optimizer.param_groups
+    ]
+
+
+def apply_hyperparameters(optimizer: Any, scheduler: Any, configured: list[dict]) -> None:
+    """Put the config's hyperparameters back after a checkpoint's optimizer state was loaded.
+
+    ``optimizer.load_state_dict`` restores the groups' lr, weight decay and betas and the
+    scheduler's ``base_lrs`` from the checkpoint, so ``train.lr=...`` on a resume (with
+    ``train.allow_config_change``) would be recorded and silently not applied. The lr of the
+    resumed step is the schedule's (``base_lr * factor(step)``, the expression LambdaLR uses):
+    unchanged settings give back the same bits.
+    """
+    for group, values in zip(optimizer.param_groups, configured, strict=True):
+        group.update(values)
+    scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+    step = scheduler.last_epoch
+    for group, base, factor in zip(
+        optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def load_checkpoint(path: str | Path, state: Any) -> dict:

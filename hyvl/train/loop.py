@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from hyvl.config import RunConfig
-from hyvl.errors import DataError
+from hyvl.errors import ConfigError, DataError
 from hyvl.io import write_text
 from hyvl.train import box_towers as towers
 from hyvl.train import checkpoint as ckpt
 from hyvl.train.health import CollapseError, TrainingHealth
+from hyvl.train.lock import RunLock
 from hyvl.train.periodic import export_model, full_model, periodic_eval
+from hyvl.train.preempt import Interrupted, StopSignals, exit_code
 from hyvl.train.preflight import preflight
 from hyvl.train.records import RunLog, check_trackers, scalar, step_record, truncate_jsonl
 from hyvl.train.rundir import check_output_dir, prepare_output_dir, record_box_towers
@@ -60,13 +62,38 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
     summary plus ``stopped`` (the last healthy checkpoint...), also written to ``stopped.json``.
     """
     output_dir = Path(output_dir)
-    tcfg = cfg.train
     started = time.perf_counter()
     # ---- fail before anything is built (every process: they all must stop)
-    check_trackers(tcfg.trackers)
+    check_trackers(cfg.train.trackers)
     preflight(cfg)
     changes = check_output_dir(output_dir, cfg, overwrite=overwrite)
     accelerator = make_accelerator(cfg, output_dir)
+    lock = RunLock(output_dir)
+    # signals are caught from here on: one during the build stops the run before its first step
+    with StopSignals() as stop:
+        try:
+            take_lock(lock, accelerator)
+            return _train(cfg, output_dir, accelerator, changes, stop, started)
+        finally:
+            lock.release()
+
+
+def take_lock(lock: RunLock, accelerator: Any) -> None:
+    """The main process takes the output directory's lock; every process fails if it can't."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            for note in lock.acquire():
+                print(note, file=sys.stderr)
+        except ConfigError as err:
+            error = str(err)
+    errors = [e for e in from_every_process(accelerator, error) if e]
+    if errors:
+        raise ConfigError(errors[0])
+
+
+def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, Any]:
+    tcfg = cfg.train
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if accelerator.is_main_process:
         prepare_output_dir(output_dir, cfg, changes)
@@ -98,8 +125,19 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
             "box_towers": state.box_towers,
         }
 
+    def save(keep: int | None = None) -> Path:
+        path = ckpt.save_checkpoint(output_dir, state, keep_last=tcfg.keep_last, keep_step=keep)
+        model = full_model(state)  # a collective under FSDP: every process
+        if state.is_main:
+            export_model(model, output_dir)
+        accelerator.wait_for_everyone()
+        return path
+
     try:
         while state.step < tcfg.max_steps:
+            signal_name = stop.agreed(accelerator)  # the same answer on every process
+            if signal_name is not None:
+                raise stopped_by(signal_name, state, output_dir, save)
             batch = next(batches, None)
             if batch is None:  # the stream cycles epochs: it ends only when nothing is readable
                 raise DataError(f"no training samples in {cfg.data.train_shards!r}")
@@ -171,20 +209,51 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
 
             if state.step % tcfg.checkpoint_every == 0 or last:
                 # a collapse building: the last healthy checkpoint outlives keep_last
-                keep = health.keep_step()
-                ckpt.save_checkpoint(output_dir, state, keep_last=tcfg.keep_last, keep_step=keep)
-                model = full_model(state)  # a collective under FSDP: every process
-                if state.is_main:
-                    export_model(model, output_dir)
-                accelerator.wait_for_everyone()
+                save(health.keep_step())
     except CollapseError as err:  # on_collapse=stop: the stop is recorded in the run dir
         err.summary = {**summary(), "stopped": err.report}
         if state.is_main:
             write_text(output_dir / STOPPED, json.dumps(err.report, indent=2) + "\n")
         raise
+    except Interrupted as err:
+        stop_info = {"signal": err.signal, "step": err.step, "checkpoint": err.checkpoint}
+        err.summary = {**summary(), "interrupted": stop_info}
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: abandoned mid-step, nothing saved
+        latest = ckpt.latest_checkpoint(output_dir)
+        kept = f"{latest[1]} (step {latest[0]})" if latest else "none"
+        lost = state.step - (latest[0] if latest else 0)
+        accelerator.print(
+            f"hyvl train: abandoned at step {state.step} without a checkpoint; last checkpoint: "
+            f"{kept}; the {lost} step(s) after it are lost and will be trained again",
+            file=sys.stderr,
+        )
+        raise
     finally:
         log.close()
     return summary()
+
+
+def stopped_by(signal_name: str, state: TrainState, output_dir: Path, save) -> Interrupted:
+    """Checkpoint the step reached (unless it has one) and say so; returns the exception."""
+    latest = ckpt.latest_checkpoint(output_dir)
+    if state.step == 0:
+        path, what = None, "nothing was trained yet, nothing is lost"
+    elif latest is not None and latest[0] == state.step:
+        path, what = latest[1], "nothing is lost"
+    else:
+        path, what = save(), "nothing is lost"
+    code = exit_code(signal_name)
+    where = f"checkpoint {path}" if path else "no checkpoint needed"
+    message = (
+        f"hyvl train: stopped by {signal_name} at step {state.step}/{state.cfg.train.max_steps}; "
+        f"{where}; {what}: rerun the same command to continue (exit {code})"
+    )
+    state.accelerator.print(message, file=sys.stderr)
+    checkpoint = str(path) if path else None
+    return Interrupted(
+        message, signal=signal_name, step=state.step, checkpoint=checkpoint, exit_code=code
+    )
 
 
 def resume(state: TrainState, output_dir: Path, changes: dict | None = None) -> None:

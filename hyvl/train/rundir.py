@@ -7,6 +7,8 @@
 - Resuming with settings that change the run (data, batch, lr, model, objective, ...) is
   refused with the differences listed, unless ``train.allow_config_change=true``: then the
   differences go to metrics.jsonl and the previous config.yaml is kept beside the new one.
+  A config.yaml that is missing or cut short is reported; the settings are then compared
+  against those the newest checkpoint records in its meta.json.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from hyvl.config import RunConfig, load_yaml, to_dict
 from hyvl.errors import ConfigError
 from hyvl.train import checkpoint as ckpt
+from hyvl.train.lock import LOCK
 
 MARKER = ".hyvl-run"
 # Keys that do not change what the model learns from which data: changing them on resume
@@ -94,7 +97,7 @@ def check_output_dir(output_dir: Path, cfg: RunConfig, *, overwrite: bool) -> di
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError(f"--output-dir {str(output_dir)!r} is a file, not a directory")
     if output_dir.is_dir() and not is_hyvl_run(output_dir) and not overwrite:
-        found = sorted(p.name for p in output_dir.iterdir())
+        found = sorted(p.name for p in output_dir.iterdir() if p.name != LOCK)
         if found:
             shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
             raise ConfigError(
@@ -110,18 +113,74 @@ def check_output_dir(output_dir: Path, cfg: RunConfig, *, overwrite: bool) -> di
             f"({', '.join(foreign[:5])}); export/ is replaced at every checkpoint: move them "
             "away, or pass --overwrite (the old export/ is then kept as export.replaced-*)"
         )
-    saved_path = output_dir / "config.yaml"
-    if not saved_path.is_file() or not ckpt.list_checkpoints(output_dir):
+    if not ckpt.list_checkpoints(output_dir):
         return {}  # nothing to resume: a fresh run
-    changes = config_changes(load_yaml(saved_path), to_dict(cfg))
+    saved_path = output_dir / "config.yaml"
+    current = to_dict(cfg)
+    damage = yaml_damage(saved_path, current)
+    if damage is None:
+        trained, source = load_yaml(saved_path), str(saved_path)
+    else:  # deleted or cut short: the checkpoint's own record of its settings
+        trained, source = trained_config(output_dir)
+        if trained is None:  # checkpoints of a hyvl that did not record their settings yet
+            raise ConfigError(
+                f"{saved_path} is {damage} and the checkpoints in {output_dir} do not record "
+                "the settings they were trained with: cannot check that this resume keeps "
+                "them; restore it (a config.before-step_*.yaml beside it is an earlier copy) "
+                "or use a new --output-dir"
+            )
+    changes = config_changes(trained, current)
     if changes and not cfg.train.allow_config_change:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         raise ConfigError(
-            f"resuming {str(output_dir)!r} with changed settings ({listed}): resume with the "
-            f"saved {saved_path.name}, use a new --output-dir, or pass "
-            "train.allow_config_change=true to accept and record the changes"
+            f"resuming {str(output_dir)!r} with changed settings ({listed}; the run's are in "
+            f"{source}): resume with the saved {saved_path.name}, use a new --output-dir, or "
+            "pass train.allow_config_change=true to accept and record the changes"
         )
     return changes
+
+
+def trained_config(output_dir: Path) -> tuple[dict | None, str]:
+    """The settings the newest checkpoint was trained with (its meta.json), and that file.
+
+    A resume compares against these when config.yaml is missing or damaged: deleting it must
+    not let a change through unchecked.
+    """
+    for _, path in reversed(ckpt.list_checkpoints(output_dir)):
+        try:
+            meta = json.loads((path / ckpt.META).read_text())
+        except (OSError, ValueError):
+            continue  # resume reports an unreadable checkpoint and falls back
+        if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
+            return meta["config"], str(path / ckpt.META)
+    return None, ""
+
+
+def yaml_damage(path: Path, expected: dict) -> str | None:
+    """What is wrong with a run's config.yaml (missing, not YAML, cut short), or None.
+
+    hyvl writes every setting, sections in a fixed order, with a final newline: a file cut
+    short lacks the last sections, or ends mid-line with settings missing.
+    """
+    import yaml
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, UnicodeDecodeError) as err:
+        return f"unreadable ({err})"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        return f"damaged (not valid YAML: {str(err).splitlines()[0]})"
+    if not isinstance(data, dict):
+        return "damaged (not a mapping of settings)"
+    sections = [k for k in expected if k not in data]
+    missing = set(flat(expected)) - set(flat(data))
+    if sections or (missing and not text.endswith("\n")):
+        return f"damaged (cut short? {len(missing)} of {len(flat(expected))} settings missing)"
+    return None
 
 
 def prepare_output_dir(output_dir: Path, cfg: RunConfig, changes: dict[str, list]) -> None:
@@ -134,19 +193,35 @@ def prepare_output_dir(output_dir: Path, cfg: RunConfig, changes: dict[str, list
     for path in ckpt.remove_partial(output_dir):
         print(f"hyvl train: removed unfinished checkpoint {path}", file=sys.stderr)
     config = output_dir / "config.yaml"
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    current = to_dict(cfg)
+    text = yaml.safe_dump(current, sort_keys=False)
+    latest = ckpt.latest_checkpoint(output_dir)
+    damage = yaml_damage(config, current)
     if changes:
-        step = ckpt.latest_checkpoint(output_dir)[0]
-        kept = output_dir / f"config.before-step_{step:07d}.yaml"
-        os.replace(config, kept)
+        kept = output_dir / f"config.before-step_{latest[0]:07d}.yaml"
+        trained, _ = trained_config(output_dir)
+        if damage is None:
+            os.replace(config, kept)
+        elif trained is not None:
+            kept.write_text(yaml.safe_dump(trained, sort_keys=False))
         listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         print(
             f"hyvl train: resuming with changed settings ({listed}); recorded in metrics.jsonl, "
             f"previous config kept as {kept.name}",
             file=sys.stderr,
         )
-    elif config.is_file() and config.read_text() != text:
-        print(f"hyvl train: {config} replaced (no checkpoint to resume)", file=sys.stderr)
+    elif damage and (latest or damage != "missing"):
+        checked = " (the settings were checked against the checkpoint's)" if latest else ""
+        print(f"hyvl train: {config} was {damage}{checked}; written again", file=sys.stderr)
+    elif damage is None and config.read_text() != text:
+        if latest:  # only settings that do not change what is learned (max_steps, ...)
+            old = flat(load_yaml(config))
+            listed = ", ".join(
+                f"{k}: {old.get(k)!r} -> {v!r}" for k, v in flat(current).items() if old.get(k) != v
+            )
+            print(f"hyvl train: resuming with {listed}", file=sys.stderr)
+        else:
+            print(f"hyvl train: {config} replaced (no checkpoint to resume)", file=sys.stderr)
     tmp = output_dir / "config.yaml.tmp"
     tmp.write_text(text)
     os.replace(tmp, config)
