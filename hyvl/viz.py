@@ -161,9 +161,10 @@ def embed_image_folder(model, preprocess, tokenizer, root: str | Path, max_sampl
     """An ImageFolder (one sub-folder of images per class) -> embeddings for a class picture.
 
     Takes up to ``max_samples`` images spread evenly over the classes. Class names come from
-    ``root/classnames.txt`` (one per line, in sorted folder order) when present, else from the
-    folder names. Returns ``(images (N, D), labels (N,), class_texts (C, D), classnames)``; the
-    class texts are the class names themselves, embedded by the text tower.
+    ``root/classnames.txt`` (one per line, in sorted folder order) when present, ImageNet's
+    names for WordNet-id folders, else the folder names (:mod:`hyvl.evaluation.classnames`).
+    Returns ``(images (N, D), labels (N,), class_texts (C, D), classnames)``; the class texts
+    are the class names themselves, embedded by the text tower.
     """
     from hyvl.errors import DataError
     from hyvl.evaluation.embed import embed_images, embed_texts
@@ -176,13 +177,13 @@ def embed_image_folder(model, preprocess, tokenizer, root: str | Path, max_sampl
         raise DataError(
             f"{root}: --color-by class needs an image folder with one sub-folder per class"
         )
-    names = [f.name.replace("_", " ") for f in folders]
-    listed = root / "classnames.txt"
-    if listed.is_file():
-        lines = [t.strip() for t in listed.read_text().splitlines() if t.strip()]
-        if len(lines) != len(folders):
-            raise DataError(f"{listed}: {len(lines)} names for {len(folders)} class folders")
-        names = lines
+    from hyvl.evaluation.classnames import folder_classnames
+
+    names = folder_classnames(root, [f.name for f in folders])  # WordNet ids: their names
+    if len(names) != len(folders):
+        raise DataError(
+            f"{root / 'classnames.txt'}: {len(names)} names for {len(folders)} class folders"
+        )
     per_class = max(1, -(-max_samples // len(folders)))
     paths, labels = [], []
     for c, folder in enumerate(folders):

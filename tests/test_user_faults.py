@@ -172,3 +172,54 @@ def test_make_shards_images_sharing_a_stem_are_all_written_and_read(tmp_path, ca
         stats = json.loads((tmp_path / "stats.json").read_text())
         assert code == 0 and stats["samples"] == 6, (stats, err)
         assert not stats.get("skipped"), stats
+
+
+def _class_folders(root, names):
+    from PIL import Image
+
+    for name in names:
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), "red").save(root / name / "0.jpg")
+    return root
+
+
+def test_eval_zeroshot_wnid_folders_use_the_wordnet_names(tmp_path, caplog):
+    """ImageNet's n01440764-style folders: the shipped names and prompts (as `eval suite`),
+    for `eval zeroshot --data`, training's eval.zeroshot (the same loader) and viz."""
+    from hyvl.evaluation.classnames import folder_templates
+    from hyvl.evaluation.zeroshot import load_classification_data
+
+    root = _class_folders(tmp_path / "val", ["n01440764", "n01443537", "n01484850"])
+    _, names, folder = load_classification_data(root, lambda im: im)
+    assert names == ["tench", "goldfish", "great white shark"]
+    assert folder_templates(folder, ["n01440764", "n01443537", "n01484850"])[0].count("{}") == 1
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    (root / "classnames.txt").write_text("a\nb\nc\n")  # the user's own names win
+    assert load_classification_data(root, lambda im: im)[1] == ["a", "b", "c"]
+
+
+def test_id_like_class_folders_without_classnames_warn(tmp_path, caplog):
+    from hyvl.config import load_run_config
+    from hyvl.evaluation.zeroshot import load_classification_data
+    from hyvl.train.preflight import check_eval_paths
+
+    root = _class_folders(tmp_path / "ids", ["001", "002", "003", "004"])
+    with caplog.at_level("WARNING"):
+        _, names, _ = load_classification_data(root, lambda im: im)
+    assert names == ["001", "002", "003", "004"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "look like ids (001, 002, 003, ...)" in warned[0]
+    assert f"add {root / 'classnames.txt'}" in warned[0]
+    caplog.clear()
+    wnids = _class_folders(tmp_path / "in21k", ["n00004475", "n01440764"])  # not all in 1k
+    cfg = load_run_config("meru_tiny", [f"eval.zeroshot={wnids}"])
+    with caplog.at_level("WARNING"):
+        check_eval_paths(cfg)  # training says it at the start, not at its first evaluation
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "1 of the 2 WordNet-id class folders" in warned[0]
+    assert "n00004475" in warned[0]
+    _class_folders(tmp_path / "named", ["cat", "dog"])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_classification_data(tmp_path / "named", lambda im: im)
+    assert not caplog.records

@@ -135,10 +135,9 @@ def load_classification_data(
         dataset = ImageFiles(folder.samples, preprocess)  # skips unusable images, counted
         dataset.classes = folder.classes
         if classnames is None:
-            if (path / "classnames.txt").is_file():
-                classnames = read_lines(path / "classnames.txt")
-            else:
-                classnames = [c.replace("_", " ") for c in dataset.classes]
+            from hyvl.evaluation.classnames import folder_classnames
+
+            classnames = folder_classnames(path, dataset.classes)
         if len(classnames) != len(dataset.classes):
             raise DataError(
                 f"{path}: {len(dataset.classes)} class folders but {len(classnames)} class names"
@@ -210,6 +209,10 @@ def evaluate_zeroshot(
     (batches, total), names, folder = load_classification_data(
         data, preprocess, classnames, batch_size, model.image_size, tokenizer, shard, workers
     )
+    if templates is None and folder is not None and classnames is None:
+        from hyvl.evaluation.classnames import folder_templates
+
+        templates = folder_templates(folder, sorted(p.name for p in folder.iterdir() if p.is_dir()))
     templates = resolve_templates(templates, folder)
     was_training = model.training
     model.eval()

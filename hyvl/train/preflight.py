@@ -82,6 +82,10 @@ def check_eval_paths(cfg: RunConfig) -> None:
                 f"eval.zeroshot={spec!r}: {_where(path)} has no class folders "
                 f"(ImageFolder layout: CLASS/IMAGE.jpg); {skip}"
             )
+        else:  # WordNet ids -> ImageNet's names; other id-like names warn now, not at step N
+            from hyvl.evaluation.classnames import folder_classnames
+
+            folder_classnames(path, sorted(p.name for p in path.iterdir() if p.is_dir()))
     if cfg.eval.retrieval:
         spec = cfg.eval.retrieval
         _readable_file("eval.retrieval", spec, f"{demo}, {skip}")
