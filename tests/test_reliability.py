@@ -75,6 +75,29 @@ def test_index_build_refuses_to_replace_an_index_without_overwrite(ckpt, tmp_pat
     assert_one_line_error(run_cli(*build, "--out", tmp_path / "file"), "not a directory")
 
 
+def test_index_append_with_another_checkpoint_is_refused(ckpt, tmp_path):
+    """Same geometry and curvature, other weights: the rows would not be comparable. The
+    index records its model's fingerprint and --append refuses before embedding anything."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "meru_b"
+    shutil.copytree(ckpt / "meru", other)
+    weights = load_file(other / "model.safetensors")
+    name = next(k for k in weights if k.endswith("weight"))
+    weights[name] = weights[name] + 0.01  # a fine-tuned copy
+    save_file(weights, other / "model.safetensors")
+    texts = ("--texts", ckpt / "texts.txt", "--out", tmp_path / "idx")
+    assert run_cli("index", "build", "--checkpoint", ckpt / "meru", *texts).returncode == 0
+    meta = json.loads((tmp_path / "idx" / "meta.json").read_text())
+    before = (tmp_path / "idx" / "items.jsonl").read_text()
+    res = run_cli("index", "build", "--checkpoint", other, *texts, "--append")
+    assert_one_line_error(res, "cannot append", str(ckpt / "meru"), str(other), meta["fingerprint"])
+    assert (tmp_path / "idx" / "items.jsonl").read_text() == before
+
+
 def test_data_demo_refuses_a_foreign_directory_and_keeps_its_files(tmp_path):
     from hyvl.data.demo import make_demo
     from hyvl.data.writer import write_demo

@@ -72,6 +72,7 @@ def run_build(args) -> int:
             shard=procs.shard,
             workers=args.workers,
             precision=args.precision,
+            append_to=base.meta if base is not None else None,
         )
     if not procs.shard.is_main:
         return 0

@@ -107,17 +107,9 @@ class EmbeddingIndex:
         return index
 
     def append(self, other: EmbeddingIndex) -> EmbeddingIndex:
-        """A new index with ``other``'s rows after this one's; both must share model space."""
-        for key in ("geometry", "embed_dim"):
-            if self.meta.get(key) != other.meta.get(key):
-                raise HyvlError(
-                    f"cannot append: {key} {other.meta.get(key)!r} != {self.meta.get(key)!r}"
-                )
-        if self.curv is not None and abs(self.curv - (other.curv or 0)) > 1e-6 * self.curv:
-            raise HyvlError(
-                f"cannot append: embeddings of curvature {other.curv} into an index of curvature "
-                f"{self.curv} (a different checkpoint?)"
-            )
+        """A new index with ``other``'s rows after this one's; both must come from one model
+        (:func:`check_same_model`)."""
+        check_same_model(self.meta, other.meta)
         return EmbeddingIndex(
             torch.cat([self.embeddings, other.embeddings]), self.items + other.items, self.meta
         )
@@ -288,12 +280,14 @@ def build_index(
     shard: Any = None,
     workers: int = 0,
     precision: str = "fp32",
+    append_to: dict | None = None,
 ) -> EmbeddingIndex:
     """Embed an image folder (or shards) and/or a text file (one text per line).
 
     ``shard`` (:class:`~hyvl.evaluation.Shard`, e.g. ``Shard.from_accelerate()`` under
     torchrun): the processes split the batches and every process returns the whole index, in
-    one-process order. ``workers`` / ``precision`` as in ``hyvl eval``.
+    one-process order. ``workers`` / ``precision`` as in ``hyvl eval``. ``append_to``: the meta
+    of an index these rows will join, checked (:func:`check_same_model`) before any embedding.
     """
     import hyvl
     from hyvl.evaluation.embed import Shard, embed_images, embed_texts
@@ -308,6 +302,20 @@ def build_index(
         check_source(images)
     shard = shard or Shard()
     model, preprocess, tokenizer = hyvl.load(checkpoint, device=device)
+    from hyvl.models.checkpoint import fingerprint
+
+    meta = {
+        "checkpoint": str(Path(checkpoint).resolve())
+        if Path(checkpoint).exists()
+        else str(checkpoint),
+        "fingerprint": fingerprint(model),
+        "geometry": model.geometry,
+        "curv": model.curv.item() if model.curv is not None else None,
+        "embed_dim": model.config.embed_dim,
+        "hyvl_version": hyvl.__version__,
+    }
+    if append_to is not None:
+        check_same_model(append_to, meta)
     parts, items, skipped = [], [], {}
     if images is not None:
         root = Path(images)
@@ -332,18 +340,38 @@ def build_index(
     if texts is not None:
         parts.append(embed_texts(model, tokenizer, lines, shard=shard, precision=precision))
         items += [{"kind": "text", "item": t} for t in lines]
-    meta = {
-        "checkpoint": str(Path(checkpoint).resolve())
-        if Path(checkpoint).exists()
-        else str(checkpoint),
-        "geometry": model.geometry,
-        "curv": model.curv.item() if model.curv is not None else None,
-        "embed_dim": model.config.embed_dim,
-        "hyvl_version": hyvl.__version__,
-    }
     index = EmbeddingIndex(torch.cat(parts), items, meta)
     index.skipped = skipped  # images skipped by reason (not saved: a property of this build)
     return index
+
+
+def check_same_model(base: dict, new: dict, where: str | Path | None = None) -> None:
+    """Embeddings described by meta ``new`` may join an index described by ``base``: the same
+    model, by its weights' fingerprint (:func:`hyvl.models.checkpoint.fingerprint`; an index
+    from before fingerprints: by checkpoint path), not only the same geometry and curvature
+    (two CLIP checkpoints share those and their rows are not comparable)."""
+    at = f" at {where}" if where else ""
+    for key in ("geometry", "embed_dim"):
+        if base.get(key) != new.get(key):
+            raise HyvlError(
+                f"cannot append: {key} {new.get(key)!r} != the index{at}'s {base.get(key)!r}"
+            )
+    curv, other = base.get("curv"), new.get("curv")
+    if curv is not None and abs(curv - (other or 0)) > 1e-6 * curv:
+        raise HyvlError(
+            f"cannot append: embeddings of curvature {other} into an index{at} of curvature "
+            f"{curv} (a different checkpoint?)"
+        )
+    a, b = base.get("fingerprint"), new.get("fingerprint")
+    same = a == b if a and b else base.get("checkpoint") == new.get("checkpoint")
+    if not same:
+        what = f"model {a}" if a else "a model whose fingerprint it does not record"
+        raise HyvlError(
+            f"cannot append: the index{at} holds embeddings of {base.get('checkpoint')} "
+            f"({what}), these come from {new.get('checkpoint')} (model {b or 'unknown'}); "
+            "rows of two models are not comparable: build a new index (another --out, or "
+            "--overwrite)"
+        )
 
 
 def read_texts(path: str | Path) -> list[str]:
