@@ -3,8 +3,9 @@
 Used as a mkdocs hook (``hooks:`` in mkdocs.yml): a page holding the marker
 ``<!-- hyvl:cli -->`` gets every verb's ``--help`` (walked from hyvl's argparse parser), and
 ``<!-- hyvl:config-keys -->`` every config key of the run-config schema in ``hyvl/config.py``
-(type, default, help), grouped by section. ``python tools/docs_reference.py cli|config``
-prints the same markdown.
+(type, default, help), grouped by section; and the Sphinx role names the docstrings use
+(``:func:``) are dropped from every rendered page. ``python tools/docs_reference.py cli|config``
+prints the generated markdown.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 
@@ -81,6 +83,15 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
     if CONFIG_MARKER in markdown:
         markdown = markdown.replace(CONFIG_MARKER, config_markdown())
     return markdown
+
+
+# Docstrings cite other objects with Sphinx roles (:func:`hyvl.load`); Markdown renders the
+# backticks as code and leaves the role's name in front of it: drop the name.
+_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|obj|exc):(?=<code)")
+
+
+def on_page_content(html: str, page, config, files) -> str:  # mkdocs hook
+    return _ROLE.sub("", html)
 
 
 if __name__ == "__main__":
