@@ -350,3 +350,37 @@ def test_openclip_init_with_the_wrong_architecture_is_an_error(tmp_path):
     torch.save(_small_openclip(False).state_dict(), tmp_path / "oc.pt")
     with pytest.raises(CheckpointError, match=r"oc\.pt: shapes differ"):
         hyvl.create_model("clip_tiny", openclip_init=str(tmp_path / "oc.pt"))
+
+
+def test_openclip_checkpoint_is_recognised_with_the_command_that_uses_it(tmp_path):
+    """An open_clip state dict, or open_clip's own epoch_N.pt (DDP names under state_dict):
+    hyvl.load says what it is and how a run starts from it; model.openclip_init reads both."""
+    clip = _small_openclip(False)
+    state = clip.state_dict()
+    torch.save(state, tmp_path / "open_clip_pytorch_model.bin")
+    module = {f"module.{k}": v for k, v in state.items()}
+    torch.save({"epoch": 1, "name": "run", "state_dict": module}, tmp_path / "epoch_1.pt")
+    for name in ("open_clip_pytorch_model.bin", "epoch_1.pt"):
+        with pytest.raises(CheckpointError, match="an open_clip CLIP checkpoint") as err:
+            hyvl.load(tmp_path / name)
+        assert f"model.openclip_init={tmp_path / name}" in str(err.value)
+    spec = {
+        "geometry": "lorentz",
+        "embed_dim": 32,
+        "openclip_init": str(tmp_path / "epoch_1.pt"),
+        "vision": {"timm_name": "vit_base_patch16_clip_224", "image_size": 32, "width": 64}
+        | {"depth": 1, "heads": 2},
+        "text": {"context_length": 8, "vocab_size": 100, "width": 64, "layers": 1, "heads": 1},
+    }
+    model = hyvl.create_model(spec)
+    assert torch.equal(model.visual_proj.weight, state["visual.proj"].t())
+
+
+def test_load_of_a_recipe_name_points_to_create_model():
+    for name in ("meru_tiny", "hycoclip_vit_b"):
+        with pytest.raises(CheckpointError, match="no such file or directory") as err:
+            hyvl.load(name)
+        assert f"hyvl.create_model('{name}')" in str(err.value)
+    with pytest.raises(CheckpointError) as err:
+        hyvl.load("runs/nothing_here")
+    assert "create_model" not in str(err.value)

@@ -239,6 +239,24 @@ def test_recipe_name_on_an_existing_run_names_its_config_yaml(reference, tmp_pat
     assert f"{run / 'config.yaml'} is this run's config: `hyvl train --output-dir {run}`" in err
 
 
+def test_checkpoint_accepts_a_step_checkpoint_folder(reference, tmp_path, capsys):
+    """`--checkpoint RUN/checkpoints/step_N` (and hyvl.load of it): the model of that step,
+    built from the settings in its meta.json (here the last step: the export's weights)."""
+    import hyvl
+
+    ref, _ = reference
+    step = ckpt.step_dir(ref, 4)
+    model, _, tokenizer = hyvl.load(step)
+    export, _, _ = hyvl.load(ref)
+    tokens = tokenizer(["a red circle"])
+    with __import__("torch").no_grad():
+        assert (model.encode_text(tokens) == export.encode_text(tokens)).all()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("red\nblue\n")
+    args = ["index", "build", "--checkpoint", str(step), "--texts", str(texts)]
+    assert main([*args, "--out", str(tmp_path / "idx")]) == 0, capsys.readouterr().err
+
+
 # ---- case 8: a corrupt latest checkpoint ---------------------------------------------------
 
 

@@ -19,7 +19,7 @@ def _common(p) -> None:
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="export dir, training output dir, or MERU / HyCoCLIP .pth",
+        help="export dir, training output dir, RUN/checkpoints/step_N, or MERU / HyCoCLIP .pth",
     )
     p.add_argument("--data", required=True, help="the evaluation data (D below)")
     p.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass")

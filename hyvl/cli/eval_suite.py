@@ -32,7 +32,10 @@ def _default_cache() -> str:
 
 
 def _root_args(p, what: str) -> None:
-    p.add_argument("--checkpoint", help="export dir, training output dir, or MERU / HyCoCLIP .pth")
+    p.add_argument(
+        "--checkpoint",
+        help="export dir, training output dir, RUN/checkpoints/step_N, or MERU / HyCoCLIP .pth",
+    )
     p.add_argument("--root", help=f"folder holding one sub-folder per dataset ({what})")
     p.add_argument("--datasets", help="comma-separated names (default: every one found)")
     p.add_argument(

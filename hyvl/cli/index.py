@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
     b.add_argument(
         "--checkpoint",
         required=True,
-        help="export dir, training output dir, or MERU / HyCoCLIP .pth",
+        help="export dir, training output dir, RUN/checkpoints/step_N, or MERU / HyCoCLIP .pth",
     )
     b.add_argument("--images", help="an image folder (searched recursively) or shards")
     b.add_argument("--texts", help="a text file, one text per line")

@@ -87,10 +87,67 @@ def _resolve_export(path: Path) -> Path:
         return path
     if (path / "export" / CONFIG).is_file():
         return path / "export"
+    if (path / "checkpoints").is_dir():
+        raise CheckpointError(
+            f"{path}: a training output directory without export/ yet (it is written at the "
+            f"first checkpoint); or load a step checkpoint: {path / 'checkpoints' / 'step_*'}"
+        )
     raise CheckpointError(
-        f"{path}: neither a hyvl export (model.safetensors + config.json) nor a training output "
-        "directory with export/ in it"
+        f"{path}: neither a hyvl export (model.safetensors + config.json), a training output "
+        "directory with export/ in it, nor a step checkpoint (RUN/checkpoints/step_*)"
     )
+
+
+def _is_step_checkpoint(path: Path) -> bool:
+    return (path / "meta.json").is_file() and (
+        (path / "state.safetensors").is_file() or (path / "accelerate").is_dir()
+    )
+
+
+def _load_step_checkpoint(path: Path):
+    """The model of a training checkpoint ``RUN/checkpoints/step_N`` (state.safetensors holds
+    the train module: the model's tensors under ``model.``, the loss's under ``objective.``;
+    its meta.json the run's settings)."""
+    from safetensors.torch import load_file
+
+    from hyvl.config import RunConfig
+    from hyvl.models.registry import resolve_model_config
+
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        settings = from_dict(RunConfig, meta["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{path / 'meta.json'}: not a readable checkpoint meta ({err})"
+        ) from err
+    if not (path / "state.safetensors").is_file():
+        raise CheckpointError(
+            f"{path}: a sharded (FSDP) checkpoint, whose weights only accelerate can gather; "
+            f"load the run's export instead: {path.parent.parent}"
+        )
+    config = resolve_model_config(settings.model)
+    config.openclip_init = None  # the weights are in the checkpoint, not the init files
+    config.vision.pretrained = None
+    model = HyvlModel(config)
+    try:
+        saved = load_file(str(path / "state.safetensors"))
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{path / 'state.safetensors'}: unreadable ({err})") from err
+    state = {k[len("model.") :]: v for k, v in saved.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # safetensors' save_model stores a tensor shared by two names once
+    own = model.state_dict()
+    missing = [
+        k
+        for k in missing
+        if not any(own[k].data_ptr() == own[j].data_ptr() for j in state if j in own)
+    ]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path / 'state.safetensors'}: does not match the run's model config; missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+    return model
 
 
 def _load_export(directory: Path):
@@ -135,6 +192,21 @@ def _load_pth(path: Path):
     return model
 
 
+def _name_hint(text: str) -> str:
+    """For a missing path that is a model or recipe name: what builds that model."""
+    from hyvl.models.registry import list_models
+    from hyvl.recipes import list_recipes
+
+    if text in list_models() or text in list_recipes():
+        return (
+            f"; {text!r} names a model architecture, not a trained checkpoint: "
+            f"hyvl.create_model({text!r}) builds it with random weights "
+            f"(hyvl.create_model_and_transforms({text!r}) with its preprocess and tokenizer), "
+            f"`hyvl train --config {text}` trains it"
+        )
+    return ""
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """A :class:`HyvlModel` in eval mode from an export, a training output dir, a .pth, or a
     Hugging Face Hub id ``hf-hub:ORG/NAME[@REVISION]`` (an export, downloaded or read from the
@@ -143,15 +215,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
     path = local_path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
-    if path.is_dir():
+        raise CheckpointError(f"{path}: no such file or directory{_name_hint(str(path))}")
+    if path.is_dir() and _is_step_checkpoint(path):
+        model = _load_step_checkpoint(path)
+    elif path.is_dir():
         model = _load_export(_resolve_export(path))
-    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+    elif path.suffix in (".pth", ".pt", ".bin", ".ckpt", ".safetensors"):
         model = _load_pth(path)
     else:
         raise CheckpointError(
-            f"{path}: unknown checkpoint format; expected a directory (hyvl export or training "
-            "output) or a MERU / HyCoCLIP .pth file"
+            f"{path}: unknown checkpoint format; expected a directory (hyvl export, training "
+            "output or step checkpoint) or a MERU / HyCoCLIP .pth file"
         )
     return model.to(device).eval()
 

@@ -43,7 +43,23 @@ _OPENCLIP_VISION_SWAPS = [
 ]
 
 
+def _strip_module(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip's training saves ``epoch_N.pt`` from its DDP wrapper: ``module.`` names."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def is_openclip_state(state: dict[str, torch.Tensor]) -> bool:
+    """An open_clip CLIP state dict (or open_clip's ``epoch_N.pt`` state_dict): its text
+    projection and a ``visual.`` tower (``text.`` for CustomTextCLIP)."""
+    keys = set(_strip_module(state))
+    text = "text_projection" in keys or "text.text_projection" in keys
+    return text and any(k.startswith("visual.") for k in keys)
+
+
 def openclip_to_hyvl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    state = _strip_module(state)
     if any(k.startswith("text.") for k in state):  # open_clip's CustomTextCLIP
         state = {(k[5:] if k.startswith("text.") else k): v for k, v in state.items()}
     out: dict[str, torch.Tensor] = {}
@@ -135,6 +151,18 @@ _VIT_BY_WIDTH = {
 def convert_meru(state: dict[str, torch.Tensor], path: Path) -> tuple[ModelConfig, dict]:
     """Map a MERU / HyCoCLIP / MERU-CLIP state dict onto HyvlModel's names and config."""
     needed = ["visual_proj.weight", "textual_proj.weight", "textual.token_embed.weight"]
+    if any(k not in state for k in needed) and is_openclip_state(state):
+        raise CheckpointError(
+            f"{path}: an open_clip CLIP checkpoint, not a trained hyvl / MERU / HyCoCLIP model: "
+            f"start a run from its towers with `hyvl train --config RECIPE --output-dir RUN "
+            f"model.openclip_init={path}` (in Python: hyvl.create_model(NAME, "
+            f"openclip_init={str(path)!r})), with a model config of the same architecture"
+        )
+    if any(k not in state for k in needed) and any(k.startswith("visual.vit.") for k in state):
+        raise CheckpointError(
+            f"{path}: the weights file of a hyvl model; load the folder it belongs to "
+            "(model.safetensors + config.json: an export, or RUN/checkpoints/step_* of a run)"
+        )
     if any(k not in state for k in needed):
         missing = [k for k in needed if k not in state]
         raise CheckpointError(
