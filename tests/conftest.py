@@ -1,7 +1,12 @@
-"""Helpers shared by the test files: tiny JPEGs and webdataset shards written by the tests."""
+"""Helpers shared by the test files: tiny JPEGs and webdataset shards written by the tests, a
+small full disk."""
 
+import contextlib
 import io
+import os
+import subprocess
 import tarfile
+from pathlib import Path
 
 from PIL import Image
 
@@ -23,3 +28,21 @@ def write_tar(path, samples):
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     return path
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "256k"):
+    """A tmpfs of ``size`` at ``path``: writes past it fail with ENOSPC like a full disk."""
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def fill(path: Path, leave: int) -> None:
+    """Fill the filesystem of ``path`` up to ``leave`` free bytes."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    (path / "filler").write_bytes(b"\0" * max(0, free - leave))

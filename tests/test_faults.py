@@ -17,7 +17,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -29,6 +28,8 @@ import hyvl
 from hyvl.errors import HyvlError
 from hyvl.io import atomic_dir, atomic_file, write_text
 from hyvl.search.index import EmbeddingIndex
+
+from conftest import fill, small_disk
 
 
 def run_cli(*args):
@@ -54,24 +55,6 @@ def random_index(n: int, seed: int = 0, dim: int = 8) -> EmbeddingIndex:
     emb = torch.randn(n, dim, generator=g)
     items = [{"kind": "image", "item": f"img{seed}_{i}.jpg"} for i in range(n)]
     return EmbeddingIndex(emb, items, {"geometry": "lorentz", "curv": 1.0, "embed_dim": dim})
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: str = "256k"):
-    """A tmpfs of ``size`` at ``path``: writes past it fail with ENOSPC like a full disk."""
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
-def fill(path: Path, leave: int) -> None:
-    """Fill the filesystem of ``path`` up to ``leave`` free bytes."""
-    st = os.statvfs(path)
-    free = st.f_bavail * st.f_frsize
-    (path / "filler").write_bytes(b"\0" * max(0, free - leave))
 
 
 def kill_mid_write(action, install_hook) -> None:

@@ -133,3 +133,31 @@ def test_item5_resume_applies_changed_lr_weight_decay_and_betas(state, tmp_path)
     assert resumed.scheduler.get_last_lr() == [want, want]
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]  # norms and biases stay undecayed
     assert all(tuple(g["betas"]) == (0.8, 0.9) for g in groups)
+
+
+def test_item9_full_disk_during_a_checkpoint_is_one_line_and_the_partial_write_removed(
+    state, tmp_path
+):
+    """A real full disk (a small tmpfs): torch's zip writer says "file write failed" and
+    safetensors raises its own error type, neither naming the cause."""
+    from hyvl.errors import HyvlError
+
+    from conftest import fill, small_disk
+
+    with small_disk(tmp_path / "disk", "160m") as disk:
+        state.step = 2
+        kept = ckpt.save_checkpoint(disk, state, keep_last=2)
+        size = sum(p.stat().st_size for p in kept.iterdir())
+        saved = weights(state)
+        fill(disk, leave=size // 2)
+        state.step = 4
+        with pytest.raises(HyvlError) as info:
+            ckpt.save_checkpoint(disk, state, keep_last=2)
+        message = str(info.value)
+        assert "no space left on device" in message and "\n" not in message, message
+        assert str(disk / "checkpoints") in message and "step_0000002 (step 2) is intact" in message
+        assert not list((disk / "checkpoints").glob(".tmp-*"))  # removed at once
+        (disk / "filler").unlink()
+        shift(state, 3.0)
+        assert ckpt.resume(disk, state)["step"] == 2
+        assert all(torch.equal(v, saved[k]) for k, v in weights(state).items())

@@ -26,6 +26,7 @@ state) we do use it, for those two pieces only, and keep our own RNG and meta fi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from hyvl.config import to_dict
-from hyvl.errors import CheckpointError
+from hyvl.errors import CheckpointError, HyvlError
 from hyvl.train.step import from_every_process, sum_counts
 
 FORMAT = "hyvl-train-checkpoint-1"
@@ -171,32 +172,39 @@ def save_checkpoint(
     final = step_dir(output_dir, state.step)
     tmp = final.parent / f".tmp-{final.name}"
     accelerator, main = state.accelerator, state.is_main
-    if main:
+
+    def start() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    if state.sharded:
-        # Sharded parameters and optimizer state: accelerate knows how to gather / shard them.
-        accelerator.save_state(str(tmp / "accelerate"), safe_serialization=True)
-    elif main:
-        from safetensors.torch import save_model
 
-        # save_model (not save_file) de-duplicates tied tensors instead of refusing them.
-        save_model(state.train_module, str(tmp / STATE))
-        torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
-    if main:
-        torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
-        if accelerator.scaler is not None:
-            torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
-    rng_file = tmp / f"rng_{accelerator.process_index}.pt"
-    torch.save(rng_state(), rng_file)
-    _fsync_file(rng_file)
+    _agree(state, final, _attempt(start, final.parent) if main else None)
+
+    def write_files() -> None:
+        if state.sharded:
+            # Sharded parameters and optimizer state: accelerate knows how to gather / shard them.
+            accelerator.save_state(str(tmp / "accelerate"), safe_serialization=True)
+        elif main:
+            from safetensors.torch import save_model
+
+            # save_model (not save_file) de-duplicates tied tensors instead of refusing them.
+            save_model(state.train_module, str(tmp / STATE))
+            torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+        if main:
+            torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
+            if accelerator.scaler is not None:
+                torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")
+        rng_file = tmp / f"rng_{accelerator.process_index}.pt"
+        torch.save(rng_state(), rng_file)
+        _fsync_file(rng_file)
+
+    error = _attempt(write_files, final.parent)
     # each process reads its own shards: its own stream position and skips
     processes = from_every_process(
         accelerator, {"data_position": state.data_position, "skipped": state.skipped}
     )
-    accelerator.wait_for_everyone()
-    if main:
+    _agree(state, final, error)
+
+    def finish() -> None:
         meta = {
             "format": FORMAT,
             "step": state.step,
@@ -214,8 +222,61 @@ def save_checkpoint(
         os.replace(tmp, final)
         _fsync_dir(final.parent)
         prune(output_dir, keep_last, keep_step)
-    accelerator.wait_for_everyone()
+
+    _agree(state, final, _attempt(finish, final.parent) if main else None)
     return final
+
+
+# A writer that loses the errno (torch's zip writer: "file write failed", safetensors' own error
+# type) failed for want of space when this little is left.
+FULL_BELOW = 64 * 2**20
+
+
+def disk_full(err: BaseException, directory: Path) -> bool:
+    """True when ``err`` (raised by a writer into ``directory``) means the disk or quota is full."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(err)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    try:
+        return shutil.disk_usage(directory).free < FULL_BELOW
+    except OSError:
+        return False
+
+
+def _attempt(write, directory: Path) -> tuple[str, bool] | None:
+    """Run ``write()``; a failure becomes (its message, disk full?) instead of an exception."""
+    from safetensors import SafetensorError
+
+    try:
+        write()
+    except (OSError, RuntimeError, SafetensorError) as err:
+        first = str(err).splitlines()[0] if str(err) else ""
+        return f"{type(err).__name__}: {first}", disk_full(err, directory)
+    return None
+
+
+def _agree(state: Any, final: Path, error: tuple[str, bool] | None) -> None:
+    """Collective: if the write failed on any process, remove the partial checkpoint and raise
+    the same one-line :class:`HyvlError` everywhere (instead of a hang or a raw error)."""
+    accelerator = state.accelerator
+    tmp = final.parent / f".tmp-{final.name}"
+    errors = [e for e in from_every_process(accelerator, error) if e]
+    if not errors:
+        return
+    message, full = errors[0]
+    if state.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)  # now, not at the next start: it holds space
+    accelerator.wait_for_everyone()
+    previous = latest_checkpoint(final.parent.parent)
+    kept = f"{previous[1]} (step {previous[0]}) is intact" if previous else "there is none yet"
+    cause = "no space left on device" if full else message
+    raise HyvlError(
+        f"{final.parent}: cannot write the checkpoint of step {state.step}: {cause}; the "
+        f"partial write was removed and the previous checkpoint {kept}"
+        + ("; free some space and rerun the same command to continue" if full else "")
+    )
 
 
 def write_meta(directory: Path, meta: dict) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hyvl.config import RunConfig
-from hyvl.errors import ConfigError, DataError
+from hyvl.errors import ConfigError, DataError, HyvlError
 from hyvl.io import write_text
 from hyvl.train import box_towers as towers
 from hyvl.train import checkpoint as ckpt
@@ -128,9 +128,15 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     def save(keep: int | None = None) -> Path:
         path = ckpt.save_checkpoint(output_dir, state, keep_last=tcfg.keep_last, keep_step=keep)
         model = full_model(state)  # a collective under FSDP: every process
+        error = None
         if state.is_main:
-            export_model(model, output_dir)
-        accelerator.wait_for_everyone()
+            try:
+                export_model(model, output_dir)
+            except HyvlError as err:  # a full disk: every process stops with the message
+                error = str(err)
+        errors = [e for e in from_every_process(accelerator, error) if e]
+        if errors:
+            raise HyvlError(errors[0])
         return path
 
     try:

@@ -40,14 +40,27 @@ def export_model(model: nn.Module, output_dir: Path) -> Path:
     The previous export is deleted only when it holds nothing but files hyvl writes; one
     with other files (someone put them there) is kept as ``export.replaced-N``.
     """
+    from safetensors import SafetensorError
+
+    from hyvl.errors import HyvlError
     from hyvl.models.checkpoint import save
+    from hyvl.train.checkpoint import disk_full
     from hyvl.train.rundir import record_export
 
     final = output_dir / "export"
     tmp = output_dir / ".tmp-export"
     old = output_dir / ".old-export"
     shutil.rmtree(tmp, ignore_errors=True)
-    save(model, tmp, run_dir=output_dir)  # the model card reads the run's eval.jsonl
+    try:
+        save(model, tmp, run_dir=output_dir)  # the model card reads the run's eval.jsonl
+    except (OSError, RuntimeError, HyvlError, SafetensorError) as err:
+        full = disk_full(err, output_dir)
+        shutil.rmtree(tmp, ignore_errors=True)  # now: it holds the space a rerun needs
+        cause = "no space left on device" if full else f"{type(err).__name__}: {err}"
+        raise HyvlError(
+            f"{final}: cannot write the export: {cause}; the partial write was removed and the "
+            "previous export is intact"
+        ) from err
     written = _files(tmp)
     if final.exists():
         foreign = sorted(set(_files(final)) - set(written))
