@@ -365,3 +365,26 @@ def test_batches_are_converted_at_once_with_totensor_values():
     want = torch.stack([ToTensor()(im) for im in images])
     assert got.shape == (3, 3, 5, 7) and got.dtype == torch.float32 and got.is_contiguous()
     assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "bad,expected",
+    [
+        (b'{"image": "0.jpg", "caption": "caf\xe9"}', "not valid UTF-8 (byte 35 of the line"),
+        (b'{"image": "0.jpg", "caption": "smile \\ud83d"}', "holds a lone surrogate"),
+    ],
+)
+def test_item10_bad_text_in_a_grounded_jsonl_names_the_file_and_line(
+    tmp_path, capsys, bad, expected
+):
+    from hyvl.cli.main import main
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "img" / "0.jpg")
+    good = json.dumps({"image": "0.jpg", "caption": "a thing", "boxes": []}).encode()
+    jsonl = tmp_path / "img" / "g.jsonl"
+    jsonl.write_bytes(good + b"\n" + good + b"\n" + bad + b"\n")
+    args = ["data", "make-shards", "--grounded", str(jsonl), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{jsonl}:3: {expected}" in err and "internal error" not in err and "\n" not in err

@@ -375,10 +375,19 @@ def test_item5_deleted_or_cut_config_yaml_is_checked_against_the_checkpoint(
 # ---- issue 28: preemption (signals), the run lock ------------------------------------------
 
 
-def signal_during_step(monkeypatch, step, signum):
-    """Deliver ``signum`` to this process while step ``step`` (1-based) is being trained."""
+@pytest.fixture
+def sigint_as_in_a_terminal():
+    """SIGINT raising KeyboardInterrupt, as in a foreground terminal (a background job, where
+    the tests may run, ignores it: hyvl then leaves it ignored)."""
     import signal
 
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def signal_during_step(monkeypatch, step, signum):
+    """Deliver ``signum`` to this process while step ``step`` (1-based) is being trained."""
     import hyvl.train.loop as loop
 
     real = loop.optimizer_step
@@ -389,7 +398,6 @@ def signal_during_step(monkeypatch, step, signum):
         return real(state, *args, **kwargs)
 
     monkeypatch.setattr(loop, "optimizer_step", signalling)
-    return signal
 
 
 def test_preempt_sigusr1_checkpoints_the_step_exits_75_and_the_rerun_is_exact(
@@ -423,7 +431,7 @@ def test_preempt_sigusr1_checkpoints_the_step_exits_75_and_the_rerun_is_exact(
 
 
 def test_preempt_ctrl_c_before_the_first_checkpoint_saves_the_step_reached(
-    shards, tmp_path, capsys, monkeypatch
+    shards, tmp_path, capsys, monkeypatch, sigint_as_in_a_terminal
 ):
     import signal
 
@@ -438,7 +446,9 @@ def test_preempt_ctrl_c_before_the_first_checkpoint_saves_the_step_reached(
     assert [r["step"] for r in metrics(run)] == [1]
 
 
-def test_preempt_second_late_ctrl_c_abandons_and_a_repeated_one_does_not(monkeypatch):
+def test_preempt_second_late_ctrl_c_abandons_and_a_repeated_one_does_not(
+    sigint_as_in_a_terminal,
+):
     import signal
 
     from hyvl.train import preempt

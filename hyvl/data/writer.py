@@ -287,6 +287,42 @@ def write_demo(make, out_dir: str | Path, *, overwrite: bool = False, **kwargs) 
 # ------------------------------------------------------------------------------------------
 
 
+def jsonl_rows(path: Path) -> Iterable[tuple[int, Any]]:
+    """``(line number, parsed object)`` of each non-empty line of a JSONL file.
+
+    Each line is decoded on its own, so invalid UTF-8, a lone surrogate (``"\\ud800"`` is valid
+    JSON but no text can be written with it) or bad JSON is a DataError naming the line.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err})") from err
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(
+                f"{path}:{n}: not valid UTF-8 (byte {err.start + 1} of the line: "
+                f"{line[err.start : err.start + 1]!r})"
+            ) from err
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{n}: not JSON ({err})") from err
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise DataError(
+                f"{path}:{n}: holds a lone surrogate ({err.object[err.start : err.end]!r}), "
+                "which is not text: fix the escape (e.g. a \\ud83d without its pair)"
+            ) from err
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: not a JSON object")
+        yield n, row
+
+
 def records_from_captions(images_dir: str | Path, captions: str | Path) -> list[dict]:
     """An image folder + a JSONL (``{"image", "caption"}``) or CSV (``image,caption``) file."""
     images_dir, captions = Path(images_dir), Path(captions)
@@ -300,13 +336,7 @@ def records_from_captions(images_dir: str | Path, captions: str | Path) -> list[
                 raise DataError(f"{captions}: CSV needs the columns 'image' and 'caption'")
             rows = list(reader)
     else:
-        for n, line in enumerate(captions.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{captions}:{n}: not JSON ({err})") from err
+        for n, row in jsonl_rows(captions):
             if "image" not in row or "caption" not in row:
                 raise DataError(f"{captions}:{n}: needs the keys 'image' and 'caption'")
             rows.append(row)
@@ -349,16 +379,13 @@ def records_from_grounded(jsonl: str | Path, images_dir: str | Path | None = Non
     path = Path(jsonl)
     base = Path(images_dir) if images_dir else path.parent
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, row in jsonl_rows(path):
         try:
-            row = json.loads(line)
             image = row["image"]
             boxes = row.get("boxes", [])
             for b in boxes:
                 b["bbox"], b["text"]  # noqa: B018 - presence check
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (KeyError, TypeError) as err:
             raise DataError(
                 f"{path}:{n}: bad grounded record ({type(err).__name__}: {err})"
             ) from err

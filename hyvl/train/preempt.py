@@ -57,7 +57,7 @@ class StopSignals:
     """Context manager: while active, the stop signals set a flag instead of ending the process.
 
     Outside the main thread (Python only lets it set handlers) nothing is installed and the
-    signals keep their usual effect.
+    signals keep their usual effect; a signal the process ignores stays ignored.
     """
 
     def __init__(self) -> None:
@@ -70,7 +70,8 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for name in SIGNALS:
                 number = getattr(signal, name, None)
-                if number is not None:
+                # an ignored signal stays ignored (nohup, a background job's SIGINT)
+                if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
                     self._previous[number] = signal.signal(number, self._handle)
         return self
 
