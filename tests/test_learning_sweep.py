@@ -29,9 +29,13 @@ def test_quick_sweep_reports_families_health_and_reuses_runs(sweep, tmp_path, ca
     assert entry["per_family"]["handwritten digit"] == entry["top1"]  # one family: the mean
     assert entry["chance"] == 10.0 and isinstance(entry["health"], str)
     assert len(entry["per_class"]) == 10 and entry["runs"][0]["steps"] == sweep.QUICK_STEPS
-    # a rerun trains nothing: the finished run's result is read back
-    assert sweep.main(argv) == 0
-    capsys.readouterr()
+    # a rerun trains nothing: the finished run's result is read back; --no-train lists the rest
+    argv[argv.index("clip")] = "clip,meru"
+    assert sweep.main([*argv, "--no-train", "--json", str(tmp_path / "n.json")]) == 0
+    assert "not run: 1 of 2 runs" in capsys.readouterr().out
+    again = json.loads((tmp_path / "n.json").read_text())["worlds"]["digits"]
+    assert again["clip"]["per_family"] == entry["per_family"]
+    assert again["meru"]["health"] == "not run" and again["meru"]["per_family"] == {}
     (run,) = (tmp_path / "runs" / "digits").iterdir()
     assert (run / "sweep.json").is_file() and run.name.startswith("clip-s0-")
 

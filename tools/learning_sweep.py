@@ -48,8 +48,8 @@ FULL = {
     "zeroshot_per_class": 20,
     "retrieval_images": 200,
 }
-QUICK = {"train_samples": 48, "val_samples": 4, "zeroshot_per_class": 2, "retrieval_images": 4}
-QUICK_STEPS, QUICK_BATCH = 3, 8
+QUICK = {"train_samples": 16, "val_samples": 2, "zeroshot_per_class": 1, "retrieval_images": 2}
+QUICK_STEPS, QUICK_BATCH = 2, 4
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,6 +76,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"smoke run: {QUICK_STEPS} steps of batch {QUICK_BATCH} on worlds of "
         f"{QUICK['train_samples']} scenes (numbers mean nothing)",
+    )
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: the table of the runs finished under --out, the others 'not run'",
     )
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results here")
     args = p.parse_args(argv)
@@ -175,8 +180,10 @@ def run_one(
     result_file = run_dir / "sweep.json"
     if result_file.is_file():
         return {**json.loads(result_file.read_text()), "reused": True}
-    started = time.perf_counter()
     result: dict[str, Any] = {"seed": seed, "run": str(run_dir), "steps": cfg.train.max_steps}
+    if args.no_train:
+        return {**result, "health": "not run", "problems": ["not run"]}
+    started = time.perf_counter()
     try:
         summary = train(cfg, run_dir)
     except (HyvlError, RuntimeError, FloatingPointError) as err:  # a failed run, not the sweep
@@ -279,13 +286,17 @@ def main(argv: list[str] | None = None) -> int:
         for world, model, seed in jobs:
             bar.set_postfix_str(f"{world} / {model} / seed {seed}")
             try:
-                data = world_data(out, world, args.data_seed, sizes)
+                data = (
+                    out / "data" / world
+                    if args.no_train
+                    else world_data(out, world, args.data_seed, sizes)
+                )
             except HyvlError as err:
                 print(f"learning_sweep: error: {err}", file=sys.stderr)
                 return 2
             result = run_one(world, model, seed, data, out, args)
             runs.setdefault((world, model), []).append(result)
-            if result["problems"]:
+            if result["problems"] and result["health"] != "not run":
                 failed.append(f"{world} / {model} / seed {seed}: {result['health']}")
             bar.update(1)
     results: dict[str, dict] = {}
@@ -301,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     for line in failed:
         print(f"unhealthy or failed: {line}")
+    missing = sum(r["health"] == "not run" for group in runs.values() for r in group)
+    if missing:
+        print(
+            f"not run: {missing} of {len(jobs)} runs (the same command without --no-train trains them)"
+        )
     low = below(results, args.min_x)
     if low:
         print(f"below {args.min_x:g}x chance:")
