@@ -265,3 +265,20 @@ def test_zeroshot_reports_and_warns_about_a_one_class_model(tmp_path, capsys):
     z = json.loads((tmp_path / "z.json").read_text())
     assert z["num_predicted_classes"] == 1 and z["top1"] == 50.0
     assert "predicts one class for all 6 images" in capsys.readouterr().err
+
+
+def test_eval_hierarchy_over_wordnet_ids_keeps_working_with_the_shipped_names(
+    tmp_path, export, run_cli
+):
+    """WordNet-id folders are prompted with ImageNet's names; a hierarchy over the ids (as
+    the suite's imagenet_wordnet.tsv) still scores them."""
+    for wnid, colour in (("n01440764", (255, 0, 0)), ("n01443537", (0, 0, 255))):
+        (tmp_path / "val" / wnid).mkdir(parents=True)
+        Image.new("RGB", (40, 30), colour).save(tmp_path / "val" / wnid / "0.png")
+    (tmp_path / "h.tsv").write_text("n01440000\tn01440764\nn01440000\tn01443537\n")
+    out = run_cli(
+        "eval", "hierarchy", "--checkpoint", export, "--data", tmp_path / "val",
+        "--hierarchy", tmp_path / "h.tsv", "--json", tmp_path / "h.json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "h.json").read_text())["skipped"] == {}

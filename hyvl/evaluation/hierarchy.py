@@ -128,6 +128,13 @@ def convert_isa(
     return edges
 
 
+def _class_folder_names(data) -> list[str] | None:
+    path = Path(str(data))
+    if not path.is_dir():
+        return None
+    return sorted(p.name for p in path.iterdir() if p.is_dir())
+
+
 def evaluate_hierarchy(
     model,
     preprocess,
@@ -146,6 +153,14 @@ def evaluate_hierarchy(
         model, preprocess, tokenizer, data, return_predictions=True, **zeroshot_kwargs
     )
     names = zs["_classnames"]
+    folders = _class_folder_names(data)
+    if (
+        folders is not None
+        and len(folders) == len(names)
+        and not all(n in tree for n in names)
+        and all(f in tree for f in folders)
+    ):  # a tree over the folder ids (WordNet ids), whose prompts used the shipped names
+        names = folders
     predicted = [names[i] for i in zs["_predictions"].tolist()]
     true = [names[i] for i in zs["_labels"].tolist()]
     return {**hierarchy_metrics(predicted, true, tree, leaf_included), "skipped": zs["skipped"]}
