@@ -180,3 +180,26 @@ def test_readme_links_point_to_files_that_exist():
     missing = [link for link in local if not (REPO / link).exists()]
     assert not missing, missing
     assert len(text.splitlines()) <= 300
+
+
+def test_reference_pages_cover_every_verb_and_every_config_key():
+    """The site's CLI and config references are generated (tools/docs_reference.py): every verb's
+    help and every schema key is on them, so a new option or key documents itself."""
+    import importlib.util
+
+    from hyvl.cli.main import build_parser
+    from hyvl.config import fields_table
+
+    spec = importlib.util.spec_from_file_location(
+        "docs_reference", REPO / "tools/docs_reference.py"
+    )
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    cli = ref.cli_markdown()
+    progs = [p.prog for p in ref._parsers(build_parser())]
+    assert len(progs) > 20 and all(f"`{prog}`" in cli for prog in progs)
+    assert "(default: 64)" in cli and "~/.cache/hyvl/prototypes" in cli
+    keys = ref.config_markdown()
+    assert all(f"`{row['key']}`" in keys for row in fields_table())
+    page = (REPO / "docs/reference/cli.md").read_text()
+    assert ref.on_page_markdown(page, None, None, None).count("```text") == len(progs)
