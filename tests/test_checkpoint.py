@@ -364,6 +364,15 @@ def test_openclip_checkpoint_is_recognised_with_the_command_that_uses_it(tmp_pat
         with pytest.raises(CheckpointError, match="an open_clip CLIP checkpoint") as err:
             hyvl.load(tmp_path / name)
         assert f"model.openclip_init={tmp_path / name}" in str(err.value)
+    (tmp_path / "hub").mkdir()  # an open_clip folder as the Hugging Face Hub holds it
+    (tmp_path / "open_clip_pytorch_model.bin").rename(
+        tmp_path / "hub" / "open_clip_pytorch_model.bin"
+    )
+    with pytest.raises(CheckpointError, match="an open_clip model folder") as err:
+        hyvl.load(tmp_path / "hub")
+    assert f"model.openclip_init={tmp_path / 'hub' / 'open_clip_pytorch_model.bin'}" in str(
+        err.value
+    )
     spec = {
         "geometry": "lorentz",
         "embed_dim": 32,

@@ -87,6 +87,13 @@ def _resolve_export(path: Path) -> Path:
         return path
     if (path / "export" / CONFIG).is_file():
         return path / "export"
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        if (path / name).is_file():  # an open_clip model folder (as on the Hugging Face Hub)
+            raise CheckpointError(
+                f"{path}: an open_clip model folder, not a trained hyvl model: start a run from "
+                f"its towers with `hyvl train --config RECIPE --output-dir RUN "
+                f"model.openclip_init={path / name}`"
+            )
     if (path / "checkpoints").is_dir():
         raise CheckpointError(
             f"{path}: a training output directory without export/ yet (it is written at the "
