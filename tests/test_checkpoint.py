@@ -393,3 +393,25 @@ def test_load_of_a_recipe_name_points_to_create_model():
     with pytest.raises(CheckpointError) as err:
         hyvl.load("runs/nothing_here")
     assert "create_model" not in str(err.value)
+
+
+def test_item10_pth_zip_bomb_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """A .pth is a zip: one compressed entry of 32 MiB of zeros in a ~35 kB file (the issue's
+    2 MB -> 2 GiB bomb at a test's scale) is refused from the zip's directory alone."""
+    import zipfile
+
+    bomb = tmp_path / "model.pth"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("archive/data/0", "w", force_zip64=True) as entry:
+            chunk = bytes(2**20)
+            for _ in range(32):
+                entry.write(chunk)
+        archive.writestr("archive/data.pkl", pickle.dumps({}))
+    assert bomb.stat().st_size < 2**20
+
+    def never(*args, **kwargs):
+        raise AssertionError("torch.load was called on the bomb")
+
+    monkeypatch.setattr(torch, "load", never)
+    with pytest.raises(CheckpointError, match=r"inflate to 32 MiB from 0\.\d MiB .*zip bomb"):
+        hyvl.load(bomb)

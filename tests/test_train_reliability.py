@@ -525,3 +525,47 @@ def test_lock_two_trainers_started_together_one_wins(tmp_path):
     assert outcomes.count("held") == 1, outcomes
     assert all("in use by another hyvl train" in o for o in outcomes if o != "held")
     assert not (tmp_path / "run" / ".hyvl-lock").exists()
+
+
+def test_item10_cut_metrics_line_and_checkpoint_without_meta_are_reported_not_lost(
+    reference, tmp_path, capsys
+):
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    shards = Path(load_run_config(ref / "config.yaml").data.train_shards)
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:30]  # the line of step 2 cut short (a disk error, an editor)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    # a step folder without meta.json: not a checkpoint, and not to be replaced by step 6's
+    made = ckpt.checkpoint_root(run) / "step_0000006"
+    made.mkdir()
+    (made / "notes.txt").write_text("mine")
+    assert train_cli(run, overrides(shards, **{"train.max_steps": 6})) == 0
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.jsonl'}:2 is cut short or not JSON (after the line of step 1)" in err
+    assert f"{made} has no meta.json" in err and "moved to incomplete-step_0000006" in err, err
+    assert [r["step"] for r in metrics(run)] == [1, 3, 4, 5, 6]  # the lines after it kept
+    assert (ckpt.checkpoint_root(run) / "incomplete-step_0000006" / "notes.txt").is_file()
+    assert (ckpt.step_dir(run, 6) / "meta.json").is_file()
+
+
+def test_item10_symlinks_in_export_are_the_users_and_kept(reference, tmp_path, capsys):
+    import hyvl
+    from hyvl.train.periodic import export_model
+
+    ref, _ = reference
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    shards = Path(load_run_config(ref / "config.yaml").data.train_shards)
+    (tmp_path / "elsewhere").mkdir()
+    (run / "export" / "my_data").symlink_to(tmp_path / "elsewhere")
+    (run / "export" / "gone").symlink_to(tmp_path / "no-such-file")
+    assert train_cli(run, overrides(shards)) == 2  # refused at start, as any foreign file
+    err = capsys.readouterr().err
+    assert "holds files hyvl did not write (gone, my_data)" in err, err
+    # put there while the run trains: the next checkpoint's export keeps them aside
+    export_model(hyvl.load(run)[0], run)
+    assert (run / "export.replaced-1" / "my_data").is_symlink()
+    assert (run / "export.replaced-1" / "gone").is_symlink()
+    assert (tmp_path / "elsewhere").is_dir() and (run / "export" / "config.json").is_file()

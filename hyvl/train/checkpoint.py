@@ -88,6 +88,29 @@ def remove_partial(output_dir: str | Path) -> list[Path]:
     return removed
 
 
+def set_aside_incomplete(output_dir: str | Path) -> list[tuple[Path, Path]]:
+    """Move ``step_*`` folders without meta.json to ``incomplete-step_*``; returns the moves.
+
+    hyvl renames a checkpoint into place only after its meta.json is written, so such a folder
+    was damaged or made by hand: it is not used, and moved so that the checkpoint of the same
+    step written later cannot replace it (it may hold something worth a look).
+    """
+    root = checkpoint_root(output_dir)
+    moved = []
+    if not root.is_dir():
+        return moved
+    for path in sorted(root.iterdir()):
+        if path.is_dir() and path.name.startswith("step_") and not (path / META).exists():
+            aside = next(
+                root / f"incomplete-{path.name}{f'-{i}' if i else ''}"
+                for i in range(10**6)
+                if not (root / f"incomplete-{path.name}{f'-{i}' if i else ''}").exists()
+            )
+            os.replace(path, aside)
+            moved.append((path, aside))
+    return moved
+
+
 def prune(output_dir: str | Path, keep_last: int, keep_step: int | None = None) -> None:
     """Keep the newest ``keep_last`` complete checkpoints (all of them if keep_last <= 0), and
     the newest one at or before ``keep_step`` (a run's last healthy checkpoint)."""

@@ -86,7 +86,9 @@ def export_model(model: nn.Module, output_dir: Path) -> Path:
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    from hyvl.train.rundir import entries
+
+    return entries(root)
 
 
 def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None) -> dict[str, Any]:

@@ -79,17 +79,29 @@ def flat_hparams(cfg: RunConfig) -> dict[str, Any]:
 def truncate_jsonl(path: Path, last_step: int) -> None:
     """After a resume, drop log lines of steps that will be replayed (atomic rewrite).
 
-    A recorded config change carries the step it was made at, like a metrics line.
+    A recorded config change carries the step it was made at, like a metrics line. A line
+    that is not a JSON object (cut short by a kill or a full disk) is reported with its line
+    number and dropped; the lines after it are kept.
     """
     if not path.is_file():
         return
-    kept = []
-    for line in path.read_text().splitlines():
+    kept, previous = [], None
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         try:
-            if json.loads(line).get("step", 0) <= last_step:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
+            step = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            if line.strip():
+                shown = line if len(line) <= 40 else line[:40] + "..."
+                before = f" (after the line of step {previous})" if previous is not None else ""
+                print(
+                    f"hyvl train: warning: {path}:{n} is cut short or not JSON{before}: "
+                    f"{shown!r}; dropped, the lines after it are kept",
+                    file=sys.stderr,
+                )
+            continue
+        previous = step
+        if step <= last_step:
+            kept.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(k + "\n" for k in kept))
     os.replace(tmp, path)

@@ -65,8 +65,20 @@ def foreign_export_files(output_dir: Path) -> list[str]:
     if not export.is_dir():
         return []
     written = set((read_marker(output_dir) or {}).get("export_files", []))
-    files = sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.is_file())
-    return [f for f in files if f not in written]
+    return [f for f in entries(export) if f not in written]
+
+
+def entries(root: Path) -> list[str]:
+    """Every file under ``root`` and every symlink (to a file, a folder, or broken), as
+    relative paths; symlinked folders are not entered. A symlink is something the user put
+    there: it must count as theirs, not vanish with the folder."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        links = [d for d in dirs if (base / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in links]
+        found += [str((base / name).relative_to(root)) for name in (*files, *links)]
+    return sorted(found)
 
 
 def flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -192,6 +204,12 @@ def prepare_output_dir(output_dir: Path, cfg: RunConfig, changes: dict[str, list
         write_marker(output_dir, {"created_by": "hyvl train", "export_files": []})
     for path in ckpt.remove_partial(output_dir):
         print(f"hyvl train: removed unfinished checkpoint {path}", file=sys.stderr)
+    for path, aside in ckpt.set_aside_incomplete(output_dir):
+        print(
+            f"hyvl train: {path} has no {ckpt.META}, so it is not a complete checkpoint (damaged, "
+            f"or not written by hyvl): not used, moved to {aside.name}",
+            file=sys.stderr,
+        )
     config = output_dir / "config.yaml"
     current = to_dict(cfg)
     text = yaml.safe_dump(current, sort_keys=False)
