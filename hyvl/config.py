@@ -337,6 +337,11 @@ class EvalConfig(Section):
     templates: str = Field(
         "", description="prompt templates: a file or a built-in set ('': beside the data)"
     )
+    hierarchy: str = Field(
+        "",
+        description="class hierarchy (parent<TAB>child) for zero-shot top-1 per family ('': "
+        "hierarchy.tsv in or beside the zero-shot folder, if any)",
+    )
 
 
 # --------------------------------------------------------------------------------------

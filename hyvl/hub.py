@@ -50,7 +50,8 @@ def download(repo: str) -> Path:
 
 
 def _metrics(run_dir: Path | None) -> dict[str, Any] | None:
-    """The last record of a training run's eval.jsonl, flattened to ``a/b`` keys."""
+    """The last record of a training run's eval.jsonl, flattened to ``a/b`` keys (without the
+    zero-shot per-class figures and family statistics: a card for ImageNet would list 1000)."""
     if run_dir is None or not (run_dir / "eval.jsonl").is_file():
         return None
     lines = [ln for ln in (run_dir / "eval.jsonl").read_text().splitlines() if ln.strip()]
@@ -61,7 +62,8 @@ def _metrics(run_dir: Path | None) -> dict[str, Any] | None:
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, dict):
             for k, v in value.items():
-                walk(f"{prefix}/{k}" if prefix else str(k), v)
+                if k not in ("per_class", "family_stats"):
+                    walk(f"{prefix}/{k}" if prefix else str(k), v)
         elif isinstance(value, (int, float)):
             flat[prefix] = value
 

@@ -106,6 +106,8 @@ def test_demo_on_real_data_trains_reports_health_and_refuses_mixed_data(tmp_path
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["zeroshot"]["num_classes"] == 13 and result["zeroshot"]["num_samples"] == 26
     assert result["zeroshot"]["chance"] == 100 / 13
+    assert set(result["zeroshot"]["per_family"]) == {"handwritten digit", "texture"}
+    assert "handwritten digit (chance 10)" in printed  # the per-family table
     # the shapes demo on top of the real data is refused, not silently mixed
     assert main(["demo", "--model", "clip", "--out", str(out), "--steps", "1"]) == 2
     assert "holds another demo's data" in capsys.readouterr().err

@@ -35,6 +35,7 @@ def test_demo_all_trains_evaluates_and_reports(demo_run, capsys):
     for kind in ("hycoclip", "meru", "clip"):
         assert kind in printed
     assert "d0 box text" in printed and "zero-shot top1 %" in printed
+    assert "zero-shot top-1 % per family" in printed and "round shape (chance 25)" in printed
 
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"hycoclip", "meru", "clip"}
@@ -44,6 +45,8 @@ def test_demo_all_trains_evaluates_and_reports(demo_run, capsys):
         assert zs["num_classes"] == 12 and zs["num_samples"] == 24
         assert zs["chance"] == pytest.approx(100 / 12)
         assert 0 <= zs["top1"] <= zs["top5"] <= 100
+        # per class, and per family of the world's hierarchy.tsv (found beside zeroshot/)
+        assert len(zs["per_class"]) == 12 and set(zs["per_family"]) == {"round shape", "polygon"}
         assert set(rt["image_to_text"]) == {"R@1", "R@5", "R@10"}
         assert rt["num_images"] == 8 and rt["num_texts"] == 16
         assert res["seconds"] > 0

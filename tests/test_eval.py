@@ -92,6 +92,42 @@ def fake_tokenizer(texts):
     return torch.tensor([0 if t.startswith("a") else 1 for t in texts])
 
 
+def test_a_class_family_is_its_ancestor_directly_below_the_root():
+    from hyvl.data import demo, real
+
+    shapes = Hierarchy(demo.hierarchy_edges())  # shape > round shape > circle > red circle
+    assert shapes.family("red circle") == "round shape"
+    assert shapes.family("blue triangle") == shapes.family("square") == "polygon"
+    digits = Hierarchy(real.hierarchy_edges())  # object > handwritten digit > handwritten three
+    assert digits.family("handwritten three") == "handwritten digit"
+    assert digits.family("gravel texture") == "texture"
+    flat = Hierarchy([("thing", "cat"), ("thing", "dog")])
+    assert flat.family("cat") == "cat" and flat.family("thing") == "thing"  # below / the root
+
+
+def test_per_class_and_per_family_top1_and_the_families_at_chance():
+    from hyvl.evaluation.zeroshot import chance_warnings, family_breakdown
+
+    names = ["one", "two", "three", "four", "brick", "grass"]
+    families = {n: "digit" for n in names[:4]} | {"brick": "texture", "grass": "texture"}
+    # digits: 40 images, 10 right (25% = the chance of naming a random digit of four);
+    # textures: 40 images, 36 right; "grass" never appears
+    labels = torch.tensor([0, 1, 2, 3] * 10 + [4] * 40)
+    predicted = torch.tensor([0, 0, 0, 0] * 10 + [4] * 36 + [0] * 4)
+    res = family_breakdown(predicted, labels, names, families)
+    assert res["per_class"] == {"one": 100.0, "two": 0.0, "three": 0.0, "four": 0.0, "brick": 90.0}
+    assert res["per_family"] == {"digit": 25.0, "texture": 90.0}
+    assert res["families_at_chance"] == ["digit"]  # 10 of 40 at 1/4: p = P(X >= 10) ~ 0.56
+    assert res["family_stats"]["digit"]["chance"] == 25.0
+    assert res["family_stats"]["digit"]["p_value"] == pytest.approx(0.5605, abs=1e-3)
+    # 16 of 40 (40%) is above a chance of 25% at the 5% level: P(X >= 16) ~ 0.026
+    predicted[:24] = labels[:24]  # six more digits right: 4 x 4 -> 16
+    assert family_breakdown(predicted, labels, names, families)["families_at_chance"] == []
+    (line,) = chance_warnings(res)
+    assert "at chance on the family 'digit'" in line and "25.0%" in line and "40 images" in line
+    assert set(family_breakdown(predicted, labels, names)) == {"per_class"}  # no hierarchy
+
+
 def test_ensembling_order_per_geometry():
     table = {0: torch.tensor([3.0, 0.0]), 1: torch.tensor([0.0, 1.0])}
     templates = ["a {}", "the {}"]
@@ -168,7 +204,9 @@ def test_cli_zeroshot_retrieval_hierarchy(tmp_path, export, run_cli):
         "num_classes",
         "num_predicted_classes",
         "skipped",
+        "per_class",  # no hierarchy in or beside the folder: no per_family
     }
+    assert set(z["per_class"]) == {"red thing", "blue thing"}
     assert z["skipped"] == {}  # every image readable
     assert 1 <= z["num_predicted_classes"] <= 2
     assert z["num_samples"] == 6 and z["num_classes"] == 2 and z["top5"] == 100.0
@@ -260,11 +298,30 @@ def test_zeroshot_reports_and_warns_about_a_one_class_model(tmp_path, capsys):
         model.visual_proj.weight.zero_()  # every image lands on the origin: one answer
     hyvl.save(model, tmp_path / "flat")
     _imagefolder(tmp_path / "zs")
+    # a hierarchy beside the folder, as the demo worlds ship it: per-family figures
+    (tmp_path / "hierarchy.tsv").write_text("object\tthing\nthing\tred thing\nthing\tblue thing\n")
     argv = ["eval", "zeroshot", "--checkpoint", str(tmp_path / "flat"), "--data"]
     assert main([*argv, str(tmp_path / "zs"), "--json", str(tmp_path / "z.json")]) == 0
     z = json.loads((tmp_path / "z.json").read_text())
     assert z["num_predicted_classes"] == 1 and z["top1"] == 50.0
-    assert "predicts one class for all 6 images" in capsys.readouterr().err
+    assert sorted(z["per_class"].values()) == [0.0, 100.0]
+    assert z["per_family"] == {"thing": 50.0} and z["families_at_chance"] == ["thing"]
+    assert z["hierarchy"] == str(tmp_path / "hierarchy.tsv")
+    printed = capsys.readouterr()
+    assert "predicts one class for all 6 images" in printed.err
+    assert "zero-shot at chance on the family 'thing'" in printed.err
+    assert "zero-shot per family" in printed.out and "zero-shot per class" in printed.out
+
+
+def test_zeroshot_hierarchy_without_the_classes_is_named(tmp_path, export, run_cli):
+    _imagefolder(tmp_path / "zs")
+    (tmp_path / "h.tsv").write_text("animal\tcat\n")
+    argv = ["eval", "zeroshot", "--checkpoint", export, "--data", tmp_path / "zs"]
+    out = run_cli(*argv, "--hierarchy", tmp_path / "h.tsv")
+    assert out.returncode == 2 and "2 of 2 class names are not in the hierarchy" in out.stderr
+    assert str(tmp_path / "h.tsv") in out.stderr
+    out = run_cli(*argv, "--hierarchy", tmp_path / "nope.tsv")
+    assert out.returncode == 2 and "nope.tsv" in out.stderr
 
 
 def test_eval_hierarchy_over_wordnet_ids_keeps_working_with_the_shipped_names(

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from hyvl.errors import ConfigError
-    from hyvl.train.demo import KINDS, plot, public_json, run_demo, table_rows
+    from hyvl.train.demo import KINDS, family_rows, plot, public_json, run_demo, table_rows
 
     if args.steps <= 0 or args.batch_size <= 0:
         raise ConfigError("--steps and --batch-size must be positive")
@@ -107,12 +107,19 @@ def run(args: argparse.Namespace) -> int:
         title=f"hyvl demo ({args.data}): {args.steps} steps x batch {args.batch_size} per model "
         "(d0 = mean distance to the origin; retrieval R@1 in %)",
     )
+    families = family_rows(results)
+    if families:
+        print()
+        print_table(families, title="zero-shot top-1 % per family (chance: 100 / its classes)")
     figure = plot(results, out / "demo.png")
     from hyvl.cli.eval import degenerate_warning
+    from hyvl.evaluation.zeroshot import chance_warnings
 
     for kind in models:
         if results[kind]["zeroshot"].get("num_predicted_classes") == 1:
             print(f"{kind}: {degenerate_warning(results[kind]['zeroshot'])}", file=sys.stderr)
+        for line in chance_warnings(results[kind]["zeroshot"]):
+            print(f"{kind}: {line}", file=sys.stderr)
         print(
             f"{kind}: checkpoint {out / kind} (hyvl.load('{out / kind}')); {results[kind]['health']}"
         )

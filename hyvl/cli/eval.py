@@ -44,6 +44,14 @@ def add_parser(subparsers) -> None:
     _common(z)
     z.add_argument("--classnames", help="file with one class name per line (label order)")
     z.add_argument("--templates", help="file with one template per line, or 'imagenet' / 'simple'")
+    z.add_argument(
+        "--hierarchy",
+        metavar="FILE",
+        help="parent<TAB>child edges over the class names (default: hierarchy.tsv in or beside "
+        "an image folder, as the demo worlds ship it): adds top-1 per family, a class's "
+        "ancestor directly below the root. A family is reported at chance when its top-1 is "
+        "not above 1/(its classes) at the 5%% level of a one-sided binomial test",
+    )
     z.set_defaults(func=run_zeroshot)
 
     r = sub.add_parser(
@@ -126,18 +134,71 @@ def _report(args, main: bool, rows, title: str, res: dict) -> int:
 
 
 def _metric_rows(res: dict) -> list[dict]:
-    return [{"metric": k, "value": v} for k, v in res.items() if not isinstance(v, dict)]
+    return [{"metric": k, "value": v} for k, v in res.items() if not isinstance(v, (dict, list))]
 
 
 def run_zeroshot(args) -> int:
-    from hyvl.evaluation.zeroshot import evaluate_zeroshot
+    from pathlib import Path
 
+    from hyvl.errors import DataError
+    from hyvl.evaluation.zeroshot import chance_warnings, evaluate_zeroshot
+
+    if args.hierarchy and not Path(args.hierarchy).is_file():  # before the model is loaded
+        raise DataError(f"--hierarchy {args.hierarchy}: no such file")
     res, main = _evaluate(
-        args, evaluate_zeroshot, args.data, classnames=args.classnames, templates=args.templates
+        args,
+        evaluate_zeroshot,
+        args.data,
+        classnames=args.classnames,
+        templates=args.templates,
+        hierarchy=args.hierarchy,
     )
-    if main and res["num_predicted_classes"] == 1 and res["num_classes"] > 1:
-        print(degenerate_warning(res), file=sys.stderr)
-    return _report(args, main, _metric_rows(res), f"zero-shot: {args.data}", res)
+    if main:
+        if res["num_predicted_classes"] == 1 and res["num_classes"] > 1:
+            print(degenerate_warning(res), file=sys.stderr)
+        for line in chance_warnings(res):
+            print(line, file=sys.stderr)
+    rows = [r for r in _metric_rows(res) if r["metric"] != "hierarchy"]
+    if main:
+        print_table(rows, title=f"zero-shot: {args.data}")
+        for table, title in breakdown_tables(res):
+            print()
+            print_table(table, title=title)
+        print(skipped_line(res.get("skipped")))
+        if args.json:
+            write_json(args.json, res)
+    return 0
+
+
+# More classes than this: the per-class table shows the lowest ones (all are in --json).
+MAX_CLASS_ROWS = 50
+
+
+def breakdown_tables(res: dict) -> list[tuple[list[dict], str]]:
+    """(rows, title) of the per-family table (with a hierarchy) and the per-class one."""
+    tables = []
+    if res.get("per_family"):
+        stats = res["family_stats"]
+        rows = [
+            {
+                "family": family,
+                "top1 %": top1,
+                "chance %": stats[family]["chance"],
+                "classes": stats[family]["num_classes"],
+                "images": stats[family]["num_samples"],
+                "at chance": "yes" if stats[family]["at_chance"] else "",
+            }
+            for family, top1 in res["per_family"].items()
+        ]
+        tables.append((rows, f"zero-shot per family (hierarchy: {res.get('hierarchy')})"))
+    per_class = list(res.get("per_class", {}).items())
+    title = "zero-shot per class"
+    if len(per_class) > MAX_CLASS_ROWS:
+        per_class = sorted(per_class, key=lambda kv: kv[1])[:MAX_CLASS_ROWS]
+        title += f": the {MAX_CLASS_ROWS} lowest of {len(res['per_class'])} (all in --json)"
+    if per_class:
+        tables.append(([{"class": c, "top1 %": v} for c, v in per_class], title))
+    return tables
 
 
 def degenerate_warning(res: dict) -> str:

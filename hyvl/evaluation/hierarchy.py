@@ -15,70 +15,13 @@ its LCA adds 1 for the leaf, so even a correct prediction has LCA 1) for compari
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
 from hyvl.errors import DataError
+from hyvl.evaluation.taxonomy import Hierarchy
 
-
-class Hierarchy:
-    """A directed is-a graph over class names (a tree or a DAG)."""
-
-    def __init__(self, edges: list[tuple[str, str]]):
-        self.parents: dict[str, set[str]] = defaultdict(set)
-        self.neighbours: dict[str, set[str]] = defaultdict(set)
-        for parent, child in edges:
-            self.parents[child].add(parent)
-            self.neighbours[parent].add(child)
-            self.neighbours[child].add(parent)
-        self._anc: dict[str, frozenset[str]] = {}
-
-    @classmethod
-    def from_tsv(cls, path: str | Path) -> Hierarchy:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: no such hierarchy file")
-        edges = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip() or line.startswith("#"):
-                continue
-            parts = line.split("\t")
-            if len(parts) != 2 or not all(p.strip() for p in parts):
-                raise DataError(f"{path}:{n}: expected 'parent<TAB>child', got {line!r}")
-            edges.append((parts[0].strip(), parts[1].strip()))
-        return cls(edges)
-
-    def __contains__(self, node: str) -> bool:
-        return node in self.neighbours
-
-    def ancestors(self, node: str) -> frozenset[str]:
-        """Every proper ancestor of ``node`` (all the way to the root(s))."""
-        if node not in self._anc:
-            seen: set[str] = set()
-            todo = list(self.parents.get(node, ()))
-            while todo:
-                p = todo.pop()
-                if p not in seen:
-                    seen.add(p)
-                    todo.extend(self.parents.get(p, ()))
-            self._anc[node] = frozenset(seen)
-        return self._anc[node]
-
-    def path_length(self, a: str, b: str) -> int:
-        """Shortest path between two nodes, edges taken in both directions (BFS)."""
-        if a == b:
-            return 0
-        seen, queue = {a}, deque([(a, 0)])
-        while queue:
-            node, d = queue.popleft()
-            for nxt in self.neighbours[node]:
-                if nxt == b:
-                    return d + 1
-                if nxt not in seen:
-                    seen.add(nxt)
-                    queue.append((nxt, d + 1))
-        raise DataError(f"hierarchy: {a!r} and {b!r} are not connected")
+__all__ = ["Hierarchy", "convert_isa", "evaluate_hierarchy", "hierarchy_metrics"]
 
 
 def hierarchy_metrics(

@@ -1,7 +1,9 @@
-"""Zero-shot classification: prompt-ensembled class embeddings, top-1 / top-5 / mean per class."""
+"""Zero-shot classification: prompt-ensembled class embeddings, top-1 / top-5 / mean per class,
+top-1 per class and, with a class hierarchy, per family (with a warning at chance)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,12 @@ from hyvl.errors import DataError
 from hyvl.evaluation.discover import file_samples
 from hyvl.evaluation.embed import Shard, embed_images, encoding, progress, similarity
 from hyvl.evaluation.files import ImageFiles, drop_skipped, gather_counts, merge_counts
+from hyvl.evaluation.taxonomy import class_families, find_hierarchy
 from hyvl.evaluation.templates import read_lines, resolve_templates
+
+# A family is "at chance" when its top-1 is not above 1 / (its number of classes) at this
+# level of a one-sided exact binomial test (see :func:`family_breakdown`).
+CHANCE_LEVEL = 0.05
 
 
 @torch.no_grad()
@@ -56,6 +63,79 @@ def _accuracies(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         "top5": 100.0 * float(top5),
         "mean_per_class": 100.0 * float(per_class[present].mean()),
     }
+
+
+def family_breakdown(
+    predicted: torch.Tensor,
+    labels: torch.Tensor,
+    classnames: list[str],
+    families: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Top-1 per class and per family, and the families where the model is at chance.
+
+    predicted, labels: (N,) class indices. Returns ``{"per_class": {class: top1}}`` (percent,
+    classes with at least one image, in label order) and, with ``families`` (``{class:
+    family}``), ``"per_family": {family: top1}`` (over the family's images),
+    ``"family_stats": {family: {"num_classes", "num_samples", "chance", "p_value",
+    "at_chance"}}`` and ``"families_at_chance"`` (their names).
+
+    At chance, honestly: a family of k classes is at chance when its top-1 is not above 1/k,
+    what naming a random class OF THE FAMILY scores, at the 5% level of a one-sided exact
+    binomial test (``p_value`` = P(at least that many correct | n images, 1/k)). The bar is
+    deliberately the family's own chance, not 1/(all classes): a model that tells the families
+    apart but no class inside one is at chance on it. Families of one class are never flagged.
+    """
+    from scipy.stats import binom
+
+    c = len(classnames)
+    counts = torch.bincount(labels, minlength=c)
+    hits = torch.bincount(labels[predicted == labels], minlength=c)
+    out: dict[str, Any] = {
+        "per_class": {
+            classnames[i]: 100.0 * hits[i].item() / counts[i].item()
+            for i in range(c)
+            if counts[i] > 0
+        }
+    }
+    if families is None:
+        return out
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(classnames):
+        members.setdefault(families[name], []).append(i)
+    per_family, stats = {}, {}
+    for family, idx in members.items():
+        n, k = int(counts[idx].sum()), int(hits[idx].sum())
+        if n == 0:
+            continue
+        per_family[family] = 100.0 * k / n
+        p_value = float(binom.sf(k - 1, n, 1.0 / len(idx)))
+        stats[family] = {
+            "num_classes": len(idx),
+            "num_samples": n,
+            "chance": 100.0 / len(idx),
+            "p_value": p_value,
+            "at_chance": len(idx) > 1 and p_value > CHANCE_LEVEL,
+        }
+    out.update(
+        per_family=per_family,
+        family_stats=stats,
+        families_at_chance=[f for f, v in stats.items() if v["at_chance"]],
+    )
+    return out
+
+
+def chance_warnings(result: dict[str, Any]) -> list[str]:
+    """One warning line per family where a zero-shot result is at chance (family_breakdown)."""
+    lines = []
+    for family in result.get("families_at_chance") or []:
+        v = result["family_stats"][family]
+        lines.append(
+            f"warning: zero-shot at chance on the family {family!r}: top-1 {result['per_family'][family]:.1f}"
+            f"% over {v['num_samples']} images of its {v['num_classes']} classes, not above its "
+            f"chance of {v['chance']:.1f}% (one-sided binomial test, p = {v['p_value']:.2g} > "
+            f"{CHANCE_LEVEL})"
+        )
+    return lines
 
 
 def _torchvision_dataset(spec: str, preprocess):
@@ -194,10 +274,18 @@ def evaluate_zeroshot(
     shard: Shard | None = None,
     workers: int = 0,
     precision: str = "fp32",
+    hierarchy=None,
 ) -> dict[str, Any]:
     """Zero-shot accuracy on ``data`` -> ``{"top1", "top5", "mean_per_class", "num_samples",
-    "num_classes", "num_predicted_classes"}`` in percent (docs/contract.md); the last counts the
-    classes predicted at least once (1 = the model answers one class for every image).
+    "num_classes", "num_predicted_classes", "per_class"}`` in percent (docs/contract.md); the
+    last count is of the classes predicted at least once (1 = the model answers one class for
+    every image); ``per_class`` is ``{class: top1}``.
+
+    ``hierarchy`` (a ``parent<TAB>child`` file or a
+    :class:`~hyvl.evaluation.taxonomy.Hierarchy`; by default ``hierarchy.tsv`` in or beside an
+    image folder, as the demo worlds ship it) adds ``per_family: {family: top1}``,
+    ``families_at_chance`` and ``hierarchy`` (where it came from); see
+    :func:`family_breakdown` for families and for what "at chance" means.
 
     ``shard`` (e.g. ``Shard.from_accelerate()`` under torchrun): the processes split the
     class texts and the image batches and every process returns the one-process result.
@@ -214,6 +302,16 @@ def evaluate_zeroshot(
 
         templates = folder_templates(folder, sorted(p.name for p in folder.iterdir() if p.is_dir()))
     templates = resolve_templates(templates, folder)
+    tree, tree_source = find_hierarchy(hierarchy, folder)
+    families = None
+    if tree is not None:
+        try:
+            families = class_families(tree, names, tree_source)
+        except DataError as err:
+            if hierarchy is not None:  # asked for: an error; found beside the data: a warning
+                raise
+            print(f"hyvl: warning: {err}; no per-family figures", file=sys.stderr)
+            tree = None
     was_training = model.training
     model.eval()
     try:
@@ -238,6 +336,9 @@ def evaluate_zeroshot(
         num_predicted_classes=int(predicted.unique().numel()),
         skipped=skipped,
     )
+    result.update(family_breakdown(predicted, labels, names, families))
+    if tree is not None:
+        result["hierarchy"] = tree_source
     if return_predictions:
         result["_predictions"] = predicted
         result["_labels"] = labels

@@ -263,6 +263,24 @@ def table_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
     return rows
 
 
+def family_rows(results: dict[str, dict]) -> list[dict[str, Any]]:
+    """One row per model: zero-shot top-1 per family (the world's hierarchy.tsv), with
+    ``(at chance)`` where the model is at chance on that family (see
+    :func:`hyvl.evaluation.zeroshot.family_breakdown`)."""
+    rows = []
+    for kind, res in results.items():
+        zs = res["zeroshot"]
+        if not zs.get("per_family"):
+            continue
+        row: dict[str, Any] = {"model": kind}
+        for family, top1 in zs["per_family"].items():
+            chance = zs["family_stats"][family]["chance"]
+            flag = " (at chance)" if family in zs.get("families_at_chance", []) else ""
+            row[f"{family} (chance {chance:.0f})"] = f"{top1:.2f}{flag}"
+        rows.append(row)
+    return rows
+
+
 def public_json(results: dict[str, dict]) -> dict[str, Any]:
     """The demo JSON (docs/contract.md): one object for one model, one per model name for several."""
     clean = {

@@ -118,6 +118,7 @@ def evaluate(model: nn.Module, tokenizer: Any, cfg: RunConfig, shard: Any = None
                 tokenizer,
                 cfg.eval.zeroshot,
                 templates=cfg.eval.templates or None,
+                hierarchy=cfg.eval.hierarchy or None,
                 batch_size=batch_size,
                 shard=shard,
                 precision=precision,

@@ -95,6 +95,15 @@ def check_eval_paths(cfg: RunConfig) -> None:
                 f"eval.retrieval={spec!r}: the images folder {_where(images)} beside it is "
                 f"missing; {skip}"
             )
+    if cfg.eval.hierarchy:
+        from hyvl.errors import DataError
+        from hyvl.evaluation.taxonomy import Hierarchy
+
+        _readable_file("eval.hierarchy", cfg.eval.hierarchy, "or set eval.hierarchy=''")
+        try:
+            Hierarchy.from_tsv(cfg.eval.hierarchy)
+        except DataError as err:
+            raise ConfigError(f"eval.hierarchy: {err}") from None
     if cfg.eval.templates:
         from hyvl.evaluation.templates import BUILTIN
 
