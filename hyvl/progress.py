@@ -38,8 +38,9 @@ class LogLines(tqdm):
         super().close()
 
 
-def progress_bar(iterable=None, **kwargs):
-    """``tqdm(iterable, **kwargs)`` on a terminal, :class:`LogLines` elsewhere."""
+def progress_bar(iterable=None, *, log_format: str | None = None, **kwargs):
+    """``tqdm(iterable, **kwargs)`` on a terminal, :class:`LogLines` elsewhere (with
+    ``log_format`` as its ``bar_format`` when given)."""
     stream = kwargs.get("file") or sys.stderr
     isatty = getattr(stream, "isatty", None)
     if isatty is not None and isatty():
@@ -47,5 +48,7 @@ def progress_bar(iterable=None, **kwargs):
     kwargs.pop("dynamic_ncols", None)
     kwargs.setdefault("mininterval", float(os.environ.get("HYVL_PROGRESS_INTERVAL", "30")))
     kwargs.setdefault("bar_format", LOG_FORMAT)
+    if log_format:
+        kwargs["bar_format"] = log_format
     kwargs["file"] = stream
     return LogLines(iterable, **kwargs)

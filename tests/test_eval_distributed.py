@@ -261,6 +261,12 @@ def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, 
     periodic = json.loads(lines[0])
     assert periodic["step"] == 2
     assert periodic["zeroshot"]["num_samples"] == 24  # all of it, not one process's share
+    # per family, from the world's hierarchy.tsv beside its zero-shot folder
+    assert set(periodic["zeroshot"]["per_family"]) == {"round shape", "polygon"}
+    # the end of the run shows (and its summary holds) that evaluation and where it ran
+    assert summary["eval"] == periodic and "last evaluation (step 2" in done.stdout
+    assert "family 'polygon' top-1 %" in done.stdout
+    assert summary["runtime"]["world_size"] == 2 and "(CPU), fp32, 2 processes" in done.stderr
     assert periodic["retrieval"]["num_texts"] == 20
 
     # The export written at step 2 holds the weights that were evaluated: `hyvl eval` of it

@@ -4,6 +4,7 @@ non-finite steps, config errors."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,9 +117,13 @@ def test_cli_run_then_kill_during_checkpoint_and_resume_exactly(tmp_path, demo_d
     finally:
         torch.set_num_threads(threads)
     done = capsys.readouterr()
-    # progress bar shows the loss terms, lr, curvature, logit scale, throughput, skips
-    for key in ("loss=", "lr=", "curv=", "logit_scale=", "samples_per_s=", "skipped_samples="):
-        assert key in done.err
+    # the progress line: step, loss, lr and health first (the rest is in metrics.jsonl)
+    assert re.search(r"train 6/6, loss \d\.\d{4}, lr \d\.\d\de-\d\d, health ok", done.err)
+    # where it ran: said at start, recorded in the run's marker and its checkpoints
+    assert "hyvl train: on cpu (CPU), fp32, 1 process" in done.err
+    runtime = json.loads((reference / ".hyvl-run").read_text())["runtime"]
+    assert (runtime["device"], runtime["precision"], runtime["world_size"]) == ("cpu", "fp32", 1)
+    assert ckpt.read_meta(reference / "checkpoints" / "step_0000006")["runtime"]["device"] == "cpu"
     assert load_run_config(reference / "config.yaml").train.max_steps == 6
     assert list(reference.rglob("events.out.tfevents.*")), "tensorboard tracker wrote nothing"
     ref = read_metrics(reference)
@@ -128,6 +133,11 @@ def test_cli_run_then_kill_during_checkpoint_and_resume_exactly(tmp_path, demo_d
     model, preprocess, tokenizer = hyvl.load(reference)
     emb = model.encode_text(tokenizer(["a cat"]))
     assert emb.shape[0] == 1 and torch.isfinite(emb).all()
+    # a rerun of the finished run trains nothing and says its last loss (it said "n/a")
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert f"is at step 6 already; last loss {ref[-1]['loss']:.4f} (step 6)" in again
+    assert "health: healthy" in again
 
     resumed = run_train(config, crashed, overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -242,13 +252,36 @@ def test_nonfinite_loss_skips_steps_then_stops(tmp_path, demo_data, monkeypatch)
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
-def test_progress_bar_shows_nan_losses_but_not_missing_curvature():
-    from hyvl.train.records import postfix
+def test_progress_line_puts_step_loss_lr_and_health_first_within_80_columns():
+    from tqdm import tqdm
 
-    record = {"step": 3, "loss": None, "contrastive_image_text": 1.0, "lr": 1e-3, "curv": None}
-    shown = postfix({**record, "logit_scale": 14.2})
-    assert shown == {"loss": "nan", "lr": "1.00e-03", "logit_scale": "14.2000"}
-    assert postfix({**record, "curv": 0.9})["curv"] == "0.9000"
+    from hyvl.train.console import BAR_FORMAT, MAX_COLUMNS, progress_fields
+
+    record = {"step": 3, "loss": 4.1234, "contrastive_image_text": 1.0, "lr": 1e-3, "curv": 0.9}
+    assert progress_fields({**record, "health": "ok"}) == "loss 4.1234, lr 1.00e-03, health ok"
+    assert progress_fields({**record, "loss": None}) == "loss nan, lr 1.00e-03"  # non-finite
+    # a long run with two open problems still fits, bar and times included
+    fields = progress_fields({**record, "health": "collapse, frozen_text"})
+    line = tqdm.format_meter(
+        123456, 500000, 98765.4, ncols=MAX_COLUMNS, prefix="train", postfix=fields,
+        bar_format=BAR_FORMAT,
+    )  # fmt: skip
+    assert line.startswith(f"train 123456/500000, {fields} |") and len(line) <= MAX_COLUMNS
+
+
+def test_start_line_names_device_precision_and_what_the_recipe_asked_in_vain():
+    from hyvl.train.console import runtime, start_line
+
+    cpu = SimpleNamespace(device=torch.device("cpu"), num_processes=2)
+    asked = load_run_config(None, ["train.cpu=false", "train.mixed_precision=fp16"])
+    info = runtime(cpu, asked)
+    assert (info["device"], info["precision"], info["world_size"]) == ("cpu", "fp32", 2)
+    assert start_line(info) == (
+        "hyvl train: on cpu (CPU), fp32, 2 processes (train.cpu=false but no GPU is visible; "
+        "train.mixed_precision=fp16 has no effect here)"
+    )
+    bf16 = runtime(cpu, load_run_config(None, ["train.cpu=true", "train.mixed_precision=bf16"]))
+    assert start_line(bf16) == "hyvl train: on cpu (CPU), bf16, 2 processes"
 
 
 @pytest.mark.parametrize("accum", [1, 2])

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from hyvl.cli.common import add_json_arg, write_json
+from hyvl.cli.common import add_json_arg, print_table, write_json
 
 EPILOG = """\
 examples:
@@ -58,8 +58,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_json_arg(
         p,
-        "the final summary: step, export, last metrics, seconds, skipped by reason, health "
-        "(and stopped, when train.on_collapse=stop ended the run)",
+        "the final summary: step, export, last metrics, the last evaluation (eval), where it "
+        "ran (runtime: device, precision, world size), seconds, skipped by reason, health (and "
+        "stopped, when train.on_collapse=stop ended the run)",
     )
     p.add_argument(
         "overrides",
@@ -122,16 +123,7 @@ def run(args: argparse.Namespace) -> int:
         raise hinted from err
     if int(os.environ.get("RANK", "0")) != 0:  # several processes: the main one reports
         return 0
-    last = summary["last"]
-    loss = last.get("loss")
-    loss_text = f"{loss:.4f}" if isinstance(loss, float) else "n/a"
-    skipped = summary["skipped"]
-    skipped_text = ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else "none"
-    print(
-        f"trained {summary['step']} steps in {summary['seconds']:.0f} s; last loss {loss_text}; "
-        f"skipped samples: {skipped_text}; export: {summary['export']}"
-    )
-    print(f"health: {summary['health']}")
+    print_summary(summary, args.output_dir)
     write_json(args.json, summary)
     return 0
 
@@ -141,3 +133,31 @@ def _last_barrier() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def print_summary(summary: dict, output_dir: str) -> None:
+    """The end of a run: steps, last loss, skips, export; the last evaluation as a table; health."""
+    from hyvl.train.console import evaluation_rows
+
+    last = summary["last"]
+    loss = last.get("loss")
+    loss_text = f"{loss:.4f} (step {last['step']})" if isinstance(loss, float) else "none logged"
+    skipped = summary["skipped"]
+    skipped_text = ", ".join(f"{k} {v}" for k, v in skipped.items()) if skipped else "none"
+    runtime = summary.get("runtime") or {}
+    where = f"{runtime.get('device')}, {runtime.get('precision')}" if runtime else "?"
+    done = summary["step"] - summary.get("started_at_step", 0)
+    if done == 0:
+        head = f"nothing to train: {output_dir} is at step {summary['step']} already"
+    else:
+        start = summary.get("started_at_step", 0)
+        head = f"trained {done} steps" + (f" (from step {start})" if start else "")
+        head += f" in {summary['seconds']:.0f} s on {where}"
+    print(
+        f"{head}; last loss {loss_text}; skipped samples: {skipped_text}; export: {summary['export']}"
+    )
+    evaluation = summary.get("eval") or {}
+    rows = evaluation_rows(evaluation)
+    if rows:
+        print_table(rows, title=f"last evaluation (step {evaluation.get('step')}, eval.jsonl)")
+    print(f"health: {summary['health']}")

@@ -237,6 +237,7 @@ def save_checkpoint(
             "processes": processes,
             "box_towers": state.box_towers,
             "config": to_dict(state.cfg),  # what resume compares the next settings against
+            "runtime": getattr(state, "runtime", None) or None,  # device, precision, processes
             "files": _fsync_tree(tmp),
         }
         write_meta(tmp, meta)

@@ -31,7 +31,8 @@ Two pure pieces, so each can be tested on constructed cases without a training r
       clamps it back after every step (it is free to leave as soon as the gradient turns).
 
 The trainer logs the stats and ``health`` (``"ok"`` or the names of the open problems) in
-``metrics.jsonl`` and prints one plain line on stderr when a problem appears.
+``metrics.jsonl``, shows ``health`` on the progress line and prints one plain line on stderr
+when a problem appears; the run's summary says ``healthy``, or names each problem.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ CONE_PAIRS = (
     ("box_image", "image"),
     ("box_text", "text"),
 )
+
+
+# The problems in words, for people (``health`` in metrics.jsonl keeps the names).
+PROBLEM_WORDS = {
+    "collapse": "collapse",
+    "frozen_text": "frozen text side",
+    "entailment_dead": "dead entailment",
+    "clamp": "a scalar at its clamp",
+}
 
 
 @dataclass(frozen=True)
@@ -254,11 +264,15 @@ class HealthMonitor:
         return self._streaks.get("collapse", _Streak()).since
 
     def summary(self) -> str:
-        """One sentence for the end of a run."""
+        """For the end of a run: ``healthy``, or ``unhealthy:`` and each problem in words
+        with the step it appeared (and which still hold)."""
         if not self.problems:
-            return "healthy: no collapse, frozen text side, dead entailment or clamped scalar"
-        parts = [f"{name} from step {step}" for name, (step, _) in self.problems.items()]
-        still = f" (still: {self.status})" if self.open else " (recovered since)"
+            return "healthy"
+        parts = [
+            f"{PROBLEM_WORDS[name]} from step {step}" for name, (step, _) in self.problems.items()
+        ]
+        open_words = ", ".join(PROBLEM_WORDS[name] for name in sorted(self.open))
+        still = f" (still: {open_words})" if self.open else " (recovered since)"
         return "unhealthy: " + "; ".join(parts) + still
 
 
@@ -377,17 +391,3 @@ class TrainingHealth:
             f"began at step {since}): {where(healthy)}; {resume}",
             report,
         )
-
-
-def postfix(record: dict) -> dict[str, str]:
-    """Compact progress-bar fields: loss / ln B, spread and d0 as image/text, cone share."""
-    out = {"health": str(record.get("health", "ok"))}
-    if record.get("loss_over_ln_b") is not None:
-        out["loss/lnB"] = f"{record['loss_over_ln_b']:.3f}"
-    for key in ("spread", "d0"):
-        values = [record.get(f"{key}_{m}") for m in ("image", "text")]
-        if all(v is not None for v in values):
-            out[f"{key}(i/t)"] = "/".join(f"{v:.3g}" for v in values)
-    if record.get("in_cone") is not None:
-        out["in_cone"] = f"{record['in_cone']:.2f}"
-    return out

@@ -24,13 +24,19 @@ from hyvl.errors import ConfigError, DataError, HyvlError
 from hyvl.io import write_text
 from hyvl.train import box_towers as towers
 from hyvl.train import checkpoint as ckpt
+from hyvl.train import console
 from hyvl.train.health import CollapseError, TrainingHealth
 from hyvl.train.lock import RunLock
 from hyvl.train.periodic import export_model, full_model, periodic_eval
 from hyvl.train.preempt import Interrupted, StopSignals, exit_code
 from hyvl.train.preflight import preflight
 from hyvl.train.records import RunLog, check_trackers, scalar, step_record, truncate_jsonl
-from hyvl.train.rundir import check_output_dir, prepare_output_dir, record_box_towers
+from hyvl.train.rundir import (
+    check_output_dir,
+    prepare_output_dir,
+    record_box_towers,
+    record_runtime,
+)
 from hyvl.train.state import (
     TrainState,
     build_loader,
@@ -55,9 +61,12 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
     """Train ``cfg`` into ``output_dir``; resumes automatically from its latest checkpoint.
 
     ``overwrite``: accept an output directory hyvl did not make (see :mod:`hyvl.train.rundir`).
-    Returns a summary: ``{"step", "export", "last": <last logged metrics>, "seconds",
-    "skipped": {reason: samples}, "health", "box_towers"}`` (the arrangement used); ``skipped`` (and metrics.jsonl's
-    ``skipped_samples``) add up every process's skips (each reads its own shards).
+    Returns a summary: ``{"step", "started_at_step", "export", "last": <last logged metrics>,
+    "eval": <the last evaluation, as in eval.jsonl>, "runtime": <device, precision, world
+    size>, "seconds", "skipped": {reason: samples}, "health", "box_towers"}`` (the arrangement
+    used); ``skipped`` (and metrics.jsonl's ``skipped_samples``) add up every process's skips
+    (each reads its own shards). A rerun of a finished run takes ``last`` and ``eval`` from
+    the run's metrics.jsonl and eval.jsonl.
     ``train.on_collapse=stop`` raises :class:`~hyvl.train.health.CollapseError` with that
     summary plus ``stopped`` (the last healthy checkpoint...), also written to ``stopped.json``.
     """
@@ -100,7 +109,12 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     accelerator.wait_for_everyone()
 
     state = build_state(cfg, accelerator, build_model_and_objective)
+    state.runtime = console.runtime(accelerator, cfg)
+    accelerator.print(console.start_line(state.runtime), file=sys.stderr)
     resume(state, output_dir, changes)
+    started_at_step = state.step
+    if state.is_main:
+        record_runtime(output_dir, {**state.runtime, "started_at_step": state.step})
     state.model.clamp_scalars_()  # in bounds from the first step (a checkpoint of an older hyvl)
     loader = build_loader(state)
     batches = iter(loader)
@@ -110,15 +124,21 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     do_eval = bool(cfg.eval.zeroshot or cfg.eval.retrieval) and tcfg.eval_every > 0
     nonfinite_in_row = 0
     last_record: dict[str, Any] = {}
+    last_eval: dict[str, Any] = {}
     window_start, window_samples = time.perf_counter(), 0
     arrangement = None  # how train.box_towers resolved (hyvl.train.box_towers), at batch one
     state.module.train()
 
     def summary() -> dict[str, Any]:  # a collective (skips over processes): every process
+        # a rerun of a finished run logs nothing: its last loss and evaluation are in its files
+        logged, evaluated = console.last_records(output_dir) if state.is_main else ({}, {})
         return {
             "step": state.step,
+            "started_at_step": started_at_step,
             "export": str(output_dir / "export"),
-            "last": last_record,
+            "last": last_record or logged,
+            "eval": last_eval or evaluated,
+            "runtime": state.runtime,
             "seconds": time.perf_counter() - started,
             "skipped": sum_counts(from_every_process(accelerator, loader.skipped())),
             "health": health.monitor.summary(),
@@ -211,7 +231,10 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
                 )
 
             if do_eval and (state.step % tcfg.eval_every == 0 or last):
-                log.eval(state.step, periodic_eval(state))
+                last_eval = {"step": state.step, **periodic_eval(state)}
+                log.eval(state.step, last_eval)
+                for line in console.chance_warnings(last_eval.get("zeroshot") or {}):
+                    accelerator.print(f"hyvl train: step {state.step}: {line}", file=sys.stderr)
 
             if state.step % tcfg.checkpoint_every == 0 or last:
                 # a collapse building: the last healthy checkpoint outlives keep_last

@@ -16,7 +16,7 @@ import torch
 
 from hyvl.config import RunConfig, to_dict
 from hyvl.errors import ConfigError
-from hyvl.train.health import postfix as health_postfix
+from hyvl.train import console
 from hyvl.train.step import SCALARS
 
 # Tracker name (accelerate's) -> the package it needs; without it accelerate fails late or
@@ -142,12 +142,15 @@ class RunLog:
         self.evals = None
         if self.trackers:
             self.accelerator.init_trackers("hyvl", config=flat_hparams(state.cfg))
+        # step, loss, lr and health first, within 80 columns (hyvl.train.console)
         self.bar = progress_bar(
             total=state.cfg.train.max_steps,
             initial=state.step,
             disable=not self.main,
             desc="train",
-            dynamic_ncols=True,
+            ncols=console.bar_columns(),
+            bar_format=console.BAR_FORMAT,
+            log_format=console.LOG_FORMAT,
             file=sys.stderr,
         )
 
@@ -155,7 +158,7 @@ class RunLog:
         if self.main:
             self.metrics.write(json.dumps(record) + "\n")
             self.metrics.flush()
-            self.bar.set_postfix({**postfix(record), **health_postfix(record)}, refresh=False)
+            self.bar.set_postfix_str(console.progress_fields(record), refresh=False)
         if self.trackers:
             numbers = {k: v for k, v in record.items() if isinstance(v, (int, float))}
             self.accelerator.log(numbers, step=record["step"])
@@ -173,31 +176,3 @@ class RunLog:
                 f.close()
         if self.trackers:
             self.accelerator.end_training()
-
-
-def postfix(record: dict[str, Any]) -> dict[str, str]:
-    """The bar shows the totals (loss, contrastive, entail), lr, curvature, logit scale,
-    samples/s and skipped samples; the per-direction terms (``contrastive_image_text``, ...)
-    would wrap the line several times, so they go to metrics.jsonl only."""
-    keys = [
-        k
-        for k in record
-        if k not in ("step", "optimizer_stepped", "grad_norm")
-        and not k.startswith(("contrastive_", "entail_", "spread_", "d0_", "in_cone", "health"))
-        and k != "loss_over_ln_b"
-        and not isinstance(record[k], (dict, list, str))
-    ]
-    out = {}
-    for key in keys:
-        value = record[key]
-        if value is None and key in SCALARS:
-            continue  # the model has none (CLIP has no curvature): nothing to show
-        if value is None:
-            out[key] = "nan"  # a non-finite loss, stored as null in metrics.jsonl
-        elif key == "lr":
-            out[key] = f"{value:.2e}"
-        elif key in ("samples_per_s", "skipped_samples"):
-            out[key] = f"{value:.0f}"
-        else:
-            out[key] = f"{value:.4f}"
-    return out

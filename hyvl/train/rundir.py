@@ -245,6 +245,15 @@ def prepare_output_dir(output_dir: Path, cfg: RunConfig, changes: dict[str, list
     os.replace(tmp, config)
 
 
+def record_runtime(output_dir: Path, info: dict[str, Any]) -> None:
+    """Keep where the run runs (device, precision, processes) in the marker, and where each
+    start of it ran (``runtime_history``, one entry per start with the step it started at)."""
+    marker = read_marker(output_dir) or {"created_by": "hyvl train"}
+    marker["runtime"] = info
+    marker["runtime_history"] = [*marker.get("runtime_history", []), info][-20:]
+    write_marker(output_dir, marker)
+
+
 def record_box_towers(output_dir: Path, info: dict[str, Any]) -> None:
     """Keep how ``train.box_towers`` was resolved (:mod:`hyvl.train.box_towers`) in the marker."""
     marker = read_marker(output_dir) or {"created_by": "hyvl train"}

@@ -33,7 +33,8 @@ class TrainState:
     :attr:`model` unwrap it. ``data_position`` counts the loader items consumed (one per
     raw batch read, usable or not), which is where a resumed stream restarts; ``skipped``
     the samples its loader skipped, by reason (this process's); ``box_towers`` the tower
-    arrangement the steps use (:mod:`hyvl.train.box_towers`), None until the first batch.
+    arrangement the steps use (:mod:`hyvl.train.box_towers`), None until the first batch;
+    ``runtime`` where the run runs: device, precision, processes (:func:`~hyvl.train.console.runtime`).
     """
 
     cfg: RunConfig
@@ -46,6 +47,7 @@ class TrainState:
     data_position: int = 0
     skipped: dict = field(default_factory=dict)  # samples skipped so far, by reason
     box_towers: str | None = None  # the arrangement in use (a checkpoint's, on resume)
+    runtime: dict = field(default_factory=dict)  # device, precision, world size
 
     @property
     def train_module(self) -> TrainModule:
