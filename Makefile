@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hyvl-installed
 DOCS_STAMP := $(VENV)/.hyvl-docs-installed
 
-.PHONY: venv demo test lint bench docs clean
+.PHONY: venv demo test lint dupes bench docs clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hyvl tests tools && $(BIN)/ruff format --check hyvl tests tools
+
+# Copied blocks of 12 or more lines (comments, docstrings and imports aside) across hyvl, tools
+# and tests: pylint's duplicate-code check alone (settings in pyproject.toml).
+dupes: $(STAMP)
+	$(BIN)/pylint --disable=all --enable=duplicate-code --score=n hyvl tools tests
 
 bench: $(STAMP)
 	$(BIN)/python tools/bench.py --quick
