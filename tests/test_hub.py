@@ -80,7 +80,9 @@ def test_export_hub_folder_from_a_training_run_has_its_data_and_metrics(export, 
     (run / "config.yaml").write_text(
         "data:\n  train_shards: shards/train-{000..009}.tar\ntrain:\n  max_steps: 40\n"
     )
-    evals = [{"step": 20, "zeroshot": {"top1": 10.0}}, {"step": 40, "zeroshot": {"top1": 31.25}}]
+    per_class = {f"class {i}": 10.0 * i for i in range(8)}  # not listed on the card
+    last = {"top1": 31.25, "per_class": per_class, "per_family": {"things": 31.25}}
+    evals = [{"step": 20, "zeroshot": {"top1": 10.0}}, {"step": 40, "zeroshot": last}]
     (run / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evals))
     out = tmp_path / "hub"
     assert main(["export", "hub", "--checkpoint", str(run), "--out", str(out)]) == 0
@@ -92,6 +94,7 @@ def test_export_hub_folder_from_a_training_run_has_its_data_and_metrics(export, 
     card = (out / "README.md").read_text()
     assert "- training shards: `shards/train-{000..009}.tar`" in card
     assert "| zeroshot/top1 | 31.25 |" in card and "| step | 40 |" in card
+    assert "| zeroshot/per_family/things | 31.25 |" in card and "class 7" not in card
     model, _, _ = hyvl.load(out)
     assert model.geometry == "lorentz"
     assert main(["export", "hub", "--checkpoint", str(run), "--out", str(out)]) == 2  # not empty
