@@ -104,3 +104,8 @@ def test_open_clip_train_log_lines_give_step_loss_and_scale(parity):
         "(3.5) Loss: 3.0012 (3.5)\n"
     )
     assert module.parse_openclip_log(text, batch=64) == [(1, 4.1589, 14.286), (20, 3.0012, 15.002)]
+    # a run whose loss returns to ln B and stays there is named, one that learns is not
+    ln_b = 4.1589
+    collapsed = [(10, 3.9, 14.0), (20, 4.158, 14.0), (30, 4.159, 14.0), (40, 4.157, 14.0)]
+    assert module.stuck_from(collapsed, batch=64) == 20
+    assert module.stuck_from([(10, ln_b, 14.0), (20, 3.5, 14.0)], batch=64) is None

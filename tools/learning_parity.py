@@ -54,10 +54,12 @@ DIFFERENCES = [
     "open_clip_train's ResampledShards2 (--dataset-resampled) and its 5000-sample buffer. Same "
     "shards, same number of samples per step, different order.",
     "random streams: the same seed number, consumed by different code, so initial weights and "
-    "the random crops differ between the trainers (seed noise, measured over the seeds).",
-    "visual projection init: hyvl draws N(0, width^-0.5), open_clip's TimmModel head is "
-    "nn.Linear's default (uniform, std (3 width)^-0.5). The text projection is N(0, width^-0.5) "
-    "in both; both towers are the same timm ViT and open_clip text transformer otherwise.",
+    "the random crops differ between the trainers (seed noise, measured over the seeds); "
+    "--same-init starts both from open_clip's initial weights at each seed.",
+    "visual projection init (without --same-init): hyvl draws N(0, width^-0.5) (MERU's), "
+    "open_clip's TimmModel head is nn.Linear's default (uniform, std (3 width)^-0.5). The text "
+    "projection is N(0, width^-0.5) in both; the towers are the same timm ViT and open_clip "
+    "text transformer, initialised by the same code.",
     "logit scale: open_clip clamps the parameter in place to [0, ln 100] after each step; "
     "hyvl clamps where the loss uses it (max 100). Neither run comes near 100 (the curves "
     "table prints the final scale).",
@@ -211,9 +213,10 @@ def _run(cmd: list[str], log: Path, threads: int) -> None:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}); {log}:\n{tail}")
 
 
-def train_hyvl(recipe, overrides, shards, run: Path, seed: int, threads: int) -> dict:
+def train_hyvl(recipe, overrides, shards, run: Path, seed: int, threads: int, init=None) -> dict:
     cfg_over = [
         *overrides,
+        *([f"model.openclip_init={init}"] if init else []),
         f"train.seed={seed}",
         f"data.train_shards={shards}",
         "train.log_every=10",
@@ -221,8 +224,10 @@ def train_hyvl(recipe, overrides, shards, run: Path, seed: int, threads: int) ->
         "eval.zeroshot=",  # both are scored afterwards, by the same code
         "eval.retrieval=",
     ]
+    if run.exists():
+        shutil.rmtree(run)  # this tool's own run folder: a fresh run, never a resume
     cmd = [sys.executable, "-m", "hyvl", "train", "--config", recipe, "--output-dir", str(run)]
-    cmd += ["--overwrite", *cfg_over]
+    cmd += cfg_over
     t0 = time.perf_counter()
     _run(cmd, run.with_suffix(".log"), threads)
     seconds = time.perf_counter() - t0
@@ -246,10 +251,11 @@ def parse_openclip_log(text: str, batch: int) -> list[tuple[int, float, float]]:
     return points
 
 
-def openclip_args(cfg, model_cfg, shard_list: list[str], logs: Path, name: str, seed: int):
+def openclip_args(cfg, model_cfg, shard_list, logs: Path, name: str, seed: int, init=None):
     t, d = cfg.train, cfg.data
     return [
         "--model", OPENCLIP_NAME,
+        *(["--pretrained", str(init)] if init else []),
         "--train-data", "::".join(shard_list),
         "--dataset-type", "webdataset",
         *(["--dataset-resampled"] if d.resampled else []),
@@ -280,10 +286,10 @@ def openclip_args(cfg, model_cfg, shard_list: list[str], logs: Path, name: str, 
     ]  # fmt: skip
 
 
-def train_openclip(cfg, model_cfg, registry: Path, shard_list, run: Path, seed, threads) -> dict:
+def train_openclip(cfg, model_cfg, registry, shard_list, run: Path, seed, threads, init=None):
     if run.exists():
         shutil.rmtree(run)  # open_clip_train refuses an existing experiment name
-    args = openclip_args(cfg, model_cfg, shard_list, run.parent, run.name, seed)
+    args = openclip_args(cfg, model_cfg, shard_list, run.parent, run.name, seed, init)
     cmd = [sys.executable, str(Path(__file__).resolve()), "_open_clip_worker", str(registry), *args]
     t0 = time.perf_counter()
     _run(cmd, run.with_suffix(".log"), threads)
@@ -292,6 +298,21 @@ def train_openclip(cfg, model_cfg, registry: Path, shard_list, run: Path, seed, 
     if not points:
         raise SystemExit(f"{run / 'out.log'}: no training lines (open_clip_train's log format?)")
     return {"points": points, "seconds": seconds, "checkpoint": str(run / "checkpoints/epoch_1.pt")}
+
+
+def initial_weights(registry: Path, seed: int, path: Path) -> Path:
+    """open_clip's initial model at ``seed`` (its own init, as open_clip_train draws it) as a
+    state dict file: ``--same-init`` starts both trainers from it (hyvl through
+    ``model.openclip_init``, open_clip_train through ``--pretrained``)."""
+    import open_clip
+    import torch
+
+    load_openclip_registry(registry)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(OPENCLIP_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
 
 
 def _open_clip_worker(argv: list[str]) -> None:
@@ -382,11 +403,23 @@ def curve(points: list, steps: list[int], batch: int) -> dict[int, float]:
     return out
 
 
+def stuck_from(points: list, batch: int, tol: float = 0.02) -> int | None:
+    """The first logged step from which the loss stays within ``tol`` of ln B to the end (a
+    collapsed or never-learning run), or None."""
+    first = None
+    for step, loss, _ in points:
+        if loss / math.log(batch) >= 1 - tol:
+            first = step if first is None else first
+        else:
+            first = None
+    return first
+
+
 def verdict(h: list[float], o: list[float]) -> dict:
     """hyvl minus open_clip and whether it is inside 2 standard errors of that difference."""
     diff = statistics.fmean(h) - statistics.fmean(o)
     if len(h) < 2 or len(o) < 2:
-        return {"diff": diff, "se": None, "verdict": "one seed: no noise estimate"}
+        return {"diff": diff, "se": None, "verdict": "one seed"}
     se = math.sqrt(statistics.variance(h) / len(h) + statistics.variance(o) / len(o))
     word = "better" if diff > 2 * se else "worse" if diff < -2 * se else "within seed noise"
     return {"diff": diff, "se": se, "verdict": word}
@@ -424,6 +457,7 @@ def summarise(results: dict, seeds: list[int], batch: int, steps: int) -> dict:
                     "seed": s,
                     **r["eval"],
                     "final_loss_over_ln_b": r["points"][-1][1] / math.log(batch),
+                    "stuck_from": stuck_from(r["points"], batch),
                     "curve": [[p[0], p[1]] for p in r["points"]],
                     "train_seconds": r["seconds"],
                 }
@@ -480,7 +514,21 @@ def report(summary: dict, seeds: list[int], chance: float) -> list[str]:
             }
         )
     print_table(crow, f"training loss / ln B (mean of the logged steps in (s-{CURVE_WINDOW}, s])")
-    notes = [f"top-1: hyvl's CLIP is {comp['top1']['verdict']} against open_clip_train"]
+    if comp["top1"]["se"] is None:
+        notes = ["top-1: one seed, no noise estimate (run several --seeds)"]
+    else:
+        notes = [f"top-1: hyvl's CLIP is {comp['top1']['verdict']} against open_clip_train"]
+    for trainer in TRAINERS:
+        stuck = [
+            f"seed {r['seed']} from step {r['stuck_from']}"
+            for r in summary[trainer]["per_seed"]
+            if r["stuck_from"] is not None
+        ]
+        if stuck:
+            notes.append(
+                f"{trainer}: the loss stays within 2% of ln B to the end (collapsed or never "
+                f"learning) in {', '.join(stuck)}"
+            )
     for fam in fams:
         learned = {t: summary[t]["per_family"][fam] >= 3 * chance for t in TRAINERS}
         if not any(learned.values()):
@@ -518,6 +566,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads of each training run")
     p.add_argument("--quick", action="store_true", help="20 steps, 1 seed: a smoke test")
     p.add_argument("--reuse", action="store_true", help="keep finished runs of the same settings")
+    p.add_argument(
+        "--same-init",
+        action="store_true",
+        help="start both trainers from open_clip's initial weights at each seed",
+    )
     p.add_argument(
         "--parallel", action="store_true", help="train the two trainers of a seed at the same time"
     )
@@ -561,17 +614,17 @@ def main(argv=None) -> int:
     settings = {
         "recipe": args.recipe, "steps": t.max_steps, "batch_size": t.batch_size,
         "warmup_steps": t.warmup_steps, "lr": t.lr, "data": str(data.resolve()),
+        "init": "open_clip's, shared" if args.same_init else "each trainer's own",
     }  # fmt: skip
     print(f"recipe {args.recipe}: {settings}; seeds {args.seeds}", flush=True)
     results: dict[str, dict[int, dict]] = {tr: {} for tr in TRAINERS}
 
-    def train(trainer: str, seed: int, run: Path) -> dict:
+    def train(trainer: str, seed: int, run: Path, init: Path | None) -> dict:
         print(f"{trainer} seed {seed}: training {t.max_steps} steps ...", flush=True)
         if trainer == "hyvl":
-            return train_hyvl(
-                args.recipe, overrides, f"{data}/train/*.tar", run, seed, args.threads
-            )
-        return train_openclip(cfg, model_cfg, registry, shard_list, run, seed, args.threads)
+            shards = f"{data}/train/*.tar"
+            return train_hyvl(args.recipe, overrides, shards, run, seed, args.threads, init)
+        return train_openclip(cfg, model_cfg, registry, shard_list, run, seed, args.threads, init)
 
     for seed in args.seeds:
         todo = {}
@@ -580,14 +633,17 @@ def main(argv=None) -> int:
             done = run.with_suffix(".done.json")
             if args.reuse and done.is_file():
                 prev = json.loads(done.read_text())
-                if prev["settings"] == settings:
+                if {"init": "each trainer's own", **prev["settings"]} == settings:
                     results[trainer][seed] = prev["result"]
                     print(f"{trainer} seed {seed}: reused {done}", flush=True)
                     continue
             todo[trainer] = run
+        init = None
+        if args.same_init and todo:
+            init = initial_weights(registry, seed, out / "init" / f"open_clip-seed{seed}.pt")
         # --parallel: both trainers of a seed at once, so they also share the machine's load
         with ThreadPoolExecutor(max_workers=2 if args.parallel else 1) as pool:
-            futures = {tr: pool.submit(train, tr, seed, run) for tr, run in todo.items()}
+            futures = {tr: pool.submit(train, tr, seed, run, init) for tr, run in todo.items()}
             trained = {tr: f.result() for tr, f in futures.items()}
         for trainer, r in trained.items():
             if trainer == "hyvl":
