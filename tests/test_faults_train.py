@@ -161,3 +161,28 @@ def test_item9_full_disk_during_a_checkpoint_is_one_line_and_the_partial_write_r
         shift(state, 3.0)
         assert ckpt.resume(disk, state)["step"] == 2
         assert all(torch.equal(v, saved[k]) for k, v in weights(state).items())
+
+
+def test_the_optimizer_step_clamps_the_logit_scale_back_in_place(state):
+    # issue 23: the trainer clamps the bounded scalars as parameters after each step (as
+    # open_clip's logit scale), so one pushed past its bound is back at it, not stuck beyond
+    import copy
+    import math
+
+    from hyvl.train.loop import optimizer_step
+    from hyvl.train.step import StepResult
+
+    kept = (weights(state), copy.deepcopy(state.optimizer.state_dict()))
+    kept_schedule = copy.deepcopy(state.scheduler.state_dict())
+    trainable = [p for p in state.module.parameters() if p.requires_grad]
+    with torch.no_grad():
+        state.model.logit_scale.fill_(10.0)
+    for p in trainable:
+        p.grad = torch.zeros_like(p)
+    try:
+        optimizer_step(state, trainable, StepResult({}, True))
+        assert state.model.logit_scale.item() == pytest.approx(math.log(100.0))
+    finally:  # the module's state goes on as it was for the other tests
+        state.train_module.load_state_dict(kept[0])
+        state.optimizer.load_state_dict(kept[1])
+        state.scheduler.load_state_dict(kept_schedule)
