@@ -232,6 +232,9 @@ def combine(runs: list[dict]) -> dict[str, Any]:
     entry["top1"] = round(sum(r["top1"] for r in done) / len(done), 2)
     entry["chance"] = chance
     entry["x_chance"] = round(entry["top1"] / chance, 2)
+    # 1 = one answer for every image, whatever the health report says
+    entry["num_predicted_classes"] = min(r["num_predicted_classes"] for r in done)
+    entry["num_classes"] = len(entry["per_class"])
     return entry
 
 
@@ -254,6 +257,11 @@ def table(results: dict[str, dict]) -> list[dict[str, Any]]:
                     if value is None
                     else f"{value:.1f} ({entry['per_family_x_chance'][f]:.1f}x)"
                 )
+            row["classes predicted"] = (
+                f"{entry['num_predicted_classes']}/{entry['num_classes']}"
+                if "top1" in entry
+                else "-"
+            )
             row["health"] = ", ".join(entry["problems"]) or "ok"
             rows.append(row)
     return rows
