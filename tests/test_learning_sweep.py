@@ -28,6 +28,7 @@ def test_quick_sweep_reports_families_health_and_reuses_runs(sweep, tmp_path, ca
     assert list(entry["per_family"]) == ["handwritten digit"]
     assert entry["per_family"]["handwritten digit"] == entry["top1"]  # one family: the mean
     assert entry["chance"] == 10.0 and isinstance(entry["health"], str)
+    assert entry["families_at_chance"] in ([], ["handwritten digit"])
     assert 1 <= entry["num_predicted_classes"] <= entry["num_classes"] == 10
     assert len(entry["per_class"]) == 10 and entry["runs"][0]["steps"] == sweep.QUICK_STEPS
     # a rerun trains nothing: the finished run's result is read back; --no-train lists the rest

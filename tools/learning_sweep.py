@@ -11,8 +11,9 @@ trains through ``hyvl train``'s own path (:func:`hyvl.train.loop.train`) at the 
 budget (or ``--steps``), evaluates zero-shot on the world's held-out images and prints, per
 world and model, the accuracy of each family of the world's hierarchy (the share of that
 family's images classified as their class among all the world's classes) as a multiple of
-chance (1 / number of classes), and the run's health report. Families below ``--min-x``
-(3x chance) are named after the table.
+chance (1 / number of classes), the classes it predicts at all, and the run's health report.
+Families below ``--min-x`` (3x chance) are named after the table, and so are those that
+``hyvl eval zeroshot`` finds at chance among their own classes.
 
 Everything goes under ``--out`` (default ``runs/sweep``): ``data/WORLD`` (the world, made once),
 ``runs/WORLD/MODEL-sSEED-HASH`` (the run, its ``metrics.jsonl`` and export) with
@@ -143,23 +144,6 @@ def run_config(model: str, data: Path, *, steps: int, batch_size: int, seed: int
     return from_dict(RunConfig, recipe), recipe
 
 
-def family_accuracies(predicted, labels, classes: list[str], world: real.World) -> dict:
-    """{"per_class": {class: top1 %}, "per_family": {family: top1 %}}: each class's (family's)
-    images classified as their own class among all ``classes``."""
-    import torch
-
-    right = (predicted == labels).float()
-    per_class = {}
-    for i, name in enumerate(classes):
-        mine = labels == i
-        per_class[name] = round(100.0 * float(right[mine].mean()), 2) if mine.any() else None
-    per_family = {}
-    for family, members in world.families.items():
-        mine = torch.isin(labels, torch.tensor([classes.index(c) for c in members]))
-        per_family[family] = round(100.0 * float(right[mine].mean()), 2)
-    return {"per_class": per_class, "per_family": per_family}
-
-
 def run_one(
     world_name: str, model: str, seed: int, data: Path, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -191,15 +175,16 @@ def run_one(
         return result  # not saved: a rerun tries again
     last = summary["last"]
     model_, preprocess, tokenizer = hyvl.load(run_dir)
-    zs = evaluate_zeroshot(
-        model_, preprocess, tokenizer, data / "zeroshot", return_predictions=True
-    )
+    # the world's hierarchy.tsv beside its zero-shot folder gives the families
+    zs = evaluate_zeroshot(model_, preprocess, tokenizer, data / "zeroshot")
     chance = 100.0 / zs["num_classes"]
     result.update(
         top1=round(zs["top1"], 2),
         chance=round(chance, 4),
         num_predicted_classes=zs["num_predicted_classes"],
-        **family_accuracies(zs["_predictions"], zs["_labels"], zs["_classnames"], world),
+        per_class={c: round(v, 2) for c, v in zs["per_class"].items()},
+        per_family={f: round(v, 2) for f, v in zs["per_family"].items()},
+        families_at_chance=zs["families_at_chance"],
         health=summary["health"],
         problems=[] if last.get("health", "ok") == "ok" else last["health"].split(", "),
         loss_over_ln_b=last.get("loss_over_ln_b"),
@@ -216,6 +201,8 @@ def combine(runs: list[dict]) -> dict[str, Any]:
     health = sorted({r["health"] for r in runs})
     entry["health"] = health[0] if len(health) == 1 else " | ".join(health)
     entry["problems"] = sorted({p for r in runs for p in r["problems"]})
+    # at chance within the family (hyvl eval zeroshot's binomial test) in any seed
+    entry["families_at_chance"] = sorted({f for r in runs for f in r.get("families_at_chance", [])})
     if not done:
         entry["per_family"] = {}
         return entry
@@ -324,6 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(
             f"not run: {missing} of {len(jobs)} runs (the same command without --no-train trains them)"
+        )
+    within = [
+        f"{world} / {model} / {family}"
+        for world, models in results.items()
+        for model, entry in models.items()
+        for family in entry["families_at_chance"]
+    ]
+    if within:
+        print(
+            "at chance inside the family (hyvl eval zeroshot's binomial test): " + ", ".join(within)
         )
     low = below(results, args.min_x)
     if low:
