@@ -17,9 +17,10 @@ Families below ``--min-x`` (3x chance) are named after the table, and so are tho
 
 Everything goes under ``--out`` (default ``runs/sweep``): ``data/WORLD`` (the world, made once),
 ``runs/WORLD/MODEL-sSEED-HASH`` (the run, its ``metrics.jsonl`` and export) with
-``sweep.json`` (its result). HASH names the run's whole configuration (recipe and world), so
-a rerun reuses the runs it has and trains only what changed: a new recipe, world, step count or
-seed is a new run beside the old one.
+``sweep.json`` (its result). HASH names the run's whole configuration (every key of the recipe as hyvl reads
+it, and the world), so a rerun reuses the runs it has and trains only what changed: a new
+recipe, world, step count or seed, or a hyvl that adds a configuration key, is a new run beside
+the old one.
 """
 
 from __future__ import annotations
@@ -327,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"below {args.min_x:g}x chance:")
         for line in low:
             print(f"  {line}")
-    else:
-        print(f"every family of every world is at {args.min_x:g}x chance or more")
+    elif missing < len(jobs):
+        print(f"every family of the runs above is at {args.min_x:g}x chance or more")
     if args.json:
         write_json(
             args.json,
