@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.hyvl-installed
 DOCS_STAMP := $(VENV)/.hyvl-docs-installed
 
-.PHONY: venv demo test lint dupes bench docs clean
+.PHONY: venv demo test lint dupes bench gpu-check-dry docs clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,12 @@ $(DOCS_STAMP): pyproject.toml $(STAMP)
 
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# tools/gpu_check.py (the GPU path proved and measured) on the CPU with tiny sizes, so every
+# check's code runs in CI; the figures mean nothing. On a GPU: python tools/gpu_check.py
+gpu-check-dry: $(STAMP)
+	mkdir -p runs
+	$(BIN)/python tools/gpu_check.py --dry-run --json runs/gpu_check_dry.json --markdown runs/gpu_check_dry.md
 
 clean:
 	rm -rf $(VENV) runs site

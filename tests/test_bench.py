@@ -44,3 +44,43 @@ def test_loss_only_rows_have_ratios_to_clip(bench):
         assert row[f"{kind}_ms"] > 0
     assert row["meru_over_clip"] == pytest.approx(row["meru_ms"] / row["clip_ms"])
     assert row["hycoclip_over_clip"] == pytest.approx(row["hycoclip_ms"] / row["clip_ms"])
+
+
+def test_gpu_check_report_fails_on_an_error_or_a_nan(monkeypatch, tmp_path, bench):
+    import json
+
+    import gpu_check
+
+    def broken(plan):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(gpu_check, "make_shards", lambda plan: "")
+    checks = {
+        "good": lambda plan: {"ok": True, "images_per_s": 12.5},
+        "nan": lambda plan: {"ok": True, "loss": float("nan"), "steps": [1.0, float("inf")]},
+        "broken": broken,
+    }
+    monkeypatch.setattr(gpu_check, "CHECKS", checks)
+    report_file, table = tmp_path / "r.json", tmp_path / "r.md"
+    args = ["--dry-run", "--json", str(report_file), "--markdown", str(table)]
+    assert gpu_check.main(args) == 1
+    report = json.loads(report_file.read_text())
+    assert set(report) == {"ok", "device", "checks"} and report["ok"] is False
+    got = report["checks"]
+    assert got["good"]["ok"] and got["good"]["images_per_s"] == 12.5
+    assert not got["nan"]["ok"] and got["nan"]["loss"] is None
+    assert got["nan"]["steps"] == [1.0, None]  # NaN and inf are null in the JSON
+    assert not got["broken"]["ok"] and "ZeroDivisionError" in got["broken"]["error"]
+    assert "| broken | NO |" in table.read_text() and "| good | yes |" in table.read_text()
+    # only the good check left: ok, exit 0
+    monkeypatch.setattr(gpu_check, "CHECKS", {"good": checks["good"]})
+    assert gpu_check.main(args) == 0 and json.loads(report_file.read_text())["ok"] is True
+
+
+def test_gpu_check_without_a_gpu_is_one_line_and_exit_2(monkeypatch, capsys, bench):
+    import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 2
+    assert capsys.readouterr().err.startswith("gpu_check: --device cuda: no CUDA device")
+    assert cli_main(["bench", "--device", "cuda", "--full"]) == 2

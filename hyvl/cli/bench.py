@@ -39,6 +39,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="cpu",
         help="cpu, or cuda[:N]: the GPU set, one JSON on stdout (exit 2 without a GPU)",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="tools/gpu_check.py: the GPU path proved and measured in one run (about 8 minutes "
+        "on one H100/H200; with --device cpu its tiny --dry-run)",
+    )
     p.set_defaults(func=run)
 
 
@@ -50,4 +56,5 @@ def run(args: argparse.Namespace) -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = (["--quick"] if args.quick else []) + (["--json", args.json] if args.json else [])
+    argv += ["--full"] if args.full else []
     return module.main([*argv, "--device", args.device])

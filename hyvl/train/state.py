@@ -23,6 +23,10 @@ from hyvl.errors import ConfigError
 from hyvl.train.optim import build_optimizer, build_scheduler
 from hyvl.train.step import TrainModule
 
+# torch.compile's backend for train.compile=true. tools/gpu_check.py --dry-run sets "eager"
+# (graph capture without code generation) to run the same path on a CPU in seconds.
+COMPILE_BACKEND = "inductor"
+
 
 @dataclass
 class TrainState:
@@ -81,7 +85,7 @@ def make_accelerator(cfg: RunConfig, output_dir):
         )
     if tcfg.compile:
         # accelerate compiles AFTER the DDP wrap, the order torch recommends.
-        kwargs["dynamo_backend"] = "inductor"
+        kwargs["dynamo_backend"] = COMPILE_BACKEND
     _reset_single_process_state()
     accelerator = Accelerator(
         cpu=tcfg.cpu or not torch.cuda.is_available(),
