@@ -34,6 +34,7 @@ from hyvl.config import ObjectiveConfig  # noqa: E402
 from hyvl.models.embeddings import Embeddings  # noqa: E402
 from hyvl.objectives import compute_objective  # noqa: E402
 from hyvl.train import box_towers  # noqa: E402
+from hyvl.train.allocator import keep_freed_memory  # noqa: E402
 
 KINDS = ("clip", "meru", "hycoclip")
 # What the step set times: the objectives, hyvl's HyCoCLIP in both tower arrangements and the
@@ -322,13 +323,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_memory(kind: str, b: int, steps: int = 2) -> float:
+def peak_memory(kind: str, b: int, steps: int = 2, kept: bool = True) -> float:
     """Peak RSS growth (MB) of a fresh process during ``steps`` training steps, over what the model,
     optimizer and batch already hold: CPU tensors live in process memory, and a fresh process per
     variant keeps allocator caches from leaking across variants."""
     here = str(Path(__file__).resolve().parent)
     code = (
         f"import gc, sys; sys.path.insert(0, {here!r}); import bench; "
+        f"{kept} and bench.keep_freed_memory(); "
         f"v = bench.Variant({kind!r}, {b}); gc.collect(); base = bench._peak_rss_mb(); "
         f"[v.step() for _ in range({steps})]; print(bench._peak_rss_mb() - base)"
     )
@@ -371,6 +373,11 @@ def main(argv=None) -> int:
         help="run tools/gpu_check.py on --device (the GPU path proved and measured; with "
         "--device cpu its --dry-run); --json names its report",
     )
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's default malloc settings (hyvl train before it kept freed memory)",
+    )
     args = p.parse_args(argv)
     if args.full:
         from gpu_check import main as gpu_check
@@ -382,6 +389,8 @@ def main(argv=None) -> int:
 
         return gpu_main(args)
     torch.set_num_threads(os.cpu_count() or 1)
+    # as hyvl train on a CPU: freed activations stay in the process for the next step
+    kept = False if args.default_malloc else keep_freed_memory()
     started = time.perf_counter()
     reps = {64: 3, 256: 2} if args.quick else {64: 15, 256: 7}
     res: dict = {
@@ -390,6 +399,7 @@ def main(argv=None) -> int:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "load_before": os.getloadavg()[0],
+            "keep_freed_memory": kept,
         },
         "quick": args.quick,
         "step_seconds": {},
@@ -406,7 +416,7 @@ def main(argv=None) -> int:
     share = lift_loss_share(256, reps[256] + 2)
     res["lift_loss_share"] = {k: share[k] / t256[k] for k in share}
     steps = 1 if args.quick else 3
-    res["peak_rss_mb_b256"] = {k: peak_memory(k, 256, steps) for k in (*KINDS, "reference")}
+    res["peak_rss_mb_b256"] = {k: peak_memory(k, 256, steps, kept) for k in (*KINDS, "reference")}
     # bf16 matmuls are emulated on most CPUs (about 20x slower): a small batch keeps it short.
     pb = 16 if args.quick else 64
     res["precision"] = {"batch": pb, **precision(pb, 2 if args.quick else 5)}

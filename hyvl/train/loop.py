@@ -25,6 +25,7 @@ from hyvl.io import write_text
 from hyvl.train import box_towers as towers
 from hyvl.train import checkpoint as ckpt
 from hyvl.train import console
+from hyvl.train.allocator import keep_freed_memory
 from hyvl.train.health import CollapseError, TrainingHealth
 from hyvl.train.lock import RunLock
 from hyvl.train.periodic import export_model, full_model, periodic_eval
@@ -77,6 +78,8 @@ def train(cfg: RunConfig, output_dir: str | Path, *, overwrite: bool = False) ->
     preflight(cfg)
     changes = check_output_dir(output_dir, cfg, overwrite=overwrite)
     accelerator = make_accelerator(cfg, output_dir)
+    if accelerator.device.type == "cpu":  # freed activations stay for the next step's reuse
+        keep_freed_memory()
     lock = RunLock(output_dir)
     # signals are caught from here on: one during the build stops the run before its first step
     with StopSignals() as stop:
