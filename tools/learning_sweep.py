@@ -17,10 +17,9 @@ Families below ``--min-x`` (3x chance) are named after the table, and so are tho
 
 Everything goes under ``--out`` (default ``runs/sweep``): ``data/WORLD`` (the world, made once),
 ``runs/WORLD/MODEL-sSEED-HASH`` (the run, its ``metrics.jsonl`` and export) with
-``sweep.json`` (its result). HASH names the run's whole configuration (every key of the recipe as hyvl reads
-it, and the world), so a rerun reuses the runs it has and trains only what changed: a new
-recipe, world, step count or seed, or a hyvl that adds a configuration key, is a new run beside
-the old one.
+``sweep.json`` (its result). HASH names the run's configuration (every key the recipe and the sweep set to other than
+hyvl's default, and the world), so a rerun reuses the runs it has and trains only what changed:
+a new recipe, world, step count or seed is a new run beside the old one.
 """
 
 from __future__ import annotations
@@ -145,6 +144,16 @@ def run_config(model: str, data: Path, *, steps: int, batch_size: int, seed: int
     return from_dict(RunConfig, recipe), recipe
 
 
+def set_keys(recipe: dict) -> dict:
+    """The run's configuration where it differs from hyvl's defaults (dotted keys): what names a
+    run, so a hyvl that adds a key with a default does not make every run new."""
+    from hyvl.config import RunConfig, to_dict
+    from hyvl.train.rundir import flat
+
+    default = flat(to_dict(RunConfig()))
+    return {k: v for k, v in flat(recipe).items() if k not in default or default[k] != v}
+
+
 def run_one(
     world_name: str, model: str, seed: int, data: Path, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -155,7 +164,9 @@ def run_one(
 
     cfg, recipe = run_config(model, data, steps=args.steps, batch_size=args.batch_size, seed=seed)
     world = real.get_world(world_name)
-    key = json.dumps({"recipe": recipe, "world": dataclasses.asdict(world)}, sort_keys=True)
+    key = json.dumps(
+        {"recipe": set_keys(recipe), "world": dataclasses.asdict(world)}, sort_keys=True
+    )
     run_dir = (
         out
         / "runs"
