@@ -339,22 +339,8 @@ def _open_clip_worker(argv: list[str]) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def families(hierarchy: Path, classnames: list[str]) -> dict[str, str]:
-    """class -> family (its parent in hierarchy.tsv)."""
-    from hyvl.evaluation.hierarchy import Hierarchy
-
-    tree = Hierarchy.from_tsv(hierarchy)
-    out = {}
-    for name in classnames:
-        parents = sorted(tree.parents.get(name, ()))
-        if not parents:
-            raise SystemExit(f"{hierarchy}: class {name!r} of the zero-shot folder has no parent")
-        out[name] = parents[0]
-    return out
-
-
 def zeroshot(model, data: Path) -> dict:
-    """hyvl's zero-shot on DATA/zeroshot: top-1, per class and per family (percent)."""
+    """hyvl's zero-shot on DATA/zeroshot: top-1, per class and per family (DATA/hierarchy.tsv)."""
     from hyvl.evaluation.zeroshot import evaluate_zeroshot
     from hyvl.models.tokenizer import get_tokenizer
     from hyvl.models.transforms import image_transform
@@ -362,26 +348,10 @@ def zeroshot(model, data: Path) -> dict:
     preprocess = image_transform(model.image_size)
     tokenizer = get_tokenizer(model.config.text)
     res = evaluate_zeroshot(
-        model, preprocess, tokenizer, data / "zeroshot", return_predictions=True
+        model, preprocess, tokenizer, data / "zeroshot", hierarchy=data / "hierarchy.tsv"
     )
-    pred, labels, names = res.pop("_predictions"), res.pop("_labels"), res.pop("_classnames")
-    family_of = families(data / "hierarchy.tsv", names)
-    per_class = {
-        n: 100.0 * float((pred[labels == c] == c).float().mean())
-        for c, n in enumerate(names)
-        if (labels == c).any()
-    }
-    per_family = {}
-    for fam in sorted(set(family_of.values())):
-        mask = sum((labels == c) for c, n in enumerate(names) if family_of[n] == fam).bool()
-        per_family[fam] = 100.0 * float((pred[mask] == labels[mask]).float().mean())
-    return {
-        "top1": res["top1"],
-        "per_family": per_family,
-        "per_class": per_class,
-        "num_predicted_classes": res["num_predicted_classes"],
-        "num_classes": res["num_classes"],
-    }
+    keys = ("top1", "per_family", "per_class", "num_predicted_classes", "num_classes")
+    return {k: res[k] for k in keys}
 
 
 # ------------------------------------------------------------------------------------------
@@ -567,6 +537,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="20 steps, 1 seed: a smoke test")
     p.add_argument("--reuse", action="store_true", help="keep finished runs of the same settings")
     p.add_argument(
+        "--reeval", action="store_true", help="with --reuse: score the reused runs again"
+    )
+    p.add_argument(
         "--same-init",
         action="store_true",
         help="start both trainers from open_clip's initial weights at each seed",
@@ -619,6 +592,11 @@ def main(argv=None) -> int:
     print(f"recipe {args.recipe}: {settings}; seeds {args.seeds}", flush=True)
     results: dict[str, dict[int, dict]] = {tr: {} for tr in TRAINERS}
 
+    def load_final(trainer: str, r: dict):
+        if trainer == "hyvl":
+            return load_model(r["checkpoint"]).eval()
+        return openclip_to_hyvl_model(Path(r["checkpoint"]), model_cfg)
+
     def train(trainer: str, seed: int, run: Path, init: Path | None) -> dict:
         print(f"{trainer} seed {seed}: training {t.max_steps} steps ...", flush=True)
         if trainer == "hyvl":
@@ -634,6 +612,9 @@ def main(argv=None) -> int:
             if args.reuse and done.is_file():
                 prev = json.loads(done.read_text())
                 if {"init": "each trainer's own", **prev["settings"]} == settings:
+                    if args.reeval:  # the same weights, scored by this checkout's zero-shot
+                        prev["result"]["eval"] = zeroshot(load_final(trainer, prev["result"]), data)
+                        done.write_text(json.dumps(prev) + "\n")
                     results[trainer][seed] = prev["result"]
                     print(f"{trainer} seed {seed}: reused {done}", flush=True)
                     continue
@@ -646,11 +627,7 @@ def main(argv=None) -> int:
             futures = {tr: pool.submit(train, tr, seed, run, init) for tr, run in todo.items()}
             trained = {tr: f.result() for tr, f in futures.items()}
         for trainer, r in trained.items():
-            if trainer == "hyvl":
-                model = load_model(r["checkpoint"]).eval()
-            else:
-                model = openclip_to_hyvl_model(Path(r["checkpoint"]), model_cfg)
-            r["eval"] = zeroshot(model, data)
+            r["eval"] = zeroshot(load_final(trainer, r), data)
             r["points"] = [list(p) for p in r["points"]]
             done = todo[trainer].with_suffix(".done.json")
             done.write_text(json.dumps({"settings": settings, "result": r}) + "\n")
