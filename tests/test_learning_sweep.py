@@ -48,3 +48,20 @@ def test_bad_world_or_model_is_named(sweep, capsys):
     with pytest.raises(SystemExit):
         sweep.main(["--models", "clip,siglip"])
     assert "--models siglip: choose from clip, meru, hycoclip" in capsys.readouterr().err
+
+
+def test_a_failed_run_says_why_and_the_sweep_goes_on(sweep, tmp_path, capsys, monkeypatch):
+    import hyvl.train.loop
+    from hyvl.errors import DataError
+
+    def broken(cfg, output_dir):
+        raise DataError(f"{cfg.data.train_shards}: no training samples")
+
+    monkeypatch.setattr(hyvl.train.loop, "train", broken)
+    argv = ["--quick", "--worlds", "digits", "--models", "clip,meru", "--out", str(tmp_path)]
+    assert sweep.main([*argv, "--json", str(tmp_path / "f.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "unhealthy or failed: digits / clip / seed 0: failed: " in printed
+    assert "no training samples" in printed and "digits / meru / seed 0: failed" in printed
+    entry = json.loads((tmp_path / "f.json").read_text())["worlds"]["digits"]["meru"]
+    assert entry["problems"] == ["failed"] and entry["per_family"] == {}
