@@ -305,7 +305,12 @@ class CountingLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         unusable = 0
-        for batch in self.loader:
+        # torch's DataLoader draws its workers' base seed from the global generator as its
+        # iterator starts; after a resume that draw would shift the stream dropout and drop
+        # path read, and the resumed run would part from the unbroken one
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(self.loader)
+        for batch in batches:
             self.position += 1
             self._skipped.update(batch.skipped)
             self._dropped.update(batch.dropped_boxes)
