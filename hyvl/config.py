@@ -35,7 +35,7 @@ from hyvl.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL", "FAMILIES", "IMAGENET_MEAN", "IMAGENET_STD", "DataConfig", "EvalConfig",
-    "Family", "ModelConfig", "ObjectiveConfig", "RunConfig", "Section", "TextConfig",
+    "Family", "LoraConfig", "ModelConfig", "ObjectiveConfig", "RunConfig", "Section", "TextConfig",
     "TrainConfig", "VisionConfig", "apply_overrides", "check_recipe", "fields_table",
     "from_dict", "load_run_config", "load_yaml", "model_family", "parse_override", "to_dict",
 ]  # fmt: skip
@@ -263,6 +263,44 @@ class DataConfig(Section):
 # --------------------------------------------------------------------------------------
 
 
+# Default LoRA targets: the attention and MLP linears of hyvl's towers. timm ViT blocks name
+# them attn.qkv, attn.proj, mlp.fc1, mlp.fc2; open_clip's text blocks attn (an
+# nn.MultiheadAttention, adapted whole by peft: q, k, v and output), mlp.c_fc, mlp.c_proj (not
+# attn.out_proj alone: the attention's forward reads that weight past any adapter); Hugging
+# Face BERT-like towers query, key, value, attention.output.dense, intermediate.dense,
+# output.dense. Names that are not linears or attentions (timm's attn) are passed over.
+LORA_TARGETS = (
+    "attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2",
+    "attn", "mlp.c_fc", "mlp.c_proj",
+    "attention.self.query", "attention.self.key", "attention.self.value",
+    "attention.output.dense", "intermediate.dense", "output.dense",
+)  # fmt: skip
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (peft) on the towers' linears; the lift stays fully trainable."""
+
+    where: ClassVar[str] = "train.lora"
+    # HySAC (aimagelab/HySAC) fine-tunes CLIP ViT-L/14 with rank 16; alpha = rank is peft's
+    # usual scale of 1.
+    rank: Int = Field(0, ge=0, description="adapter rank (0: no LoRA, the towers train fully)")
+    alpha: Float = Field(16.0, gt=0, description="adapter scale numerator (scale = alpha / rank)")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
+    targets: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS),
+        description="linear layers to adapt: module names, or their last dotted parts "
+        "(attention and MLP linears of timm ViTs, open_clip and BERT-like text towers)",
+    )
+    towers: list[Literal["visual", "textual"]] = Field(
+        default_factory=lambda: ["visual", "textual"], description="towers that get adapters"
+    )
+    blocks: list[int] | None = Field(
+        None,
+        description="transformer block indices that get adapters (negative: from the "
+        "end, [-2, -1] = the last two; null: all)",
+    )
+
+
 class TrainConfig(Section):
     """Optimisation, schedule, checkpoints, precision and processes."""
 
@@ -322,6 +360,24 @@ class TrainConfig(Section):
     )
     health_patience: Int = Field(
         20, gt=0, description="steps a health problem must hold before it is reported"
+    )
+    # Fine-tuning a pretrained CLIP (docs/finetune.md).
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="low-rank adapters")
+    freeze: list[str] | Literal["towers"] = Field(
+        default_factory=list,
+        description="parameters not trained: name prefixes (visual.vit.blocks.0., textual.), "
+        "or 'towers' (both towers: only projections, alphas, curvature, logit scale train)",
+    )
+    unfreeze_at: Int = Field(
+        0, ge=0, description="step at which train.freeze ends and all parameters train (0: never)"
+    )
+    lift_lr: Float | None = Field(
+        None, gt=0, description="peak lr of the projections and learnable scalars (null: train.lr)"
+    )
+    # BEiT / ELECTRA-style layer-wise decay: block i of n gets lr * decay^(n - i), the
+    # embeddings decay^(n + 1), what follows the last block decay^0.
+    layer_decay: Float = Field(
+        1.0, gt=0, le=1, description="layer-wise lr decay through the towers' blocks (1: off)"
     )
 
 

@@ -1,4 +1,4 @@
-"""``hyvl export onnx|hub``: deployable files from a checkpoint."""
+"""``hyvl export onnx|hub|merge``: deployable files from a checkpoint."""
 
 from __future__ import annotations
 
@@ -25,7 +25,12 @@ def add_parser(subparsers) -> None:
         help="model.safetensors + config.json + README.md (model card) for push_to_hub",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    for q in (onnx, hub):
+    merge = sub.add_parser(
+        "merge",
+        help="fold a LoRA run's adapters into the weights: a plain export, loadable without peft",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for q in (onnx, hub, merge):
         q.add_argument("--checkpoint", required=True, help="checkpoint to export")
         q.add_argument("--out", required=True, action=OutputDir, help="output folder")
         add_json_arg(q, "the result")
@@ -33,6 +38,7 @@ def add_parser(subparsers) -> None:
         "--check", action="store_true", help="run both graphs in onnxruntime against torch"
     )
     hub.add_argument("--repo-id", default=None, help="ORG/NAME written into the card's example")
+    merge.set_defaults(func=run_merge)
     onnx.set_defaults(func=run_onnx)
     hub.set_defaults(func=run_hub)
 
@@ -67,4 +73,36 @@ def run_hub(args) -> int:
     print_table([{"file": f} for f in files], title=f"hub folder {out}")
     print(f"upload: hyvl.push_to_hub({str(out)!r}, {args.repo_id or 'ORG/NAME'!r})")
     write_json(args.json, {"folder": str(out), "files": files})
+    return 0
+
+
+def run_merge(args) -> int:
+    """RUN (its newest checkpoint) or RUN/checkpoints/step_N -> a plain export in --out."""
+    from pathlib import Path
+
+    from hyvl.cli.common import print_table, write_json
+    from hyvl.errors import CheckpointError
+    from hyvl.models.checkpoint import _is_step_checkpoint, _load_step_checkpoint, save
+    from hyvl.train.checkpoint import latest_checkpoint
+
+    path = Path(args.checkpoint)
+    if not _is_step_checkpoint(path):
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise CheckpointError(
+                f"{path}: neither a training output directory with checkpoints/step_* nor a "
+                "step checkpoint (RUN/checkpoints/step_N)"
+            )
+        path = latest[1]
+    model = _load_step_checkpoint(path, merge=False)
+    from hyvl.models.lora import has_adapters, merged
+
+    adapted = [n for n, m in model.named_modules() if hasattr(m, "lora_A")]
+    plain = merged(model) if has_adapters(model) else model
+    save(plain, args.out, run_dir=path.parent.parent)
+    print_table(
+        [{"checkpoint": str(path), "adapted layers": len(adapted), "export": str(args.out)}],
+        title="merged export" if adapted else "export (the run has no adapters)",
+    )
+    write_json(args.json, {"checkpoint": str(path), "adapted": adapted, "export": str(args.out)})
     return 0

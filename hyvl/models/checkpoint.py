@@ -111,10 +111,11 @@ def _is_step_checkpoint(path: Path) -> bool:
     )
 
 
-def _load_step_checkpoint(path: Path):
+def _load_step_checkpoint(path: Path, merge: bool = True):
     """The model of a training checkpoint ``RUN/checkpoints/step_N`` (state.safetensors holds
     the train module: the model's tensors under ``model.``, the loss's under ``objective.``;
-    its meta.json the run's settings)."""
+    its meta.json the run's settings). A LoRA run's adapters (train.lora) are folded into the
+    weights (``merge``, a plain model), or kept as peft layers (``merge=False``, needs peft)."""
     from safetensors.torch import load_file
 
     from hyvl.config import RunConfig
@@ -136,6 +137,12 @@ def _load_step_checkpoint(path: Path):
     config.openclip_init = None  # the weights are in the checkpoint, not the init files
     config.vision.pretrained = None
     model = HyvlModel(config)
+    lora = settings.train.lora.rank > 0
+    if lora:
+        from hyvl.models.lora import add_adapters
+
+        with torch.random.fork_rng(devices=[]):  # their random init is overwritten next
+            add_adapters(model, settings.train.lora)
     try:
         saved = load_file(str(path / "state.safetensors"))
     except Exception as err:  # safetensors raises its own error types
@@ -154,6 +161,10 @@ def _load_step_checkpoint(path: Path):
             f"{path / 'state.safetensors'}: does not match the run's model config; missing "
             f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
+    if lora and merge:
+        from hyvl.models.lora import merged
+
+        model = merged(model)
     return model
 
 

@@ -24,7 +24,7 @@ from hyvl.errors import ConfigError, DataError, HyvlError
 from hyvl.io import write_text
 from hyvl.train import box_towers as towers
 from hyvl.train import checkpoint as ckpt
-from hyvl.train import console
+from hyvl.train import console, finetune
 from hyvl.train.allocator import keep_freed_memory
 from hyvl.train.health import CollapseError, TrainingHealth
 from hyvl.train.lock import RunLock
@@ -112,8 +112,9 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     accelerator.wait_for_everyone()
 
     state = build_state(cfg, accelerator, build_model_and_objective)
-    state.runtime = console.runtime(accelerator, cfg)
+    state.runtime = {**console.runtime(accelerator, cfg), **state.parameters}
     accelerator.print(console.start_line(state.runtime), file=sys.stderr)
+    accelerator.print(finetune.describe(state.parameters, tcfg), file=sys.stderr)
     resume(state, output_dir, changes)
     started_at_step = state.step
     if state.is_main:
@@ -123,6 +124,8 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     batches = iter(loader)
     log = RunLog(output_dir, state)
     health = TrainingHealth(cfg, tcfg.batch_size)
+    if tcfg.unfreeze_at and state.step >= tcfg.unfreeze_at:  # resumed past the unfreeze
+        finetune.unfreeze(state.train_module, state.frozen)
     trainable = [p for p in state.module.parameters() if p.requires_grad]
     do_eval = bool(cfg.eval.zeroshot or cfg.eval.retrieval) and tcfg.eval_every > 0
     nonfinite_in_row = 0
@@ -171,6 +174,14 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
             if batch is None:  # the stream cycles epochs: it ends only when nothing is readable
                 raise DataError(f"no training samples in {cfg.data.train_shards!r}")
             batch = batch.to(accelerator.device)
+            if state.frozen and tcfg.unfreeze_at and state.step == tcfg.unfreeze_at:
+                finetune.unfreeze(state.train_module, state.frozen)
+                trainable = [p for p in state.module.parameters() if p.requires_grad]
+                accelerator.print(
+                    f"hyvl train: step {state.step}: train.freeze ends (train.unfreeze_at), "
+                    f"{len(state.frozen)} more parameter tensors train",
+                    file=sys.stderr,
+                )
             if arrangement is None:  # the first batch: train.box_towers=auto measures on it
                 arrangement = towers.resolve(state, batch_tensors(batch))
                 state.box_towers = arrangement["chosen"]

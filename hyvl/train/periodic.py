@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from hyvl.config import RunConfig
@@ -29,7 +30,10 @@ def full_model(state: Any) -> nn.Module | None:
     if not state.is_main:
         return None
     model_state = {k[len("model.") :]: v for k, v in weights.items() if k.startswith("model.")}
-    model = create_model(state.model.config)
+    from hyvl.train.finetune import prepare_model
+
+    with torch.random.fork_rng(devices=[]):  # the adapters' random init, overwritten next
+        model = prepare_model(create_model(state.model.config), state.cfg.train)
     model.load_state_dict(model_state)
     return model
 
@@ -37,8 +41,10 @@ def full_model(state: Any) -> nn.Module | None:
 def export_model(model: nn.Module, output_dir: Path) -> Path:
     """Save into OUTPUT/export, swapped in atomically so a kill never leaves half an export.
 
-    The previous export is deleted only when it holds nothing but files hyvl writes; one
-    with other files (someone put them there) is kept as ``export.replaced-N``.
+    A model with LoRA adapters is exported merged (:func:`hyvl.models.lora.merged`): the
+    export is a plain model that loads without peft. The previous export is deleted only
+    when it holds nothing but files hyvl writes; one with other files (someone put them
+    there) is kept as ``export.replaced-N``.
     """
     from safetensors import SafetensorError
 
@@ -50,7 +56,11 @@ def export_model(model: nn.Module, output_dir: Path) -> Path:
     final = output_dir / "export"
     tmp = output_dir / ".tmp-export"
     old = output_dir / ".old-export"
+    from hyvl.models.lora import has_adapters, merged
+
     shutil.rmtree(tmp, ignore_errors=True)
+    if has_adapters(model):
+        model = merged(model)
     try:
         save(model, tmp, run_dir=output_dir)  # the model card reads the run's eval.jsonl
     except (OSError, RuntimeError, HyvlError, SafetensorError) as err:

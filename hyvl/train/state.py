@@ -38,7 +38,9 @@ class TrainState:
     raw batch read, usable or not), which is where a resumed stream restarts; ``skipped``
     the samples its loader skipped, by reason (this process's); ``box_towers`` the tower
     arrangement the steps use (:mod:`hyvl.train.box_towers`), None until the first batch;
-    ``runtime`` where the run runs: device, precision, processes (:func:`~hyvl.train.console.runtime`).
+    ``runtime`` where the run runs: device, precision, processes (:func:`~hyvl.train.console.runtime`);
+    ``frozen`` the train module's parameters train.freeze holds until train.unfreeze_at;
+    ``parameters`` the counts of :func:`~hyvl.train.finetune.parameter_report`.
     """
 
     cfg: RunConfig
@@ -52,6 +54,8 @@ class TrainState:
     skipped: dict = field(default_factory=dict)  # samples skipped so far, by reason
     box_towers: str | None = None  # the arrangement in use (a checkpoint's, on resume)
     runtime: dict = field(default_factory=dict)  # device, precision, world size
+    frozen: list = field(default_factory=list)  # train.freeze's parameters, until unfreeze_at
+    parameters: dict = field(default_factory=dict)  # trainable / total / optimizer state size
 
     @property
     def train_module(self) -> TrainModule:
@@ -123,9 +127,10 @@ def build_model_and_objective(cfg: RunConfig):
     from hyvl.models.registry import create_model
     from hyvl.models.tokenizer import get_tokenizer
     from hyvl.objectives import build_objective
+    from hyvl.train.finetune import prepare_model
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every process
-    model = create_model(cfg.model)
+    model = prepare_model(create_model(cfg.model), cfg.train)  # + train.lora's adapters
     objective = build_objective(cfg.objective, model.geometry)
     tokenizer = get_tokenizer(model.config.text)
     return model, tokenizer, objective
@@ -133,12 +138,30 @@ def build_model_and_objective(cfg: RunConfig):
 
 def build_state(cfg: RunConfig, accelerator: Any, build=build_model_and_objective) -> TrainState:
     """Model + objective in one :class:`TrainModule`, AdamW groups, warmup-cosine schedule."""
+    from hyvl.train.finetune import freeze, parameter_report
+
+    tcfg = cfg.train
+    if tcfg.unfreeze_at and accelerator.num_processes > 1:
+        # DDP fixes the set of parameters it reduces when it wraps the model
+        raise ConfigError(
+            f"train.unfreeze_at={tcfg.unfreeze_at} works on one process only (DDP reduces the "
+            "gradients of the parameters trainable when it wraps the model); use train.freeze "
+            "alone, or run the two phases as two runs"
+        )
     model, tokenizer, objective = build(cfg)
     core = TrainModule(model, objective)
-    optimizer = build_optimizer(core, cfg.train)
-    scheduler = build_scheduler(optimizer, cfg.train)
+    # Parameters that unfreeze later are in the optimizer from the start (AdamW passes over
+    # a parameter without gradient); frozen for good, they are left out of it.
+    frozen = [] if tcfg.unfreeze_at else freeze(core, tcfg)
+    optimizer = build_optimizer(core, tcfg)
+    if tcfg.unfreeze_at:
+        frozen = freeze(core, tcfg)
+    parameters = parameter_report(core, optimizer)
+    scheduler = build_scheduler(optimizer, tcfg)
     module, optimizer = accelerator.prepare(core, optimizer)
-    return TrainState(cfg, accelerator, module, optimizer, scheduler, tokenizer)
+    state = TrainState(cfg, accelerator, module, optimizer, scheduler, tokenizer)
+    state.frozen, state.parameters = frozen, parameters
+    return state
 
 
 def local_batch_size(cfg: RunConfig, world_size: int) -> int:
