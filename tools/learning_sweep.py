@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hyvl.cli.common import print_table, write_json  # noqa: E402
 from hyvl.data import real  # noqa: E402
 from hyvl.errors import HyvlError  # noqa: E402
+from hyvl.train.preempt import Interrupted  # noqa: E402
 
 MODELS = ("clip", "meru", "hycoclip")
 # The default worlds: the real-image demo and one change of it each, in the order they run.
@@ -301,7 +302,16 @@ def main(argv: list[str] | None = None) -> int:
             except HyvlError as err:
                 print(f"learning_sweep: error: {err}", file=sys.stderr)
                 return 2
-            result = run_one(world, model, seed, data, out, args)
+            try:
+                result = run_one(world, model, seed, data, out, args)
+            except Interrupted as stop:  # SIGTERM / SIGUSR1 / Ctrl-C: hyvl train checkpointed
+                print(f"learning_sweep: {stop}", file=sys.stderr)
+                print(
+                    "learning_sweep: the same command continues: finished runs are reused, the "
+                    "interrupted one resumes from its checkpoint",
+                    file=sys.stderr,
+                )
+                return stop.exit_code
             runs.setdefault((world, model), []).append(result)
             if result["problems"] and result["health"] != "not run":
                 failed.append(f"{world} / {model} / seed {seed}: {result['health']}")
