@@ -86,6 +86,32 @@ def add_parsers(sub) -> None:
     _root_args(lp, "as for 'suite'")
     lp.set_defaults(func=run_linprobe)
 
+    sc = sub.add_parser(
+        "sugarcrepe",
+        help="SugarCrepe: the true caption over a hard negative, 7 subsets",
+        description="ROOT: the folder of SugarCrepe's released JSON files (add_att, add_obj, "
+        "replace_att, replace_obj, replace_rel, swap_att, swap_obj; or a clone of its "
+        "repository, with them under data/). The COCO val2017 images are found in ROOT/val2017, "
+        "ROOT/images/val2017, ROOT/images or ../coco/val2017 beside ROOT, or given with "
+        "--images. Accuracy: the share of pairs where the image scores higher with the true "
+        "caption; mean: pooled over all pairs. Never downloads.",
+    )
+    sc.add_argument("--checkpoint", required=True, help="as for 'suite'")
+    sc.add_argument("--root", required=True, help="the SugarCrepe folder (see above)")
+    sc.add_argument("--images", help="the COCO val2017 image folder (default: found under ROOT)")
+    sc.add_argument("--subsets", help="comma-separated subset names (default: all 7)")
+    sc.add_argument(
+        "--score",
+        choices=["similarity", "cone"],
+        default="similarity",
+        help="similarity: the model's own (-distance, or cosine for CLIP); cone: how far inside "
+        "the caption's entailment cone the image lies (hyperbolic models)",
+    )
+    sc.add_argument("--batch-size", type=int, default=64, help="images or texts per forward pass")
+    add_sharing_args(sc)
+    add_json_arg(sc)
+    sc.set_defaults(func=run_sugarcrepe)
+
 
 def _overrides(values: list[str] | None) -> dict[str, str]:
     out = {}
@@ -209,6 +235,36 @@ def run_linprobe(args) -> int:
     ]
     print_table(rows, title=f"linear probe: {args.root}")
     _report_skipped(res)
+    _report_missing(res["missing"])
+    write_json(args.json, res)
+    return 0
+
+
+def run_sugarcrepe(args) -> int:
+    from hyvl.evaluation.sugarcrepe import evaluate_sugarcrepe, find_layout, table_rows
+
+    where = find_layout(args.root, args.images)  # before the model is loaded
+    if isinstance(where, str):
+        raise DataError(where)
+    subsets = [n.strip() for n in args.subsets.split(",") if n.strip()] if args.subsets else None
+    with _Session(args) as s:
+        res = evaluate_sugarcrepe(
+            s.model,
+            s.preprocess,
+            s.tokenizer,
+            args.root,
+            images=args.images,
+            subsets=subsets,
+            score=args.score,
+            batch_size=args.batch_size,
+            shard=s.shard,
+            workers=args.workers,
+            precision=args.precision,
+        )
+        if not s.shard.is_main:
+            return 0
+    print_table(table_rows(res), title=f"SugarCrepe: {args.root} (score: {res['score']})")
+    print(skipped_line(res["skipped"]))
     _report_missing(res["missing"])
     write_json(args.json, res)
     return 0

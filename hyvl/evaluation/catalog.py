@@ -42,6 +42,7 @@ NAMES = (
     "sst2",
 )
 RETRIEVAL = ("coco", "flickr30k")
+COMPOSITIONAL = ("sugarcrepe",)  # hyvl.evaluation.sugarcrepe: ROOT/sugarcrepe/
 METRIC = "mean_per_class"
 
 

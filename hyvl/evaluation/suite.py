@@ -230,6 +230,32 @@ def _retrieval(model, preprocess, tokenizer, root, name, opts, size) -> dict | s
     }
 
 
+def _sugarcrepe(model, preprocess, tokenizer, root, opts) -> dict | str:
+    """SugarCrepe under ``root/sugarcrepe`` (:func:`~hyvl.evaluation.sugarcrepe.find_layout`),
+    scored by the model's own similarity, or why it is not evaluated."""
+    from hyvl.evaluation.sugarcrepe import evaluate_sugarcrepe, find_layout
+
+    folder = Path(root) / "sugarcrepe"
+    where = find_layout(folder)
+    if isinstance(where, str):
+        return where
+    e = opts["embed"]
+    try:
+        res = evaluate_sugarcrepe(
+            model,
+            preprocess,
+            tokenizer,
+            folder,
+            batch_size=e["batch_size"],
+            shard=e["shard"],
+            workers=e["workers"],
+            precision=e["precision"],
+        )
+    except DataError as err:  # e.g. no usable image: listed, not fatal (as the other rows)
+        return str(err)
+    return {**res, "path": str(where[0]), "images": str(where[1])}
+
+
 def run_suite(
     model,
     preprocess,
@@ -261,7 +287,7 @@ def run_suite(
     """
     shard = shard or Shard()
     size = compare_size or model_size(model)
-    known = catalog.NAMES + catalog.RETRIEVAL
+    known = catalog.NAMES + catalog.RETRIEVAL + catalog.COMPOSITIONAL
     custom, custom_skipped = find_custom(root, known, preprocess)
     # other folders with a COCO-format captions.json + images/ (hyvl data demo's retrieval/)
     extra_retrieval = (
@@ -274,7 +300,11 @@ def run_suite(
         else []
     )
     retrieval = (*catalog.RETRIEVAL, *extra_retrieval)
-    wanted = list(datasets) if datasets else [*catalog.NAMES, *custom, *retrieval]
+    wanted = (
+        list(datasets)
+        if datasets
+        else [*catalog.NAMES, *custom, *retrieval, *catalog.COMPOSITIONAL]
+    )
     unknown = [
         n
         for n in wanted
@@ -301,6 +331,7 @@ def run_suite(
         "datasets": {},
         "retrieval": {},
         "hierarchy": {},
+        "compositional": {},
         "missing": {},
     }
     was_training = model.training
@@ -310,6 +341,14 @@ def run_suite(
         for name in wanted:
             if name in custom_skipped:
                 out["missing"][name] = custom_skipped[name]
+                continue
+            if name in catalog.COMPOSITIONAL:
+                res = _sugarcrepe(model, preprocess, tokenizer, root, opts)
+                if isinstance(res, str):
+                    out["missing"][name] = res
+                else:
+                    log(f"{name}: {res['path']}")
+                    out["compositional"][name] = res
                 continue
             if name in retrieval:
                 res = _retrieval(model, preprocess, tokenizer, root, name, opts, size)
@@ -349,7 +388,7 @@ def run_suite(
     values = {n: r["value"] for n, r in out["datasets"].items()}
     out["mean"] = sum(values.values()) / len(values) if values else None
     out["mean_over"] = list(values)
-    rows = [*out["datasets"].values(), *out["retrieval"].values()]
+    rows = [*out["datasets"].values(), *out["retrieval"].values(), *out["compositional"].values()]
     out["skipped"] = merge_counts(*(r["skipped"] for r in rows))
     return out
 
@@ -395,6 +434,26 @@ def table_rows(res: dict) -> list[dict[str, Any]]:
                         **pub(p),
                     }
                 )
+    for name, r in res.get("compositional", {}).items():
+        for subset, v in r["subsets"].items():
+            rows.append(
+                {
+                    "dataset": name,
+                    "metric": f"{subset} acc",
+                    "value": v["accuracy"],
+                    "n": v["num_pairs"],
+                    **pub({}),
+                }
+            )
+        rows.append(
+            {
+                "dataset": name,
+                "metric": "mean (pooled)",
+                "value": r["mean"],
+                "n": sum(v["num_pairs"] for v in r["subsets"].values()),
+                **pub({}),
+            }
+        )
     for name, r in res["hierarchy"].items():
         for m in HIERARCHY_METRICS:
             rows.append(
