@@ -4,87 +4,43 @@ the demo world with their true captions and hand-made negatives, and checked aga
 independent recomputation (each image and caption embedded on its own, pairs counted by hand)."""
 
 import json
-import random
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 import hyvl
 from hyvl import lorentz
 from hyvl.cli.main import main
-from hyvl.data.demo import COLOURS, SHAPES, make_scene
 from hyvl.errors import DataError
 from hyvl.evaluation import evaluate_sugarcrepe
 from hyvl.evaluation.suite import run_suite, table_rows
 
-SUBSETS = (
-    "replace_obj",
-    "replace_att",
-    "replace_rel",
-    "swap_obj",
-    "swap_att",
-    "add_obj",
-    "add_att",
-)
+# the paper's table order: replace, swap, add
+SUBSETS = ("replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att", "add_obj",
+           "add_att")  # fmt: skip
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
-def _other(options, current):
-    return next(o for o in options if o != current)
-
-
-def _negatives(boxes):
-    """Hand-made hard negatives of a demo scene's caption, one per SugarCrepe edit (swaps and
-    the relation need two objects)."""
-    objs = [b["text"].split() for b in boxes]  # [size, colour, shape]
-    say = lambda objs, joint=" and ": joint.join(f"a {z} {c} {s}" for z, c, s in objs)  # noqa: E731
-    (z0, c0, s0), rest = objs[0], objs[1:]
-    neg = {
-        "replace_obj": say([[z0, c0, _other(SHAPES, s0)], *rest]),
-        "replace_att": say([[z0, _other(COLOURS, c0), s0], *rest]),
-        "add_obj": say([*objs, ["large", _other(COLOURS, c0), _other(SHAPES, s0)]]),
-        "add_att": say([[z0, f"striped {c0}", s0], *rest]),
-    }
-    if rest:
-        (z1, c1, s1), *more = rest
-        neg["replace_rel"] = say(objs, " inside ")
-        neg["swap_obj"] = say([[z0, c0, s1], [z1, c1, s0], *more])
-        neg["swap_att"] = say([[z0, c1, s0], [z1, c0, s1], *more])
-    return neg
-
-
-def write_sugarcrepe(folder, n_images=10, seed=3):
-    """The released layout under ``folder``: SUBSET.json + val2017/; returns the pairs written
-    ({subset: [(PIL image or None, caption, negative)]}, None: the image is missing/damaged)."""
-    rng = random.Random(seed)
-    (folder / "val2017").mkdir(parents=True)
-    truth = {s: [] for s in SUBSETS}
-    files = {s: {} for s in SUBSETS}
-    for i in range(n_images):
-        while True:  # every other scene: two objects of different shapes and colours
-            image, caption, boxes, objects = make_scene(rng, n_objects=1 + i % 2)
-            (c0, s0), *rest = objects  # (colour, shape)
-            if not i % 2 or (len(rest) == 1 and rest[0][0] != c0 and rest[0][1] != s0):
-                break
-        name = f"{i + 1:012d}.jpg"
-        image.save(folder / "val2017" / name, quality=90)
-        with Image.open(folder / "val2017" / name) as im:  # what the evaluation reads
-            image = im.convert("RGB")
-        assert caption == " and ".join(f"a {b['text']}" for b in boxes)  # as _negatives says
-        for subset, negative in _negatives(boxes).items():
-            files[subset][str(len(files[subset]))] = {
-                "filename": name, "caption": caption, "negative_caption": negative
-            }  # fmt: skip
-            truth[subset].append((image, caption, negative))
+def write_sugarcrepe(folder):
+    """The tool's demo-world folder, plus a damaged image and a missing one among add_obj's
+    pairs (skipped and counted)."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import sugarcrepe_demo
+    finally:
+        sys.path.remove(str(TOOLS))
+    truth = sugarcrepe_demo.write_sugarcrepe(folder, n_images=10, seed=3)
+    files = json.loads((folder / "add_obj.json").read_text())
     # a damaged image and one that is not there: their pairs are skipped and counted
     (folder / "val2017" / "000000999998.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     for bad in ("000000999998.jpg", "000000999999.jpg"):
-        files["add_obj"][str(len(files["add_obj"]))] = {
+        files[str(len(files))] = {
             "filename": bad, "caption": "a red circle", "negative_caption": "a blue square"
         }  # fmt: skip
-    for subset, entries in files.items():
-        (folder / f"{subset}.json").write_text(json.dumps(entries, indent=4))
+    (folder / "add_obj.json").write_text(json.dumps(files))
     return truth
 
 
