@@ -163,3 +163,6 @@ def test_suite_lists_sugarcrepe_when_its_folder_exists(setup, tmp_path):
     res = run_suite(model, preprocess, tokenizer, tmp_path, log=id)
     assert res["missing"]["sugarcrepe"] == f"no folder {tmp_path / 'sugarcrepe'}"
     assert res["compositional"] == {}
+    assert main(["eval", "suite", "--list", "--json", str(tmp_path / "l.json")]) == 0
+    listed = json.loads((tmp_path / "l.json").read_text())["compositional"]
+    assert [r["folder"] for r in listed] == ["ROOT/sugarcrepe/"]

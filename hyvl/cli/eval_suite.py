@@ -163,7 +163,8 @@ def run_suite(args) -> int:
     if args.list:
         rows = catalog.listing()
         print_table([{**r, "layouts": ", ".join(r["layouts"])} for r in rows], title="suite")
-        write_json(args.json, {"datasets": rows, "retrieval": catalog.retrieval_listing()})
+        listing = {"datasets": rows, "retrieval": catalog.retrieval_listing()}
+        write_json(args.json, {**listing, "compositional": catalog.compositional_listing()})
         return 0
     _need(args)
     from hyvl.evaluation.suite import footnotes, markdown, run_suite, table_rows

@@ -198,3 +198,19 @@ def retrieval_listing() -> list[dict]:
             "folder": "ROOT/flickr30k/",
         },
     ]
+
+
+def compositional_listing() -> list[dict]:
+    """The compositional benchmarks of the suite and the files they are found by."""
+    return [
+        {
+            "name": "sugarcrepe",
+            "metric": "accuracy per subset (true caption over hard negative), pooled mean",
+            "layouts": [
+                "the released data/*.json (7 subsets) in ROOT/sugarcrepe or ROOT/sugarcrepe/data, "
+                "COCO val2017 images in ROOT/sugarcrepe/val2017 (or images/val2017, images/) "
+                "or ROOT/coco/val2017"
+            ],
+            "folder": "ROOT/sugarcrepe/",
+        }
+    ]
