@@ -157,12 +157,14 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
 
     out = tmp_path / "merged"
     assert main(["export", "merge", "--checkpoint", str(reference), "--out", str(out)]) == 0
-    monkeypatch.setitem(sys.modules, "peft", None)  # the merged export loads without peft
+    # a step checkpoint of a LoRA run (adapters kept apart, so it needs peft) merges on load
+    on_load, _, _ = hyvl.load(reference / "checkpoints" / "step_0000004")
+    monkeypatch.setitem(sys.modules, "peft", None)  # the merged exports load without peft
     plain, _, tokenizer = hyvl.load(out)
     own, _, _ = hyvl.load(reference)  # the run's export/ is merged as well
     step4.eval()
     tokens, images = tokenizer(["a red square", "a cat"]), torch.rand(2, 3, 32, 32)
-    for model in (plain, own):
+    for model in (plain, own, on_load):
         assert not has_adapters(model)
         torch.testing.assert_close(model.encode_text(tokens), step4.encode_text(tokens),
                                    atol=1e-5, rtol=0)  # fmt: skip
