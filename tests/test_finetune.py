@@ -173,3 +173,12 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
     assert load_run_config(reference / "config.yaml").train.lora.rank == 4
     assert ckpt.read_meta(reference / "checkpoints" / "step_0000004")["runtime"][
         "optimizer_state_bytes"] == runtime["optimizer_state_bytes"]  # fmt: skip
+
+
+def test_export_merge_of_a_folder_without_checkpoints_is_a_one_line_error(tmp_path, capsys):
+    from hyvl.cli.main import main
+
+    assert main(["export", "merge", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nor a step checkpoint" in err and str(tmp_path) in err
+    assert not (tmp_path / "m").exists()
