@@ -195,6 +195,20 @@ class ObjectiveConfig(Section):
     entail_warmup_steps: Int = Field(
         0, ge=0, description="steps over which the entailment weight ramps up from 0 (0: off)"
     )
+    # Not in the papers (0 = their recipe). Under AdamW a small weight does not make a term
+    # weak: while the contrastive gradient is near zero (images a random tower cannot tell
+    # apart yet) even a ramped-down entailment term steers every step and parks the cone apexes
+    # inside the origin ball where each cone is a half-space, and the contrastive terms never
+    # recover. The gate holds the entailment at 0 while the batch's contrastive loss is at
+    # chance (ln N) and opens it linearly until the loss is this fraction below chance, so it
+    # also closes again if the cones pull the run back towards chance (docs/learning.md).
+    entail_gate: Float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="entailment only once the contrastive loss is below chance: its weight "
+        "scales by clamp((1 - loss / ln N) / entail_gate, 0, 1) (0: off)",
+    )
     # Memory, not maths: the loss is the same up to float summation order (tested).
     logit_chunk_rows: Int = Field(
         0,

@@ -518,6 +518,44 @@ def test_entailment_warmup_ramps_the_weight_from_zero():
         )
 
 
+@pytest.mark.parametrize("kind", ["meru", "hycoclip"])
+def test_entailment_gate_follows_the_contrastive_loss_against_chance(kind):
+    """entail_gate: weight x clamp((1 - L / ln N) / gate, 0, 1) from the float64 reference L."""
+    emb = make_embeddings("lorentz", B=6, k=2, seed=5, scale=2.0)
+    # Pairs that point roughly the same way (loss below chance), not exactly (entailment > 0).
+    g = torch.Generator().manual_seed(1)
+    whole = L.log_map0(emb.image, 1.3)
+    per_box = whole.repeat_interleave(2, dim=0)
+    for name, base, r in (
+        ("text", whole, 0.6),
+        ("box_image", per_box, 0.8),
+        ("box_text", per_box, 0.4),
+    ):
+        noise = 0.3 * torch.randn(base.shape, generator=g, dtype=torch.float64)
+        setattr(emb, name, L.exp_map0(r * base + noise, 1.3))
+    ref = ref_objective(emb, _cfg(kind, "lorentz", "distance", "softmax"), "lorentz", 0.0)
+    below = 1.0 - ref["contrastive"] / math.log(6)  # how far these logits are below chance
+    assert 0.2 < below < 0.9
+    for gate, share in ((0.9, below / 0.9), (below / 2, 1.0)):
+        cfg = _cfg(kind, "lorentz", "distance", "softmax", entail_gate=gate)
+        out = compute_objective(emb, cfg, "lorentz")
+        torch.testing.assert_close(out["entail_gate"].item(), share, rtol=1e-9, atol=1e-12)
+        want = ref["contrastive"] + 0.2 * share * ref["entail"]
+        torch.testing.assert_close(out["loss"].item(), want, rtol=1e-9, atol=1e-10)
+    # At chance (every logit equal: scale 0) the entailment is off however large it is.
+    emb.logit_scale = torch.tensor(0.0, dtype=torch.float64)
+    out = compute_objective(
+        emb, _cfg(kind, "lorentz", "distance", "softmax", entail_gate=0.1), "lorentz"
+    )
+    assert float(out["entail"]) > 0 and float(out["entail_gate"]) < 1e-12  # 0 up to rounding
+    assert float(out["loss"]) == pytest.approx(float(out["contrastive"]), abs=1e-12)
+    # Off by default (the papers' recipe), and refused where ln N is not chance.
+    off = compute_objective(emb, _cfg(kind, "lorentz", "distance", "softmax"), "lorentz")
+    assert "entail_gate" not in off
+    with pytest.raises(ConfigError, match="entail_gate"):
+        build_objective(_cfg(kind, "lorentz", "distance", "sigmoid", entail_gate=0.1), "lorentz")
+
+
 @pytest.mark.parametrize("kind,geometry,logits,loss", CASES)
 def test_chunked_logits_give_the_same_loss_and_gradients(kind, geometry, logits, loss):
     """objective.logit_chunk_rows changes memory, not maths: every term and every gradient

@@ -58,7 +58,28 @@ def check_objective(cfg: ObjectiveConfig, geometry: str) -> Geometry:
             "lorentz model; use a lorentz model, objective.kind='clip', or "
             "objective.entail_weight=0 (contrastive terms only)"
         )
+    if cfg.entail_gate > 0 and cfg.loss != "softmax":
+        raise ConfigError(
+            "objective.entail_gate reads the contrastive loss against its chance value ln N, "
+            "which only the softmax loss has; set objective.entail_gate=0 with loss='sigmoid'"
+        )
     return space
+
+
+def entail_gate(contrastive: Tensor, global_batch: int, margin: float, world: int) -> Tensor:
+    """``clamp((1 - L / ln N) / margin, 0, 1)`` of the detached contrastive loss ``L``.
+
+    0 while the loss is at or above chance (uniform logits over the ``N`` columns), 1 once it is
+    ``margin`` (a fraction of ``ln N``) below. With several processes ``L`` is the global mean:
+    each rank holds ``world / N`` times its row sum, so the ranks' values add up to ``world``
+    times the mean, and every process applies the same gate.
+    """
+    value = contrastive.detach().clone()
+    if world > 1:
+        torch.distributed.all_reduce(value)
+        value = value / world
+    chance = torch.log(torch.tensor(float(max(global_batch, 2)), dtype=value.dtype))
+    return ((1.0 - value / chance.to(value.device)) / margin).clamp(0.0, 1.0)
 
 
 def _autocast_off(device: torch.device):
@@ -130,7 +151,9 @@ def compute_objective(
             than one rank exists (and ``cfg.gather_with_grad``); False computes the local loss
             only (benchmarks, single-process use).
         entail_scale: multiplies ``cfg.entail_weight`` (the warm-up ramp of
-            ``cfg.entail_warmup_steps``; 1.0 = the papers' weight).
+            ``cfg.entail_warmup_steps``; 1.0 = the papers' weight). With
+            ``cfg.entail_gate > 0`` it is further multiplied by :func:`entail_gate` of this
+            batch's contrastive loss, reported as the term ``entail_gate``.
 
     Returns:
         ``{"loss", "contrastive", "contrastive_image_text", "contrastive_text_image", ...}``:
@@ -280,8 +303,13 @@ def compute_objective(
             out.update(entail_terms)
             out["entail"] = entail
             # As MERU: a zero weight leaves the term out (logged only), so a NaN cannot leak in.
+            weight = entail_scale * cfg.entail_weight
+            if cfg.entail_gate > 0:
+                gate = entail_gate(out["contrastive"], global_batch, cfg.entail_gate, world)
+                out["entail_gate"] = gate
+                weight = weight * gate
             if cfg.entail_weight > 0 and entail_scale > 0:
-                loss = loss + entail_scale * cfg.entail_weight * entail
+                loss = loss + weight * entail
         out["loss"] = loss
         out["logit_scale"] = scale.detach()
         if curv is not None:
