@@ -60,11 +60,10 @@ def term_losses(losses: dict, weight: float) -> dict:
         parts["c_whole"], parts["c_box"] = whole, box
     else:
         parts["c_whole"] = losses["contrastive"]
+    if "entail_gate" in losses:  # objective.entail_gate: the weight the loss really used
+        weight = weight * float(losses["entail_gate"])
     if "entail" in losses and weight > 0:
         parts["entail"] = weight * losses["entail"]
-    for extra in ("norm_reg",):
-        if extra in losses:
-            parts[extra] = losses[extra]
     return parts
 
 
@@ -115,10 +114,10 @@ def main() -> None:
             for name, term in term_losses(losses, weight).items():
                 for g, v in grad_norms(term, by_group).items():
                     row[f"{name}/{g}"] = v
-            row["loss_over_ln_b"] = float(losses["contrastive"]) / math.log(batch.images.shape[0])
+            row["loss_over_ln_b"] = losses["contrastive"].item() / math.log(batch.images.shape[0])
             for key in ("contrastive_image_text", "contrastive_boximage_text", "entail"):
                 if key in losses:
-                    row[key] = float(losses[key])
+                    row[key] = losses[key].item()
             stats = embedding_stats(emb, contrastive_loss=None, global_batch=batch.images.shape[0])
             row.update({k: v for k, v in stats.items() if k.startswith(("spread", "d0"))})
             row["logit_scale"] = float(emb.logit_scale)
