@@ -6,6 +6,9 @@ handwritten-digit scans from scikit-learn (22-30 px on a plain light 96 px canva
 scans (10 classes, chance 10%). Same layout as ``hyvl data demo``; a few seconds.
 
     python tools/digits_world.py --out runs/digits/data
+
+``hyvl data demo --kind real --world digits`` writes a world of the same construction (another
+draw of it); this script reproduces the one docs/learning.md (fix 4) was measured on.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ Definitions (``N`` = global batch over all processes, local rows against gathere
 * entailment, HyCoCLIP: ``0.5 * sum`` of four ``mean relu(oxy_angle(apex, child) - k *
   half_aperture(apex))``: text -> image and box text -> box image with ``k = 0.7``; box image ->
   image and box text -> text with ``k = 1.2``; added with ``entail_weight`` (0.2).
+* ``entail_warmup_steps`` and ``entail_gate`` (not in the papers, both off by default) scale the
+  entailment weight: a linear ramp over steps, and ``clamp((1 - L / ln N) / gate, 0, 1)`` of
+  the batch's detached contrastive loss ``L`` (no entailment while the contrastive loss is at
+  chance).
 * ``loss: sigmoid`` replaces each CE by SigLIP's pairwise loss (Zhai et al. 2023): per row,
   ``-sum_j log sigmoid(label_ij * (logit_ij + bias))`` with ``label = +1`` for the positive and
   ``-1`` otherwise, and a learnable ``bias`` (init -10).
