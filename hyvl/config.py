@@ -375,7 +375,7 @@ class TrainConfig(Section):
     health_patience: Int = Field(
         20, gt=0, description="steps a health problem must hold before it is reported"
     )
-    # Fine-tuning a pretrained CLIP (docs/finetune.md).
+    # Fine-tuning a pretrained CLIP (docs/tutorials/fine-tuning.md).
     lora: LoraConfig = Field(default_factory=LoraConfig, description="low-rank adapters")
     freeze: list[str] | Literal["towers"] = Field(
         default_factory=list,
