@@ -57,6 +57,14 @@ def test_gpu_check_report_fails_on_an_error_or_a_nan(monkeypatch, tmp_path, benc
     monkeypatch.setattr(gpu_check, "make_shards", lambda plan: "")
     checks = {
         "good": lambda plan: {"ok": True, "images_per_s": 12.5},
+        # a step set: per-variant step seconds and images/s (the check's wall time is apart)
+        "steps": lambda plan: {
+            "ok": True,
+            "batch": 8,
+            "autocast": "bf16",
+            "seconds": {"clip": 0.5, "meru": 0.25},
+            "images_per_s": {"clip": 16.0, "meru": 32.0},
+        },
         "nan": lambda plan: {"ok": True, "loss": float("nan"), "steps": [1.0, float("inf")]},
         "broken": broken,
     }
@@ -72,6 +80,10 @@ def test_gpu_check_report_fails_on_an_error_or_a_nan(monkeypatch, tmp_path, benc
     assert got["nan"]["steps"] == [1.0, None]  # NaN and inf are null in the JSON
     assert not got["broken"]["ok"] and "ZeroDivisionError" in got["broken"]["error"]
     assert "| broken | NO |" in table.read_text() and "| good | yes |" in table.read_text()
+    assert "| meru | 0.2500 | 32 |" in table.read_text()  # the step set's variants, side by side
+    assert (
+        got["steps"]["seconds"] == {"clip": 0.5, "meru": 0.25} and "check_seconds" in got["steps"]
+    )
     # only the good check left: ok, exit 0
     monkeypatch.setattr(gpu_check, "CHECKS", {"good": checks["good"]})
     assert gpu_check.main(args) == 0 and json.loads(report_file.read_text())["ok"] is True

@@ -495,9 +495,12 @@ def run_checks(plan: Plan, checks: dict, log=print) -> dict[str, dict]:
                 traceback.print_exc()
             if has_nan(res):
                 res["ok"], res["error"] = False, res.get("error") or "NaN or inf in the figures"
-            res["seconds"] = time.perf_counter() - start
+            # the check's own wall time; "seconds" is a step set's per-variant step times
+            res["check_seconds"] = time.perf_counter() - start
             results[name] = res
-            log(f"gpu_check: {name}: {'ok' if res['ok'] else 'FAILED'} ({res['seconds']:.0f} s)")
+            log(
+                f"gpu_check: {name}: {'ok' if res['ok'] else 'FAILED'} ({res['check_seconds']:.0f} s)"
+            )
     return results
 
 
@@ -517,11 +520,11 @@ def markdown(report: dict) -> str:
         shown = {
             k: v
             for k, v in res.items()
-            if k not in ("ok", "seconds") and not isinstance(v, (dict, list))
+            if k not in ("ok", "check_seconds") and not isinstance(v, (dict, list))
         }
         figures = "; ".join(f"{k} {_fmt(v)}" for k, v in shown.items())
         lines.append(
-            f"| {name} | {'yes' if res['ok'] else 'NO'} | {res['seconds']:.0f} | {figures} |"
+            f"| {name} | {'yes' if res['ok'] else 'NO'} | {res['check_seconds']:.0f} | {figures} |"
         )
     for name, res in report["checks"].items():
         if "images_per_s" in res and isinstance(res["images_per_s"], dict):
