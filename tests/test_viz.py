@@ -77,6 +77,7 @@ def test_cli_viz_writes_png_and_numbers(tmp_path):
     norms = json.loads((tmp_path / "norms.json").read_text())
     assert sum(norms["text"]["hist"]) == 40
     disk = json.loads((tmp_path / "disk.json").read_text())
+    assert disk["title"].startswith("hycoclip_tiny (") and "curvature c = 1" in disk["title"]
     assert all(disk[k]["mean_radius"] < disk["disk_radius"] for k in ("image", "text"))
     # colour by class: an image folder, one sub-folder per class, class names as stars
     code, out, err = run_cli(
@@ -96,3 +97,100 @@ def test_cli_viz_writes_png_and_numbers(tmp_path):
         "--data", tmp_path / "demo" / "val" / "*.tar", "--out", tmp_path / "x.png",
     )  # fmt: skip
     assert code == 2 and "one sub-folder per class" in err
+
+
+def _kind_embs(c):
+    g = torch.Generator().manual_seed(2)
+    return {
+        "text": lorentz.exp_map0(torch.randn(20, 8, generator=g) * 0.4, c),
+        "image": lorentz.exp_map0(torch.randn(30, 8, generator=g) * 1.2, c),
+    }
+
+
+def _rgb(colour):
+    from matplotlib.colors import to_rgb
+
+    return tuple(round(v, 3) for v in to_rgb(colour))
+
+
+def _outside(fig, ax, legend):
+    """The legend's box lies right of the disk's boundary circle, on the page."""
+    fig.canvas.draw()
+    disk = ax.patches[0].get_window_extent()
+    return legend.get_window_extent().x0 >= disk.x1 - 1
+
+
+def test_disk_picture_titles_rings_legend_and_kind_colours():
+    from hyvl.viz import KIND_COLOURS, disk_figure, disk_radius_of
+
+    c = 0.5
+    fig, stats = disk_figure(_kind_embs(c), c, title="meru_tiny (ckpt), curvature c = 0.5")
+    ax = fig.axes[0]
+    assert "meru_tiny (ckpt)" in ax.get_title() and "curvature c = 0.5" in ax.get_title()
+    # rings at round distances, each labelled, at the radius a point that far out is drawn at
+    rings = {p.get_gid(): p.get_radius() for p in ax.patches if (p.get_gid() or "")[:5] == "ring-"}
+    assert stats["rings"] and set(rings) == {f"ring-{d:g}" for d in stats["rings"]}
+    labels = {t.get_text() for t in ax.texts}
+    assert {f"d={d:g}" for d in stats["rings"]} <= labels
+    one = lorentz.exp_map0(torch.tensor([[1.0, 0.0]]) * 1.0, c)  # a point at distance 1
+    r_one = float(disk_coordinates({"x": torch.cat([one, -one])}, c)["x"][0].norm())
+    assert abs(rings["ring-1"] - r_one) < 1e-5 and abs(r_one - disk_radius_of(1.0, c)) < 1e-6
+    assert _outside(fig, ax, ax.get_legend())
+    drawn = {col.get_label(): _rgb(col.get_facecolor()[0][:3]) for col in ax.collections}
+    assert drawn["image"] == _rgb(KIND_COLOURS["image"])
+    assert drawn["text"] == _rgb(KIND_COLOURS["text"])
+    # the numbers say which radius they are: on the page, and the distance the rings measure
+    d0 = float(lorentz.dist0(_kind_embs(c)["image"], c).mean())
+    assert abs(stats["image"]["mean_dist0"] - d0) < 1e-5
+    assert stats["image"]["mean_radius"] < stats["disk_radius"]
+
+
+def test_norms_and_demo_pictures_share_the_kind_colours(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from hyvl.train.demo import plot
+    from hyvl.viz import KIND_COLOURS, norms_figure
+
+    fig, _ = norms_figure(_kind_embs(1.0), 1.0, title="hycoclip_tiny (x), curvature c = 1")
+    ax = fig.axes[0]
+    assert "hycoclip_tiny" in ax.get_title() and "curvature" in ax.get_title()
+    assert _rgb(ax.patches[0].get_facecolor()[:3]) == _rgb(KIND_COLOURS["text"])
+    fig.canvas.draw()
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+    # demo.png's histograms: the same colour per kind (they were matplotlib's default cycle)
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    values = {k: {"values": [0.1 * i, 0.2 * i + 0.1]} for i, k in enumerate(KIND_COLOURS)}
+    plot({"hycoclip": {"_distances": values}}, tmp_path / "demo.png")
+    hist_ax = kept[0].axes[1]
+    colours = [_rgb(p.get_facecolor()[:3]) for p in hist_ax.patches]
+    for k, colour in KIND_COLOURS.items():
+        assert _rgb(colour) in colours, k
+
+
+def test_class_colours_follow_the_names_and_stay_distinct_past_ten():
+    from hyvl.data.demo import CLASSES
+    from hyvl.viz import OKABE_ITO, class_styles, disk_classes_figure
+
+    styles = dict(zip(CLASSES, class_styles(CLASSES), strict=True))
+    assert styles["red circle"]["colour"] == OKABE_ITO["vermillion"]  # it was drawn blue
+    assert styles["blue circle"]["colour"] == OKABE_ITO["blue"]  # it was drawn orange
+    assert styles["green square"]["colour"] == OKABE_ITO["bluish green"]
+    assert len({(s["colour"], s["marker"]) for s in styles.values()}) == len(CLASSES) == 12
+    generic = [f"class {i}" for i in range(30)]
+    assert len({tuple(s.values()) for s in class_styles(generic)}) == 30
+    assert {s["colour"] for s in class_styles(generic)} <= set(OKABE_ITO.values())
+    # the picture draws each class in its style and names it next to its star
+    c = 1.0
+    g = torch.Generator().manual_seed(3)
+    images = lorentz.exp_map0(torch.randn(24, 8, generator=g), c)
+    labels = torch.arange(24) % 12
+    texts = lorentz.exp_map0(torch.randn(12, 8, generator=g) * 0.3, c)
+    fig, stats = disk_classes_figure(images, labels, texts, CLASSES, c, title="m (x), curvature")
+    ax = fig.axes[0]
+    red = CLASSES.index("red circle")
+    (dots,) = [col for col in ax.collections if col.get_gid() == f"class-{red}"]
+    assert _rgb(dots.get_facecolor()[0][:3]) == _rgb(OKABE_ITO["vermillion"])
+    assert set(CLASSES) <= {t.get_text() for t in ax.texts}
+    assert _outside(fig, ax, ax.get_legend())
+    assert stats["classes"]["red circle"]["colour"] == OKABE_ITO["vermillion"]

@@ -41,17 +41,21 @@ def run(args) -> int:
     import torch
 
     import hyvl
-    from hyvl.viz import embed_kinds, plot_disk, plot_norms
+    from hyvl.viz import embed_kinds, picture_title, plot_disk, plot_norms
 
     model, preprocess, tokenizer = hyvl.load(args.checkpoint)
+    title = picture_title(model, args.checkpoint)  # the model and curvature on every picture
     if getattr(args, "color_by", "kind") == "class":
         from hyvl.viz import embed_image_folder, plot_disk_classes
 
         images, labels, texts, names = embed_image_folder(
             model, preprocess, tokenizer, args.data, args.max_samples
         )
-        stats = plot_disk_classes(images, labels, texts, names, model.curv.item(), args.out)
-        rows = [{"class": name, **v} for name, v in stats["classes"].items()]
+        stats = plot_disk_classes(images, labels, texts, names, model.curv.item(), args.out, title)
+        rows = [
+            {"class": name, **{k: x for k, x in v.items() if k not in ("colour", "marker")}}
+            for name, v in stats["classes"].items()
+        ]
         print_table(rows, title=f"disk by class: {args.out}")
         if args.json:
             write_json(args.json, stats)
@@ -59,7 +63,7 @@ def run(args) -> int:
     with torch.no_grad():
         embs = embed_kinds(model, tokenizer, args.data, args.max_samples)
         curv = model.curv.float()
-        stats = (plot_norms if args.viz == "norms" else plot_disk)(embs, curv, args.out)
+        stats = (plot_norms if args.viz == "norms" else plot_disk)(embs, curv, args.out, title)
     rows = [
         {"kind": k, **{m: v for m, v in stats[k].items() if not isinstance(v, list)}}
         for k in ("box_text", "text", "box_image", "image")

@@ -296,6 +296,8 @@ def plot(results: dict[str, dict], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from hyvl.viz import KIND_COLOURS
+
     kinds = list(results)
     fig, axes = plt.subplots(2, len(kinds), figsize=(4.5 * len(kinds), 7), squeeze=False)
     for col, kind in enumerate(kinds):
@@ -316,7 +318,13 @@ def plot(results: dict[str, dict], out: Path) -> Path | None:
         for name in DIST_KINDS:
             values = distances[name]["values"]
             if values:
-                ax.hist(values, bins=40, alpha=0.5, label=name.replace("_", " "))
+                ax.hist(
+                    values,
+                    bins=40,
+                    alpha=0.55,
+                    label=name.replace("_", " "),
+                    color=KIND_COLOURS[name],  # the colours of hyvl viz and hyvl explore
+                )
                 drawn = True
         if drawn:
             ax.legend()
