@@ -157,7 +157,7 @@ class ObjectiveConfig(Section):
     """Which loss terms, with which weights. ``kind`` picks the paper's recipe."""
 
     where: ClassVar[str] = "objective"
-    kind: Literal["clip", "meru", "hycoclip"] = Field(
+    kind: Literal["clip", "meru", "hycoclip", "uncha", "phyclip", "atmg"] = Field(
         "meru", description="loss recipe; defaults to the model's family"
     )
     # "angle": the exterior angle of ATMG (Ramasinghe et al. 2024).
@@ -208,6 +208,21 @@ class ObjectiveConfig(Section):
         lt=1,
         description="entailment only once the contrastive loss is below chance: its weight "
         "scales by clamp((1 - loss / ln N) / entail_gate, 0, 1) (0: off)",
+    )
+    # UNCHA (Kim et al. 2026; jeeit17/UNCHA models.py): the piecewise entailment adds 0.1 x the
+    # angle inside the cone, the calibration term is weighted alpha = 10, and the box-box and
+    # box-whole contrastive parts have their own learnable logit scales, init 1/0.05 and 1/0.06.
+    uncha_angle_weight: Float = Field(
+        0.1, ge=0, description="UNCHA: weight of the angle kept inside the cone (0.1)"
+    )
+    uncha_calibration_weight: Float = Field(
+        10.0, ge=0, description="UNCHA: weight alpha of the uncertainty calibration (10)"
+    )
+    uncha_local_scale_init: Float = Field(
+        20.0, gt=0, description="UNCHA: initial logit scale of box <-> box terms (1/0.05)"
+    )
+    uncha_global_local_scale_init: Float = Field(
+        1 / 0.06, gt=0, description="UNCHA: initial logit scale of box -> whole terms (1/0.06)"
     )
     # Memory, not maths: the loss is the same up to float summation order (tested).
     logit_chunk_rows: Int = Field(
@@ -430,6 +445,8 @@ FAMILIES = {
     "clip": Family("euclidean", boxes=False),
     "meru": Family("lorentz", boxes=False),
     "hycoclip": Family("lorentz", boxes=True),
+    "uncha": Family("lorentz", boxes=True),
+    "atmg": Family("lorentz", boxes=False),
 }
 
 

@@ -172,7 +172,8 @@ def test_default_run_config_is_a_consistent_plain_data_recipe():
 def test_the_model_family_sets_objective_and_box_crops(family):
     cfg = load_run_config(None, [f"model={family}_vit_b"])
     assert cfg.objective.kind == family
-    assert cfg.data.boxes_per_sample == (1 if family == "hycoclip" else 0)
+    assert cfg.data.boxes_per_sample == int(FAMILIES[family].boxes)
+    assert FAMILIES["hycoclip"].boxes and not FAMILIES["meru"].boxes
     # also for a model named as a base with overrides
     cfg = load_run_config(None, [f"model={family}_tiny", "model.embed_dim=64"])
     assert cfg.objective.kind == family

@@ -13,6 +13,9 @@ from hyvl.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("clip", "meru", "hycoclip")
 SIZES = ("tiny", "vit_s", "vit_b", "vit_l")
+# the newer objectives: tiny and the papers' ViT-S/B recipes
+RECENT = ("uncha", "atmg")
+RECENT_SIZES = ("tiny", "vit_s", "vit_b")
 
 
 def test_every_recipe_is_package_data_and_loads():
@@ -20,7 +23,10 @@ def test_every_recipe_is_package_data_and_loads():
     # inside the package (what the wheel ships), not the checkout's configs/ link
     assert folder.resolve() == (Path(hyvl.__file__).parent / "configs").resolve()
     names = recipes.list_recipes()
-    assert names == sorted(f"{f}_{s}" for f in FAMILIES for s in SIZES)
+    assert names == sorted(
+        [f"{f}_{s}" for f in FAMILIES for s in SIZES]
+        + [f"{f}_{s}" for f in RECENT for s in RECENT_SIZES]
+    )
     for name in names:
         cfg = load_run_config(name)
         assert cfg.model == name
@@ -53,7 +59,7 @@ def test_an_existing_path_wins_over_the_packaged_name(tmp_path, monkeypatch):
 
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(
-        ConfigError, match=r"did you mean 'hycoclip_tiny'.*known recipes: clip_tiny"
+        ConfigError, match=r"did you mean 'hycoclip_tiny'.*known recipes: atmg_tiny, atmg_vit_b"
     ):
         load_run_config("hycoclip_tiyn")
     # a missing path with folders is not looked up in the package

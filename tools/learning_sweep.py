@@ -40,7 +40,7 @@ from hyvl.data import real  # noqa: E402
 from hyvl.errors import HyvlError  # noqa: E402
 from hyvl.train.preempt import Interrupted  # noqa: E402
 
-MODELS = ("clip", "meru", "hycoclip")
+MODELS = ("clip", "meru", "hycoclip", "uncha", "atmg")
 # The default worlds: the real-image demo and one change of it each, in the order they run.
 DEFAULT_WORLDS = ("real", "digits", "mixed", "dark", "noisy", "large", "single", "wording")
 # The world's size: the real-image demo's for a sweep, a few images for --quick.

@@ -1,6 +1,6 @@
 """Named model configurations (``hyvl.list_models()``) and the model factory.
 
-Names are ``{clip,meru,hycoclip}_{vit_s,vit_b,vit_l,tiny}``. CLIP is the euclidean geometry;
+Names are ``{clip,meru,hycoclip,uncha,atmg}_{vit_s,vit_b,vit_l,tiny}``. CLIP is the euclidean geometry;
 MERU and HyCoCLIP share the Lorentz model and differ only in their objective (and data: HyCoCLIP
 needs boxes), so ``meru_vit_s`` and ``hycoclip_vit_s`` build the same architecture.
 """
@@ -37,6 +37,14 @@ _TOWERS: dict[str, dict[str, Any]] = {
 }
 
 
+# What a family changes in the model besides its geometry.
+_FAMILY_MODEL: dict[str, dict[str, Any]] = {
+    # ATMG (Ramasinghe et al. 2024; samgregoost/atmg configs/train_atmg_vit_l.py): curvature
+    # fixed at 0.1 (curv_init=0.1, learn_curv=False).
+    "atmg": {"curv_init": 0.1, "learn_curv": False},
+}
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -52,7 +60,8 @@ def _named() -> dict[str, dict]:
     for family, recipe in FAMILIES.items():
         for tower, spec in _TOWERS.items():
             name = f"{family}_{tower}"
-            configs[name] = _merge({"name": name, "geometry": recipe.geometry}, spec)
+            base = {"name": name, "geometry": recipe.geometry, **_FAMILY_MODEL.get(family, {})}
+            configs[name] = _merge(base, spec)
     return configs
 
 

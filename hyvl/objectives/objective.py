@@ -14,6 +14,27 @@ Definitions (``N`` = global batch over all processes, local rows against gathere
 * entailment, HyCoCLIP: ``0.5 * sum`` of four ``mean relu(oxy_angle(apex, child) - k *
   half_aperture(apex))``: text -> image and box text -> box image with ``k = 0.7``; box image ->
   image and box text -> text with ``k = 1.2``; added with ``entail_weight`` (0.2).
+* ``kind: uncha`` (Kim et al. 2026, UNCHA; the equation numbers are those of the paper as its
+  authors' README cites them): HyCoCLIP's boxes with a per-embedding uncertainty
+  ``u(x) = softplus(-|x|)`` (``|x|`` the norm of the space components: 0.69 at the origin,
+  falling to 0 far out). Contrastive (Eq. 10-11), the sum of three symmetric pairs:
+  whole <-> whole (``image -> all texts``, ``text -> all images``, the model's scale ``s``),
+  box <-> box (``box image -> all box texts`` and back, scale ``s_l``) and box -> whole
+  (``box image -> all whole texts``, ``box text -> all whole images``, scale ``s_gl``) whose
+  logits of row ``i`` are multiplied by ``w_i = clamp(exp(-u_i / 2), 0.1, 10)`` (``u_i``
+  detached: a box far from the origin, low uncertainty, keeps a sharper softmax); each pair is
+  ``0.5 * (CE + CE)``. Entailment (Eq. 14-17) with the piecewise residual
+  ``r(a, A, k) = relu(a - k A) + beta * a`` (``a`` the exterior angle, ``A`` the half-aperture,
+  ``beta = 0.1``): ``0.5 * mean r(text, image, 0.7) + 0.5 * mean r(box text, box image, 0.7)
+  + 0.25 * (mean r(box image, image, 1.2) + mean r(box text, text, 1.2))`` plus, for each box
+  modality, the calibration ``alpha * (mean(r_i^det / (2 (e^{u_i} + 1e-6)) + u_i / 2) + H)``
+  with ``H = -sum p log(p + 1e-8)``, ``p = softmax(u)`` over the (local) box rows and
+  ``alpha = 10``; added with ``entail_weight`` (0.2).
+* ``kind: atmg`` (Ramasinghe et al. 2024, ATMG): two CEs without entailment, text -> all images
+  over ``-scale * oxy_angle(text_i, image_j)`` and image -> all texts over
+  ``+scale * oxy_angle(image_i, text_j)`` (the image is the apex and a large exterior angle
+  means the text lies towards the origin). ``logits: angle`` is not this: it uses
+  ``-oxy_angle(text, image)`` in both directions.
 * ``entail_warmup_steps`` and ``entail_gate`` (not in the papers, both off by default) scale the
   entailment weight: a linear ramp over steps, and ``clamp((1 - L / ln N) / gate, 0, 1)`` of
   the batch's detached contrastive loss ``L`` (no entailment while the contrastive loss is at
@@ -34,6 +55,7 @@ training keeps a stable loss.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 
 import torch
@@ -41,16 +63,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from hyvl import lorentz
 from hyvl.config import ObjectiveConfig
 from hyvl.errors import ConfigError
 from hyvl.geometry import Geometry, get_geometry
 from hyvl.models.embeddings import Embeddings
 from hyvl.objectives import distributed
 
+#: objectives that use box crops (``data.boxes_per_sample >= 1``)
+BOX_KINDS = ("hycoclip", "uncha")
+#: UNCHA clamps its two extra logit scales at 100 (ln 100 = 4.6052), as the model's.
+UNCHA_LOG_SCALE_MAX = math.log(100.0)
+
 
 def check_objective(cfg: ObjectiveConfig, geometry: str) -> Geometry:
     """The model's :mod:`~hyvl.geometry`; ConfigError for combinations that have no meaning."""
     space = get_geometry(geometry)
+    if cfg.kind == "atmg" and not space.hyperbolic:
+        raise ConfigError(
+            "objective.kind='atmg' uses exterior angles, which need a lorentz model; use an "
+            "atmg_* model or objective.kind='clip'"
+        )
+    if cfg.kind == "atmg" and cfg.logits == "angle":
+        raise ConfigError(
+            "objective.kind='atmg' forms ATMG's own angle logits (text -> image by "
+            "-angle(text, image), image -> text by +angle(image, text)); leave objective.logits "
+            "at 'distance' (logits: angle is a different, one-apex variant)"
+        )
+    if cfg.kind == "uncha" and cfg.logits == "angle":
+        raise ConfigError(
+            "objective.kind='uncha' scales distance logits by each box's uncertainty; "
+            "objective.logits='angle' is not defined for it: use logits='distance'"
+        )
     if not space.hyperbolic and cfg.logits == "angle":
         raise ConfigError(
             "objective.logits='angle' needs a lorentz model (the exterior angle is a hyperbolic "
@@ -133,6 +177,108 @@ def _row_losses(logits: Tensor, targets: Tensor, loss: str, bias: Tensor | None)
     return -F.logsigmoid(signs * (logits + bias)).sum(dim=1)
 
 
+def uncha_uncertainty(x: Tensor) -> Tensor:
+    """UNCHA's uncertainty of embeddings (Eq. 9): ``u(x) = softplus(-|x|)``, (R, D) -> (R,).
+
+    ``|x|`` is the norm of the space components (monotone in the distance to the origin):
+    ``ln 2`` at the origin, towards 0 far from it.
+    """
+    return F.softplus(-torch.linalg.vector_norm(x, dim=-1))
+
+
+def uncha_residual(angle: Tensor, aperture: Tensor, aperture_scale: float, beta: float) -> Tensor:
+    """UNCHA's piecewise-continuous entailment residual (Eq. 14):
+    ``relu(a - k A) + beta * a``: HyCoCLIP's cone violation, plus ``beta`` times the angle so
+    that a child inside the cone is still pulled towards its axis."""
+    return F.relu(angle - aperture_scale * aperture) + beta * angle
+
+
+def uncha_calibration(
+    residual: Tensor, uncertainty: Tensor, weight: float, row_weight: float
+) -> Tensor:
+    """UNCHA's uncertainty calibration with its entropy regulariser (Eq. 15-17).
+
+    ``alpha * (mean_i(r_i^det / (2 (U_i + 1e-6)) + u_i / 2) + H)`` with ``U = clamp(e^u, 1e-6,
+    1e6)``, ``r^det`` the residual detached (the calibration trains the uncertainty, not the
+    angles) and ``H = -sum_i p_i log(p_i + 1e-8)``, ``p = softmax(u)`` over the rows. The mean
+    is ``row_weight * sum`` (the global mean with several processes); the entropy is over this
+    process's rows, as the authors'.
+    """
+    spread = uncertainty.exp().clamp(1e-6, 1e6)
+    term = 0.5 * residual.detach() / (spread + 1e-6) + 0.5 * uncertainty
+    p = torch.softmax(uncertainty, dim=0)
+    entropy = -(p * torch.log(p + 1e-8)).sum()
+    return weight * (row_weight * term.sum() + entropy)
+
+
+def _uncha(
+    cfg, space, image, text, image_all, text_all, box_image, box_text, targets, k, curv,
+    row_weight, box_weight, block, log_scales, dtype,
+):  # fmt: skip
+    """UNCHA's contrastive and entailment terms (see the module docstring)."""
+    device = image.device
+    if log_scales is None:
+        log_scales = (
+            torch.tensor(math.log(cfg.uncha_local_scale_init), device=device),
+            torch.tensor(math.log(cfg.uncha_global_local_scale_init), device=device),
+        )
+    local_scale, global_local_scale = (t.to(dtype).exp() for t in log_scales)
+    gathered = image_all is not image
+    if gathered:
+        box_image_all, box_offset = distributed.gather_with_grad(box_image)
+        box_text_all, _ = distributed.gather_with_grad(box_text)
+    else:
+        box_image_all, box_text_all, box_offset = box_image, box_text, 0
+    box_rows = box_offset + torch.arange(box_image.shape[0], device=device)
+    whole_targets = targets.repeat_interleave(k)
+    u_image, u_text = uncha_uncertainty(box_image), uncha_uncertainty(box_text)
+    # Eq. 10-11: a box's logits to the whole captions / images, times exp(-u/2) (detached).
+    w_image = torch.exp(-0.5 * u_image.detach()).clamp(0.1, 10.0)
+    w_text = torch.exp(-0.5 * u_text.detach()).clamp(0.1, 10.0)
+    out = {
+        "contrastive_boximage_boxtext": box_weight
+        * block(box_image, box_text_all, box_rows, False, block_scale=local_scale),
+        "contrastive_boxtext_boximage": box_weight
+        * block(box_text, box_image_all, box_rows, True, block_scale=local_scale),
+        "contrastive_boximage_text": box_weight
+        * block(box_image, text_all, whole_targets, False, global_local_scale, row_weight_=w_image),
+        "contrastive_boxtext_image": box_weight
+        * block(box_text, image_all, whole_targets, True, global_local_scale, row_weight_=w_text),
+    }
+    out["contrastive"] = 0.5 * sum(out.values())  # the three symmetric pairs, summed
+    out["uncertainty_boximage"] = u_image.detach().mean()
+    out["uncertainty_boxtext"] = u_text.detach().mean()
+    out["logit_scale_local"] = local_scale.detach()
+    out["logit_scale_global_local"] = global_local_scale.detach()
+    if not space.hyperbolic:
+        return out, {}, None
+
+    def residual(apex: Tensor, child: Tensor, aperture_scale: float) -> Tensor:
+        angle = lorentz.oxy_angle(apex, child, curv)
+        aperture = lorentz.half_aperture(apex, curv, min_radius=cfg.min_radius)
+        return uncha_residual(angle, aperture, aperture_scale, cfg.uncha_angle_weight)
+
+    inter, intra = cfg.inter_aperture_scale, cfg.intra_aperture_scale
+    r_box_image = residual(box_image, image.repeat_interleave(k, dim=0), intra)
+    r_box_text = residual(box_text, text.repeat_interleave(k, dim=0), intra)
+    alpha = cfg.uncha_calibration_weight
+    terms = {
+        "entail_text_image": row_weight * residual(text, image, inter).sum(),
+        "entail_boxtext_boximage": box_weight * residual(box_text, box_image, inter).sum(),
+        "entail_boximage_image": box_weight * r_box_image.sum(),
+        "entail_boxtext_text": box_weight * r_box_text.sum(),
+        "calibration_boximage": uncha_calibration(r_box_image, u_image, alpha, box_weight),
+        "calibration_boxtext": uncha_calibration(r_box_text, u_text, alpha, box_weight),
+    }
+    entail = (
+        0.5 * (terms["entail_text_image"] + terms["entail_boxtext_boximage"])
+        + 0.25 * (terms["entail_boximage_image"] + terms["entail_boxtext_text"])
+        + terms["calibration_boximage"]
+        + terms["calibration_boxtext"]
+    )
+    return out, terms, entail
+
+
 def compute_objective(
     emb: Embeddings,
     cfg: ObjectiveConfig,
@@ -141,6 +287,7 @@ def compute_objective(
     sigmoid_bias: Tensor | None = None,
     distributed_gather: bool = True,
     entail_scale: float = 1.0,
+    uncha_log_scales: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """The loss and its named terms for one batch of embeddings (a pure function).
 
@@ -158,6 +305,8 @@ def compute_objective(
             ``cfg.entail_warmup_steps``; 1.0 = the papers' weight). With
             ``cfg.entail_gate > 0`` it is further multiplied by :func:`entail_gate` of this
             batch's contrastive loss, reported as the term ``entail_gate``.
+        uncha_log_scales: ``kind: uncha``'s learnable (log) logit scales of the box <-> box
+            and box -> whole terms (default: the config's initial values as constants).
 
     Returns:
         ``{"loss", "contrastive", "contrastive_image_text", "contrastive_text_image", ...}``:
@@ -171,10 +320,11 @@ def compute_objective(
         raise ValueError("Embeddings.logit_scale is None: the objective needs the model's scale")
     if space.hyperbolic and emb.curv is None:
         raise ValueError("Embeddings.curv is None but the geometry is lorentz")
-    use_boxes = cfg.kind == "hycoclip"
+    use_boxes = cfg.kind in BOX_KINDS
+    uncha = cfg.kind == "uncha"
     if use_boxes and not emb.has_boxes:
         raise ConfigError(
-            "objective.kind='hycoclip' needs box embeddings (box_image and box_text): set "
+            f"objective.kind={cfg.kind!r} needs box embeddings (box_image and box_text): set "
             "data.boxes_per_sample >= 1 and train on grounded data"
         )
     batch = emb.image.shape[0]
@@ -227,18 +377,44 @@ def compute_objective(
 
         chunk = cfg.logit_chunk_rows
 
-        def block(rows: Tensor, cols: Tensor, tgt: Tensor, rows_are_apex: bool) -> Tensor:
-            """Summed row losses of one (R, C) logits block, ``chunk`` rows at a time if set."""
+        def block(
+            rows: Tensor,
+            cols: Tensor,
+            tgt: Tensor,
+            rows_are_apex: bool,
+            block_scale: Tensor | None = None,
+            row_weight_: Tensor | None = None,
+            sign: float | None = None,
+        ) -> Tensor:
+            """Summed row losses of one (R, C) logits block, ``chunk`` rows at a time if set.
 
-            def part(r: Tensor, t: Tensor) -> Tensor:
-                return contrastive(_logits(space, angle, r, cols, rows_are_apex, curv, scale), t)
+            ``block_scale`` replaces the logit scale (UNCHA's own scales), ``row_weight_``
+            (R,) multiplies each row's logits (UNCHA's uncertainty weights) and ``sign``
+            selects ATMG's angle logits ``sign * scale * oxy_angle(rows, cols)`` (rows apex).
+            """
+            s_ = scale if block_scale is None else block_scale
+
+            def part(r: Tensor, t: Tensor, w: Tensor | None) -> Tensor:
+                if sign is not None:
+                    logits = (sign * s_) * lorentz.pairwise_oxy_angle(r, cols, curv)
+                else:
+                    logits = _logits(space, angle, r, cols, rows_are_apex, curv, s_)
+                if w is not None:
+                    logits = logits * w.unsqueeze(-1)
+                return contrastive(logits, t)
 
             if not chunk or rows.shape[0] <= chunk:
-                return part(rows, tgt)
+                return part(rows, tgt, row_weight_)
             # Each chunk's (chunk, C) matrices are freed after its forward and formed again in
             # backward (non-reentrant checkpoint: gradients reach cols, scale, curv and bias).
             return sum(
-                checkpoint(part, rows[i : i + chunk], tgt[i : i + chunk], use_reentrant=False)
+                checkpoint(
+                    part,
+                    rows[i : i + chunk],
+                    tgt[i : i + chunk],
+                    None if row_weight_ is None else row_weight_[i : i + chunk],
+                    use_reentrant=False,
+                )
                 for i in range(0, rows.shape[0], chunk)
             )
 
@@ -251,13 +427,21 @@ def compute_objective(
         # O(C D), are all that is formed twice).
         # In chunks, text -> image is formed as its own block (a transpose would need the whole
         # image -> text matrix at once).
-        shared = image_all is image and text_all is text and not chunk
+        shared = image_all is image and text_all is text and not chunk and cfg.kind != "atmg"
         box_image = box_text = None
         if use_boxes:
             box_image, box_text = emb.box_image.to(dtype), emb.box_text.to(dtype)
 
         out: dict[str, Tensor] = {}
-        if shared:
+        if cfg.kind == "atmg":
+            # ATMG: the image is the apex of its own row's angles, with the opposite sign.
+            out["contrastive_image_text"] = row_weight * block(
+                image, text_all, targets, True, sign=1.0
+            )
+            out["contrastive_text_image"] = row_weight * block(
+                text, image_all, targets, True, sign=-1.0
+            )
+        elif shared:
             image_logits = _logits(space, angle, image, text_all, False, curv, scale)
             out["contrastive_image_text"] = row_weight * contrastive(image_logits, targets)
             out["contrastive_text_image"] = row_weight * contrastive(image_logits.mT, targets)
@@ -266,7 +450,15 @@ def compute_objective(
             out["contrastive_text_image"] = row_weight * block(text, image_all, targets, True)
         entail_terms: dict[str, Tensor] = {}
         entail: Tensor | None = None
-        if use_boxes:
+        if uncha:
+            uncha_terms, entail_terms, entail = _uncha(
+                cfg, space, image, text, image_all, text_all, box_image, box_text, targets, k,
+                curv, row_weight, box_weight, block, uncha_log_scales, dtype,
+            )  # fmt: skip
+            whole = 0.5 * (out["contrastive_image_text"] + out["contrastive_text_image"])
+            out.update(uncha_terms)
+            out["contrastive"] = whole + uncha_terms["contrastive"]
+        elif use_boxes:
             box_targets = targets.repeat_interleave(k)
             out["contrastive_boximage_text"] = box_weight * block(
                 box_image, text_all, box_targets, False
@@ -309,7 +501,10 @@ def compute_objective(
             # As MERU: a zero weight leaves the term out (logged only), so a NaN cannot leak in.
             weight = entail_scale * cfg.entail_weight
             if cfg.entail_gate > 0:
-                gate = entail_gate(out["contrastive"], global_batch, cfg.entail_gate, world)
+                # UNCHA's contrastive loss sums three pairs, each at ln N by chance: the gate
+                # reads their mean.
+                chance_share = out["contrastive"] / 3 if uncha else out["contrastive"]
+                gate = entail_gate(chance_share, global_batch, cfg.entail_gate, world)
                 out["entail_gate"] = gate
                 weight = weight * gate
             if cfg.entail_weight > 0 and entail_scale > 0:
@@ -341,6 +536,15 @@ class Objective(nn.Module):
         self.sigmoid_bias = None
         if cfg.loss == "sigmoid":
             self.sigmoid_bias = nn.Parameter(torch.tensor(float(cfg.sigmoid_bias_init)))
+        self.local_logit_scale = self.global_local_logit_scale = None
+        if cfg.kind == "uncha":
+            # UNCHA's own logit scales (log stored, clamped at 100 as the model's).
+            self.local_logit_scale = nn.Parameter(
+                torch.tensor(math.log(cfg.uncha_local_scale_init))
+            )
+            self.global_local_logit_scale = nn.Parameter(
+                torch.tensor(math.log(cfg.uncha_global_local_scale_init))
+            )
 
     def entail_scale(self) -> float:
         """The entailment weight's share at ``step``: ramps 0 -> 1 over ``entail_warmup_steps``."""
@@ -348,12 +552,19 @@ class Objective(nn.Module):
         return 1.0 if warmup <= 0 else min(1.0, self.step / warmup)
 
     def forward(self, emb: Embeddings) -> dict[str, Tensor]:
+        log_scales = None
+        if self.local_logit_scale is not None:
+            with torch.no_grad():  # in place, as the model's scalars: the gradient stays
+                self.local_logit_scale.clamp_(max=UNCHA_LOG_SCALE_MAX)
+                self.global_local_logit_scale.clamp_(max=UNCHA_LOG_SCALE_MAX)
+            log_scales = (self.local_logit_scale, self.global_local_logit_scale)
         return compute_objective(
             emb,
             self.cfg,
             self.geometry,
             sigmoid_bias=self.sigmoid_bias,
             entail_scale=self.entail_scale(),
+            uncha_log_scales=log_scales,
         )
 
     def extra_repr(self) -> str:
@@ -368,4 +579,13 @@ def build_objective(cfg: ObjectiveConfig, geometry: str) -> Objective:
     return Objective(cfg, geometry)
 
 
-__all__ = ["Objective", "build_objective", "check_objective", "compute_objective"]
+__all__ = [
+    "BOX_KINDS",
+    "Objective",
+    "build_objective",
+    "check_objective",
+    "compute_objective",
+    "uncha_calibration",
+    "uncha_residual",
+    "uncha_uncertainty",
+]

@@ -78,7 +78,7 @@ class HealthThresholds:
 
 def aperture_scales(objective_cfg) -> dict[tuple[str, str], float]:
     """The aperture scale of each (apex, child) pair in the objective's entailment terms."""
-    if objective_cfg.kind != "hycoclip":
+    if objective_cfg.kind not in ("hycoclip", "uncha", "phyclip"):
         return {}
     inter, intra = objective_cfg.inter_aperture_scale, objective_cfg.intra_aperture_scale
     return {
