@@ -149,3 +149,27 @@ def test_summary_names_the_problems_in_words():
         "unhealthy: frozen text side from step 20; a scalar at its clamp from step 20 "
         "(still: a scalar at its clamp, frozen text side)"
     )
+
+
+def test_zeroshot_that_names_one_class_is_a_problem_until_it_names_more():
+    from hyvl.evaluation.zeroshot import chance_warnings
+    from hyvl.train.console import evaluation_rows
+
+    monitor = HealthMonitor(HealthThresholds(patience=20))
+    run(monitor, range(0, 200, 10))  # loss, spreads, cones: all healthy
+    one = {"num_classes": 10, "num_predicted_classes": 1, "num_samples": 200}
+    one |= {"top1": 10.0, "top5": 50.0, "mean_per_class": 10.0}
+    (message,) = monitor.update_zeroshot(200, one).values()
+    assert "zero-shot predicts 1 of 10 classes for all 200 images" in message
+    assert monitor.status == "few_classes"
+    assert monitor.summary() == (
+        "unhealthy: zero-shot predicts 1 of 10 classes from step 200 "
+        "(still: zero-shot predicts 1 of 10 classes)"
+    )
+    assert "predicts one class for all 200 images" in chance_warnings(one)[0]
+    rows = {r["evaluation"]: r["value"] for r in evaluation_rows({"zeroshot": one})}
+    assert rows["zero-shot classes predicted (too few: see health)"] == "1 of 10"
+    # 3 of 10 is not few (2 of 10 would be); the problem closes, the summary keeps it
+    assert monitor.update_zeroshot(400, {**one, "num_predicted_classes": 3}) == {}
+    assert monitor.status == "ok" and "(recovered since)" in monitor.summary()
+    assert chance_warnings({**one, "num_predicted_classes": 3}) == []

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hyvl.cli.common import print_table, write_json  # noqa: E402
 from hyvl.data import real  # noqa: E402
 from hyvl.errors import HyvlError  # noqa: E402
+from hyvl.evaluation.zeroshot import few_classes  # noqa: E402
 from hyvl.train.preempt import Interrupted  # noqa: E402
 
 MODELS = ("clip", "meru", "hycoclip", "uncha", "atmg")
@@ -235,6 +236,12 @@ def combine(runs: list[dict]) -> dict[str, Any]:
     # 1 = one answer for every image, whatever the health report says
     entry["num_predicted_classes"] = min(r["num_predicted_classes"] for r in done)
     entry["num_classes"] = len(entry["per_class"])
+    # the health check of hyvl train's periodic evaluation, on the sweep's own evaluation
+    if (
+        any(few_classes({"num_classes": entry["num_classes"], **r}) for r in done)
+        and "few_classes" not in entry["problems"]
+    ):
+        entry["problems"] = sorted([*entry["problems"], "few_classes"])
     return entry
 
 

@@ -112,12 +112,9 @@ def run(args: argparse.Namespace) -> int:
         print()
         print_table(families, title="zero-shot top-1 % per family (chance: 100 / its classes)")
     figure = plot(results, out / "demo.png")
-    from hyvl.cli.eval import degenerate_warning
     from hyvl.evaluation.zeroshot import chance_warnings
 
     for kind in models:
-        if results[kind]["zeroshot"].get("num_predicted_classes") == 1:
-            print(f"{kind}: {degenerate_warning(results[kind]['zeroshot'])}", file=sys.stderr)
         for line in chance_warnings(results[kind]["zeroshot"]):
             print(f"{kind}: {line}", file=sys.stderr)
         print(

@@ -154,8 +154,6 @@ def run_zeroshot(args) -> int:
         hierarchy=args.hierarchy,
     )
     if main:
-        if res["num_predicted_classes"] == 1 and res["num_classes"] > 1:
-            print(degenerate_warning(res), file=sys.stderr)
         for line in chance_warnings(res):
             print(line, file=sys.stderr)
     rows = [r for r in _metric_rows(res) if r["metric"] != "hierarchy"]
@@ -199,14 +197,6 @@ def breakdown_tables(res: dict) -> list[tuple[list[dict], str]]:
     if per_class:
         tables.append(([{"class": c, "top1 %": v} for c, v in per_class], title))
     return tables
-
-
-def degenerate_warning(res: dict) -> str:
-    return (
-        f"warning: the model predicts one class for all {res['num_samples']} images "
-        f"(of {res['num_classes']}): top-1 is that class's share, not recognition; check the "
-        "run's health in its metrics.jsonl (collapse, frozen text side)"
-    )
 
 
 def run_retrieval(args) -> int:

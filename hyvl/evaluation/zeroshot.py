@@ -124,9 +124,43 @@ def family_breakdown(
     return out
 
 
+# A model whose zero-shot answers cover at most this share of the classes (1 of 2 to 4, 2 of
+# 10, 3 of 13) answers (nearly) the same for every image: a collapsed run, a frozen text side,
+# or one that learned a shortcut that is the same on every test image (issue 23: clip_tiny on
+# the digits world names "handwritten one" for all 200 held-out digits, its loss and spreads
+# healthy). Its top-1 is then the share of those classes, not recognition.
+FEW_CLASSES_SHARE = 0.25
+
+
+def few_classes(result: dict[str, Any]) -> bool:
+    """Whether a zero-shot result predicts too few classes (:data:`FEW_CLASSES_SHARE`)."""
+    n, k = result.get("num_classes") or 0, result.get("num_predicted_classes")
+    return n > 1 and k is not None and k <= max(1, int(n * FEW_CLASSES_SHARE))
+
+
+def few_classes_words(result: dict[str, Any]) -> str:
+    """``zero-shot predicts 1 of 10 classes`` (the health report's words)."""
+    return (
+        f"zero-shot predicts {result['num_predicted_classes']} of {result['num_classes']} classes"
+    )
+
+
+def few_classes_warning(result: dict[str, Any]) -> str:
+    """The warning line for a result where :func:`few_classes` holds."""
+    k, n = result["num_predicted_classes"], result["num_classes"]
+    which = "one class" if k == 1 else f"only {k} of its {n} classes"
+    return (
+        f"warning: the model predicts {which} for all {result['num_samples']} images (of {n} "
+        f"classes): top-1 is {'that class' if k == 1 else 'those classes'}' share, not "
+        "recognition; check the run's health in its metrics.jsonl (collapse, frozen text side) "
+        "and what its captions let it learn instead"
+    )
+
+
 def chance_warnings(result: dict[str, Any]) -> list[str]:
-    """One warning line per family where a zero-shot result is at chance (family_breakdown)."""
-    lines = []
+    """One warning line when the result predicts too few classes (:func:`few_classes`), and one
+    per family where it is at chance (family_breakdown)."""
+    lines = [few_classes_warning(result)] if few_classes(result) else []
     for family in result.get("families_at_chance") or []:
         v = result["family_stats"][family]
         lines.append(

@@ -125,6 +125,16 @@ def evaluation_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
         )
         rows.append({"evaluation": "zero-shot top-5 %", "value": zs["top5"]})
         rows.append({"evaluation": "zero-shot mean per class %", "value": zs["mean_per_class"]})
+        if zs.get("num_predicted_classes") is not None:
+            from hyvl.evaluation.zeroshot import few_classes
+
+            rows.append(
+                {
+                    "evaluation": "zero-shot classes predicted"
+                    + (" (too few: see health)" if few_classes(zs) else ""),
+                    "value": f"{zs['num_predicted_classes']} of {zs.get('num_classes')}",
+                }
+            )
         stats = zs.get("family_stats") or {}
         for family, top1 in (zs.get("per_family") or {}).items():
             family_chance = stats.get(family, {}).get("chance")

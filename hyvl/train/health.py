@@ -25,6 +25,12 @@ Two pure pieces, so each can be tested on constructed cases without a training r
       every entailment pair is inside its cone from the first logged step on, for ``patience``
       steps: the entailment terms are 0 and teach nothing (typically all embeddings sit inside
       ``2 * min_radius`` of the origin, where a cone is a half-space).
+  ``few_classes``
+      a periodic zero-shot evaluation answers at most a quarter of the classes for all its
+      images (``zero-shot predicts 1 of 10 classes``): the run learned something that is the
+      same on every test image, whatever the loss and the spreads say (a shortcut such as the
+      number of objects a caption names). Checked at each evaluation, open until one answers
+      more (:meth:`HealthMonitor.update_zeroshot`).
   ``clamp``
       curvature or an alpha sits at its clamp (MERU's ``[c0/10, 10 c0]`` for ``c``, ``alpha <= 1``)
       for ``patience`` steps: its gradient keeps pushing it past the bound and the trainer
@@ -62,6 +68,7 @@ PROBLEM_WORDS = {
     "frozen_text": "frozen text side",
     "entailment_dead": "dead entailment",
     "clamp": "a scalar at its clamp",
+    "few_classes": "zero-shot predicts too few classes",
 }
 
 
@@ -183,6 +190,7 @@ class HealthMonitor:
     _learned: bool = False
     _first_step: int | None = None
     _cones_full_since_start: bool = True
+    _words: dict[str, str] = field(default_factory=dict)  # a problem's words, where they vary
 
     def _check(self, name: str, holds: bool, step: int) -> bool:
         """True once ``holds`` has been true for ``patience`` steps in a row."""
@@ -252,6 +260,30 @@ class HealthMonitor:
             self.problems[name] = (step, message)
         return new
 
+    def update_zeroshot(self, step: int, zeroshot: dict | None) -> dict[str, str]:
+        """Takes a periodic zero-shot result (``num_classes``, ``num_predicted_classes``,
+        ``num_samples``); returns ``{"few_classes": sentence}`` when it newly predicts too few
+        classes (:func:`hyvl.evaluation.zeroshot.few_classes`). A later result that answers
+        more classes closes the problem (the summary still names it, as recovered)."""
+        from hyvl.evaluation.zeroshot import few_classes, few_classes_words
+
+        if not zeroshot or "num_predicted_classes" not in zeroshot:
+            return {}
+        if not few_classes(zeroshot):
+            self.open.discard("few_classes")
+            return {}
+        words = few_classes_words(zeroshot)
+        self.open.add("few_classes")
+        new = "few_classes" not in self.problems
+        self._words["few_classes"] = words  # the latest count
+        message = (
+            f"{words} for all {zeroshot.get('num_samples', '?')} images: it answers (nearly) "
+            "the same for every image"
+        )
+        if new:
+            self.problems["few_classes"] = (step, message)
+        return {"few_classes": message} if new else {}
+
     @property
     def status(self) -> str:
         """``"ok"`` or the open problems, comma-separated (the ``health`` field)."""
@@ -268,10 +300,9 @@ class HealthMonitor:
         with the step it appeared (and which still hold)."""
         if not self.problems:
             return "healthy"
-        parts = [
-            f"{PROBLEM_WORDS[name]} from step {step}" for name, (step, _) in self.problems.items()
-        ]
-        open_words = ", ".join(PROBLEM_WORDS[name] for name in sorted(self.open))
+        words = {**PROBLEM_WORDS, **self._words}
+        parts = [f"{words[name]} from step {step}" for name, (step, _) in self.problems.items()]
+        open_words = ", ".join(words[name] for name in sorted(self.open))
         still = f" (still: {open_words})" if self.open else " (recovered since)"
         return "unhealthy: " + "; ".join(parts) + still
 
@@ -332,6 +363,11 @@ class TrainingHealth:
         scalars = {k: record.get(k) for k in ("logit_scale", "curv")}
         new = self.monitor.update(step, {**stats, **scalars, **model_scalars(model)})
         record["health"] = self.monitor.status
+        return [f"hyvl train: step {step}: {message}" for message in new.values()]
+
+    def observe_zeroshot(self, step: int, zeroshot: dict | None) -> list[str]:
+        """A periodic zero-shot result into the verdict; one line per new problem."""
+        new = self.monitor.update_zeroshot(step, zeroshot)
         return [f"hyvl train: step {step}: {message}" for message in new.values()]
 
     def keep_step(self) -> int | None:

@@ -247,6 +247,8 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
             if do_eval and (state.step % tcfg.eval_every == 0 or last):
                 last_eval = {"step": state.step, **periodic_eval(state)}
                 log.eval(state.step, last_eval)
+                for line in health.observe_zeroshot(state.step, last_eval.get("zeroshot")):
+                    accelerator.print(line, file=sys.stderr)
                 for line in console.chance_warnings(last_eval.get("zeroshot") or {}):
                     accelerator.print(f"hyvl train: step {state.step}: {line}", file=sys.stderr)
 
