@@ -33,6 +33,9 @@ def test_wheel_ships_the_recipes_and_trains_from_an_empty_folder(tmp_path):
     recipes = sorted(p.name for p in (REPO / "hyvl" / "configs").glob("*.yaml"))
     assert len(recipes) == 12
     assert {f"hyvl/configs/{r}" for r in recipes} <= names
+    # the explorer's page, script and style: --export inlines them, nothing comes from a CDN
+    page = {f"hyvl/explore/static/{f}" for f in ("index.html", "explore.js", "explore.css")}
+    assert page <= names
 
     site = tmp_path / "site"
     subprocess.run(

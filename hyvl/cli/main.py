@@ -25,6 +25,7 @@ VERBS = [
     "retrieve",
     "traverse",
     "viz",
+    "explore",
     "export",
     "bench",
 ]
