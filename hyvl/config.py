@@ -118,10 +118,17 @@ class ModelConfig(Section):
 
     where: ClassVar[str] = "model"
     name: str = Field("custom", description="a label (the registered name for named models)")
-    geometry: Literal["lorentz", "euclidean"] = Field(
-        "lorentz", description="hyperboloid (MERU / HyCoCLIP) or unit sphere (CLIP)"
+    geometry: Literal["lorentz", "euclidean", "lorentz_product"] = Field(
+        "lorentz",
+        description="hyperboloid (MERU / HyCoCLIP), unit sphere (CLIP) or a product of "
+        "hyperboloids (PHyCLIP)",
     )
     embed_dim: Int = Field(512, gt=0, description="embedding dimension")
+    # PHyCLIP (tksmatsubara/PHyCLIP configs/train_phyclip_vit_l.py): subspace_dim=8,
+    # so a 512-d embedding is 64 Lorentz factors, each with its own curvature and alphas.
+    factor_dim: Int = Field(
+        8, gt=0, description="lorentz_product: dimension of each Lorentz factor (embed_dim / F)"
+    )
     vision: VisionConfig = Field(default_factory=VisionConfig, description="image tower")
     text: TextConfig = Field(default_factory=TextConfig, description="text tower")
     # MERU (Desai et al. 2023), Sec. 3: curvature init c0 = 1, learnable, clamped to [c0/10, 10 c0].
@@ -447,6 +454,7 @@ FAMILIES = {
     "hycoclip": Family("lorentz", boxes=True),
     "uncha": Family("lorentz", boxes=True),
     "atmg": Family("lorentz", boxes=False),
+    "phyclip": Family("lorentz_product", boxes=True),
 }
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hyvl import lorentz
-from hyvl.errors import ConfigError
+from hyvl.errors import ConfigError, HyvlError
 
 
 class Euclidean:
@@ -29,6 +29,7 @@ class Euclidean:
     name = "euclidean"
     #: False: no curvature, no distance to a root, no entailment cones, no alpha.
     hyperbolic = False
+    product = False
 
     def __repr__(self) -> str:
         return "Euclidean()"
@@ -80,6 +81,8 @@ class Lorentz:
     name = "lorentz"
     #: True: a learnable curvature, alpha per modality, distance to the origin, entailment cones.
     hyperbolic = True
+    #: False: one hyperboloid (see :class:`LorentzProduct`).
+    product = False
 
     def __repr__(self) -> str:
         return "Lorentz()"
@@ -151,6 +154,26 @@ class Lorentz:
         time = lorentz.time_component(q, curv).unsqueeze(-1)
         return torch.cat([time, q], dim=-1).float().contiguous()
 
+    def dist0(self, x: Tensor, curv) -> Tensor:
+        """(..., D) -> (...,) geodesic distance to the origin."""
+        return lorentz.dist0(x, curv)
+
+    def log_map0(self, x: Tensor, curv) -> Tensor:
+        """(..., D) points -> (..., D) tangent vectors at the origin."""
+        return lorentz.log_map0(x, curv)
+
+    def cone_margin(self, apex: Tensor, child: Tensor, curv, min_radius: float) -> Tensor:
+        """(R, D), (R, D) -> (R,): ``half_aperture(apex) - oxy_angle(apex, child)`` (radians
+        inside the cone; negative outside)."""
+        return lorentz.half_aperture(apex, curv, min_radius) - lorentz.oxy_angle(apex, child, curv)
+
+    def in_cone(
+        self, apex: Tensor, child: Tensor, curv, aperture_scale: float, min_radius: float
+    ) -> Tensor:
+        """(R, D), (R, D) -> (R,) bool: ``oxy_angle <= k * half_aperture``."""
+        angle = lorentz.oxy_angle(apex, child, curv)
+        return angle <= aperture_scale * lorentz.half_aperture(apex, curv, min_radius=min_radius)
+
     def cone_violation(
         self, apex: Tensor, child: Tensor, curv: Tensor, aperture_scale: float, min_radius: float
     ) -> Tensor:
@@ -164,9 +187,140 @@ class Lorentz:
         return F.relu(angle - aperture_scale * aperture)
 
 
-Geometry = Euclidean | Lorentz
+class LorentzProduct(Lorentz):
+    """PHyCLIP's space (Yoshikawa & Matsubara 2026): the product of ``F`` Lorentz factors.
 
-_GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (Lorentz(), Euclidean())}
+    An embedding is ``(..., D)`` with ``D = F * d``: the space components of one point on each
+    factor ``H^d`` (coordinates ``f*d .. f*d+d-1`` belong to factor ``f``), factor ``f`` of
+    curvature ``-c_f``; ``curv`` is the ``(F,)`` tensor of the ``c_f`` (each learnable, as
+    MERU's single one). ``F`` is read from ``curv``, so the object stays stateless.
+
+    Distance (the paper's l1-product metric; its equation numbers could not be checked here,
+    the formulas are read from the authors' README and code): the MEAN of the factor distances,
+    ``d(X, Y) = (1/F) sum_f d_f(x_f, y_f)``. The paper writes the sum; the authors' code
+    (``phyclip/models.py``, ``product_metric="l1"``) takes the mean, which hyvl follows (the
+    factor ``1/F`` only rescales the logits, but it sets what the initial logit scale means).
+    Entailment (the authors' README): ``X`` is in the cone of ``Y`` iff it is in every factor's
+    cone; the loss averages the per-factor violations over factors (the authors' code).
+
+    What a product space does not support: maximum-inner-product search (the l1 product
+    distance is no function of one inner product: ``hyvl index`` refuses it), and the
+    operations drawn or walked in one hyperbolic plane (``hyvl viz``, ``hyvl traverse``,
+    ONNX export); each says so in one line (:func:`require_single_space`).
+    """
+
+    name = "lorentz_product"
+    #: True: the product of several hyperboloids, one curvature each.
+    product = True
+
+    def __repr__(self) -> str:
+        return "LorentzProduct()"
+
+    @staticmethod
+    def factors(x: Tensor, curv: Tensor) -> Tensor:
+        """(..., F*d) -> (..., F, d) view, ``F = len(curv)``."""
+        n = curv.shape[-1]
+        if x.shape[-1] % n:
+            raise ValueError(f"embedding width {x.shape[-1]} is not a multiple of {n} factors")
+        return x.unflatten(-1, (n, x.shape[-1] // n))
+
+    def lift(self, feats: Tensor, log_alpha: Tensor, curv: Tensor) -> Tensor:
+        """(..., D) features -> (..., D) points: per factor ``exp_map0(alpha_f * v_f; c_f)``
+        (an alpha per factor and modality, as the authors' code)."""
+        curv = curv.float()
+        v = self.factors(feats, curv) * log_alpha.float().exp().unsqueeze(-1)
+        return lorentz.exp_map0(v, curv).flatten(-2)
+
+    def pairwise_distance(
+        self, x: Tensor, y: Tensor, curv: Tensor, scale: Tensor | float | None = None
+    ) -> Tensor:
+        """(B1, D), (B2, D) -> (B1, B2) mean over factors of the geodesic distances.
+
+        One :func:`hyvl.lorentz.pairwise_dist` per factor (its accuracy, its guards), summed
+        into one (B1, B2) matrix; memory is one matrix per factor for backward.
+        """
+        xf, yf = self.factors(x, curv), self.factors(y, curv)
+        n = curv.shape[-1]
+        total = None
+        for f in range(n):
+            d = lorentz.pairwise_dist(xf[..., f, :], yf[..., f, :], curv[f])
+            total = d if total is None else total + d
+        total = total / n
+        return total if scale is None else scale * total
+
+    def pairwise_similarity(self, x: Tensor, y: Tensor, curv: Tensor) -> Tensor:
+        """(B1, D), (B2, D) -> (B1, B2) negative product distances."""
+        return -self.pairwise_distance(x, y, curv)
+
+    def pairwise_angle_similarity(self, apex: Tensor, child: Tensor, curv: Tensor) -> Tensor:
+        raise ConfigError(
+            "objective.logits='angle' is not defined on a product of Lorentz factors "
+            "(model.geometry=lorentz_product): use logits='distance'"
+        )
+
+    def distance_from_inner(self, ip, q_sq, y_sq, curv):
+        require_single_space(self, "search by inner products")
+
+    def augment_items(self, y: Tensor, curv) -> Tensor:
+        require_single_space(self, "search by inner products")
+
+    def augment_queries(self, q: Tensor, curv) -> Tensor:
+        require_single_space(self, "search by inner products")
+
+    def mean(self, points: Tensor, curv: Tensor) -> Tensor:
+        """(..., N, D) -> (..., D): per factor, ``exp_map0`` of the mean ``log_map0``."""
+        tangent = lorentz.log_map0(self.factors(points, curv), curv)
+        return lorentz.exp_map0(tangent.mean(-3), curv).flatten(-2)
+
+    def dist0(self, x: Tensor, curv: Tensor) -> Tensor:
+        """(..., D) -> (...,) product distance to the origin: the mean of the factors'."""
+        return lorentz.dist0(self.factors(x, curv), curv).mean(-1)
+
+    def log_map0(self, x: Tensor, curv: Tensor) -> Tensor:
+        """(..., D) -> (..., D) per-factor tangent vectors at the origin, concatenated."""
+        return lorentz.log_map0(self.factors(x, curv), curv).flatten(-2)
+
+    def cone_margin(self, apex: Tensor, child: Tensor, curv, min_radius: float) -> Tensor:
+        """(R, D), (R, D) -> (R,): the per-factor margin, averaged over factors."""
+        a, b = self.factors(apex, curv), self.factors(child, curv)
+        margin = lorentz.half_aperture(a, curv, min_radius) - lorentz.oxy_angle(a, b, curv)
+        return margin.mean(-1)
+
+    def in_cone(
+        self, apex: Tensor, child: Tensor, curv, aperture_scale: float, min_radius: float
+    ) -> Tensor:
+        """(R, D), (R, D) -> (R,) bool: inside the cone in every factor (PHyCLIP's entailment)."""
+        a, b = self.factors(apex, curv), self.factors(child, curv)
+        angle = lorentz.oxy_angle(a, b, curv)
+        inside = angle <= aperture_scale * lorentz.half_aperture(a, curv, min_radius=min_radius)
+        return inside.all(-1)
+
+    def cone_violation(
+        self, apex: Tensor, child: Tensor, curv: Tensor, aperture_scale: float, min_radius: float
+    ) -> Tensor:
+        """(R, D), (R, D) -> (R,): HyCoCLIP's ``relu(oxy_angle - k * half_aperture)`` in each
+        factor, averaged over factors (PHyCLIP's entailment loss, as the authors' code)."""
+        a, b = self.factors(apex, curv), self.factors(child, curv)
+        angle = lorentz.oxy_angle(a, b, curv)
+        aperture = lorentz.half_aperture(a, curv, min_radius=min_radius)
+        return F.relu(angle - aperture_scale * aperture).mean(-1)
+
+
+def require_single_space(space, what: str) -> None:
+    """HyvlError (one line) when ``space`` (a geometry, its name or a model) is a product."""
+    space = getattr(space, "space", space)
+    if getattr(get_geometry(space), "product", False):
+        raise HyvlError(
+            f"{what} is not supported on a product of Lorentz factors (PHyCLIP, "
+            "model.geometry=lorentz_product): its distance is the mean of the factors' "
+            "distances, not one hyperboloid's; zero-shot, retrieval and SugarCrepe evaluation "
+            "work"
+        )
+
+
+Geometry = Euclidean | Lorentz | LorentzProduct
+
+_GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (Lorentz(), Euclidean(), LorentzProduct())}
 NAMES = tuple(_GEOMETRIES)
 
 
@@ -175,7 +329,7 @@ def get_geometry(name: str | Geometry) -> Geometry:
 
     A geometry object is returned as it is, so functions may take either.
     """
-    if isinstance(name, Euclidean | Lorentz):
+    if isinstance(name, Euclidean | Lorentz):  # LorentzProduct is a Lorentz
         return name
     try:
         return _GEOMETRIES[name]
@@ -183,4 +337,12 @@ def get_geometry(name: str | Geometry) -> Geometry:
         raise ConfigError(f"model geometry must be one of {NAMES}, got {name!r}") from None
 
 
-__all__ = ["NAMES", "Euclidean", "Geometry", "Lorentz", "get_geometry"]
+__all__ = [
+    "NAMES",
+    "Euclidean",
+    "Geometry",
+    "Lorentz",
+    "LorentzProduct",
+    "get_geometry",
+    "require_single_space",
+]

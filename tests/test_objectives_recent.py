@@ -229,7 +229,7 @@ def test_uncha_gradcheck_and_learnable_scales():
         e = Embeddings(image, text, emb.box_image, emb.box_text, emb.curv, logit_scale)
         return compute_objective(e, cfg, "lorentz", uncha_log_scales=log_scales)["loss"]
 
-    assert torch.autograd.gradcheck(f, (*leaves, *scales), eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(f, (*leaves, *scales), eps=1e-6, atol=1e-5, fast_mode=True)
     # ... and the calibration through the uncertainty of the boxes (residual held fixed)
     residual = torch.rand(3, dtype=torch.float64)
     box = emb.box_image.clone().requires_grad_(True)
@@ -278,7 +278,7 @@ def test_atmg_equals_transcription_authors_code_and_fp32():
         e = Embeddings(image, text, curv=curv, logit_scale=small.logit_scale)
         return compute_objective(e, cfg, "lorentz")["loss"]
 
-    assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-5)
+    assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 @pytest.mark.parametrize("cfg,geometry,match", [
@@ -289,3 +289,174 @@ def test_atmg_equals_transcription_authors_code_and_fp32():
 def test_recent_objectives_refuse_meaningless_combinations(cfg, geometry, match):
     with pytest.raises(ConfigError, match=match):
         build_objective(ObjectiveConfig(**cfg), geometry)
+
+
+# ----------------------------------------------------------------------------------------------
+# PHyCLIP: a product of Lorentz factors
+# ----------------------------------------------------------------------------------------------
+
+
+def product_embeddings(B=4, F=3, d=2, seed=0, dtype=torch.float64):
+    """Points whose every factor lies 0.4-1.4 from the origin's tangent centre (outside the
+    cones' 2K ball, where the authors' eps clamps would move the apertures)."""
+    g = torch.Generator().manual_seed(seed)
+    curv = torch.tensor([0.6, 1.0, 1.7][:F], dtype=torch.float64)
+
+    def lift(n):
+        v = torch.randn(n, F, d, generator=g, dtype=torch.float64)
+        v = v / v.norm(dim=-1, keepdim=True) * (0.4 + torch.rand(n, F, 1, generator=g).double())
+        return L.exp_map0(v, curv).flatten(-2)
+
+    emb = Embeddings(lift(B), lift(B), lift(B), lift(B), curv, torch.tensor(7.0).double())
+    return _cast(emb, dtype) if dtype != torch.float64 else emb
+
+
+def ref_phyclip(emb, F):
+    """PHyCLIP (Yoshikawa & Matsubara 2026): the mean of the factors' distances in HyCoCLIP's
+    four CEs, and HyCoCLIP's four cone terms per factor, averaged over factors."""
+    cs, s = emb.curv.tolist(), emb.logit_scale.item()
+
+    def split(t):
+        return [[row[f * (len(row) // F) : (f + 1) * (len(row) // F)] for f in range(F)]
+                for row in t.tolist()]  # fmt: skip
+
+    img, txt, bimg, btxt = (split(t) for t in (emb.image, emb.text, emb.box_image, emb.box_text))
+
+    def neg(x, y):
+        return -sum(dist(x[f], y[f], cs[f]) for f in range(F)) / F
+
+    t = list(range(len(img)))
+    contrastive = 0.25 * (
+        mean_ce(img, txt, t, neg, s) + mean_ce(txt, img, t, neg, s)
+        + mean_ce(bimg, txt, t, neg, s) + mean_ce(btxt, img, t, neg, s)
+    )  # fmt: skip
+
+    def cone(apex, child, k):
+        per_row = [
+            sum(max(0.0, angle(a[f], b[f], cs[f]) - k * aperture(a[f], cs[f])) for f in range(F))
+            / F
+            for a, b in zip(apex, child, strict=True)
+        ]
+        return sum(per_row) / len(per_row)
+
+    entail = 0.5 * (
+        cone(txt, img, 0.7) + cone(btxt, bimg, 0.7) + cone(bimg, img, 1.2) + cone(btxt, txt, 1.2)
+    )
+    return {"contrastive": contrastive, "entail": entail, "loss": contrastive + 0.2 * entail}
+
+
+def test_phyclip_equals_transcription_authors_code_fp32_and_gradcheck():
+    emb = product_embeddings()
+    cfg = ObjectiveConfig(kind="phyclip")
+    out = compute_objective(emb, cfg, "lorentz_product")
+    for name, value in ref_phyclip(emb, 3).items():
+        torch.testing.assert_close(out[name].item(), value, rtol=1e-7, atol=1e-10, msg=name)
+    assert out["curv"].item() == pytest.approx(emb.curv.mean().item())  # logged: the mean
+    loss, parts = _tool("phyclip_reference").phyclip_reference_loss(
+        emb.image, emb.text, emb.box_image, emb.box_text, emb.curv, emb.logit_scale
+    )
+    for name in ("contrastive", "entail"):  # their 1e-6 clamps are the only difference
+        assert out[name].item() == pytest.approx(parts[name].item(), rel=1e-5)
+    out32 = compute_objective(_cast(emb, torch.float32), cfg, "lorentz_product")
+    for name in ("contrastive", "entail", "loss"):
+        assert abs(out32[name].item() - out[name].item()) <= 2e-5 * abs(out[name].item()), name
+    small = product_embeddings(B=3, F=2, d=2, seed=1)
+    names = ("image", "text", "box_image", "box_text", "curv", "logit_scale")
+    leaves = [getattr(small, n).clone().requires_grad_(True) for n in names]
+
+    def f(*args):
+        e = Embeddings(*args[:4], curv=args[4], logit_scale=args[5])
+        return compute_objective(e, cfg, "lorentz_product")["loss"]
+
+    assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-5, fast_mode=True)
+
+
+@pytest.fixture(scope="module")
+def phyclip_model():
+    import hyvl
+
+    return hyvl.create_model("phyclip_tiny").eval()
+
+
+def test_product_space_lift_search_and_cones(phyclip_model):
+    from hyvl.geometry import get_geometry
+    from hyvl.train.health import embedding_stats
+
+    space = get_geometry("lorentz_product")
+    model = phyclip_model
+    assert model.log_curv.shape == model.visual_alpha.shape == (16,)  # 128-d = 16 factors of 8
+    feats = torch.randn(5, 128, dtype=torch.float64)
+    x = model.space.lift(feats.float(), model.visual_alpha, model.curv)
+    # each factor is its own hyperboloid's exp_map0 of alpha_f * v_f
+    f3 = L.exp_map0(feats[:, 24:32].float() * model.visual_alpha[3].exp(), model.curv[3])
+    torch.testing.assert_close(x[:, 24:32], f3)
+    emb = product_embeddings(B=4, F=3, d=2)
+    d = space.pairwise_distance(emb.image, emb.text, emb.curv)
+    ref = [[-v for v in row] for row in
+           [[0.0] * 4 for _ in range(4)]]  # fmt: skip
+    for i in range(4):
+        for j in range(4):
+            xs, ys = emb.image[i].view(3, 2), emb.text[j].view(3, 2)
+            ref[i][j] = sum(dist(xs[f].tolist(), ys[f].tolist(), emb.curv[f].item())
+                            for f in range(3)) / 3  # fmt: skip
+    torch.testing.assert_close(d, torch.tensor(ref, dtype=torch.float64), rtol=1e-7, atol=0)
+    # the mean of points is per factor; distance to the origin the factors' mean
+    pts = torch.stack([emb.image, emb.text], dim=1)
+    m = space.mean(pts, emb.curv)
+    for f in range(3):
+        sl = slice(2 * f, 2 * f + 2)
+        torch.testing.assert_close(
+            m[:, sl], L.exp_map0(L.log_map0(pts[:, :, sl], emb.curv[f]).mean(1), emb.curv[f])
+        )
+    d0 = space.dist0(emb.image, emb.curv)
+    torch.testing.assert_close(
+        d0,
+        torch.stack([L.dist0(emb.image[:, 2 * f : 2 * f + 2], emb.curv[f]) for f in range(3)]).mean(
+            0
+        ),
+    )
+    # in the cone = in every factor's cone
+    apex = emb.text
+    child = torch.cat([apex[:, :4], emb.image[:, 4:]], dim=1)  # factor 3 moved off
+    inside = space.in_cone(apex, child, emb.curv, 1.0, 0.1)
+    last = L.oxy_angle(apex[:, 4:], child[:, 4:], emb.curv[2]) <= L.half_aperture(
+        apex[:, 4:], emb.curv[2]
+    )
+    assert torch.equal(inside, last)
+    stats = embedding_stats(emb, contrastive_loss=1.0, global_batch=4)
+    assert stats["d0_image"] == pytest.approx(float(d0.mean()))
+    assert 0.0 <= stats["in_cone"] <= 1.0
+
+
+def test_product_space_refuses_search_and_onnx(phyclip_model, monkeypatch, tmp_path):
+    import hyvl
+    from hyvl.errors import HyvlError
+    from hyvl.models.onnx_export import export_onnx
+    from hyvl.search import index as index_mod
+
+    model = phyclip_model
+    monkeypatch.setattr(hyvl, "load", lambda *a, **k: (model, None, None))
+    (tmp_path / "t.txt").write_text("a dog\n")
+    one_line = r"^hyvl index \(search by inner products\) is not supported on a product of Lorentz factors[^\n]*$"
+    with pytest.raises(HyvlError, match=one_line):
+        index_mod.build_index("ckpt", texts=tmp_path / "t.txt")
+    from argparse import Namespace
+
+    from hyvl.cli import traverse as traverse_cli
+    from hyvl.cli import viz as viz_cli
+
+    with pytest.raises(HyvlError, match=r"^hyvl viz \(pictures of one hyperbolic plane\) is not"):
+        viz_cli.run(Namespace(checkpoint="ckpt"))
+    args = Namespace(index=None, checkpoint="ckpt", texts=str(tmp_path / "t.txt"))
+    with pytest.raises(HyvlError, match=r"^hyvl traverse \(geodesics of one hyperboloid\) is"):
+        traverse_cli.run(args)
+    with pytest.raises(HyvlError, match="ONNX export .* not supported on a product"):
+        export_onnx(model, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
+    for cfg, match in [
+        (dict(kind="phyclip"), "needs a product of Lorentz factors"),
+        (dict(kind="phyclip", logits="angle"), "not defined on a product"),
+    ]:
+        geometry = "lorentz" if cfg.get("logits") != "angle" else "lorentz_product"
+        with pytest.raises(ConfigError, match=match):
+            build_objective(ObjectiveConfig(**cfg), geometry)

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("clip", "meru", "hycoclip")
 SIZES = ("tiny", "vit_s", "vit_b", "vit_l")
 # the newer objectives: tiny and the papers' ViT-S/B recipes
-RECENT = ("uncha", "atmg")
+RECENT = ("uncha", "atmg", "phyclip")
 RECENT_SIZES = ("tiny", "vit_s", "vit_b")
 
 

@@ -41,7 +41,7 @@ from hyvl.errors import HyvlError  # noqa: E402
 from hyvl.evaluation.zeroshot import few_classes  # noqa: E402
 from hyvl.train.preempt import Interrupted  # noqa: E402
 
-MODELS = ("clip", "meru", "hycoclip", "uncha", "atmg")
+MODELS = ("clip", "meru", "hycoclip", "uncha", "atmg", "phyclip")
 # The default worlds: the real-image demo and one change of it each, in the order they run.
 DEFAULT_WORLDS = ("real", "digits", "mixed", "dark", "noisy", "large", "single", "wording")
 # The world's size: the real-image demo's for a sweep, a few images for --quick.

@@ -32,15 +32,19 @@ def run(args) -> int:
     import hyvl
     from hyvl.errors import DataError, HyvlError
     from hyvl.evaluation.embed import embed_texts
+    from hyvl.geometry import require_single_space
     from hyvl.images import BadImage, open_rgb
     from hyvl.search.index import read_texts
     from hyvl.search.traverse import tangent_path, traverse
+
+    WHAT = "hyvl traverse (geodesics of one hyperboloid)"  # noqa: N806
 
     if args.index:
         from hyvl.search.index import EmbeddingIndex, load_index_model
 
         index = EmbeddingIndex.load(args.index)
         model, preprocess, tokenizer = load_index_model(index, args.checkpoint)
+        require_single_space(model, WHAT)
         rows = index.rows("text")
         texts = [index.items[i]["item"] for i in rows.tolist()]
         text_emb = index.embeddings[rows]
@@ -48,10 +52,12 @@ def run(args) -> int:
         if not args.checkpoint:
             raise HyvlError("--texts needs --checkpoint")
         model, preprocess, tokenizer = hyvl.load(args.checkpoint)
+        require_single_space(model, WHAT)
         texts = read_texts(args.texts)
         text_emb = embed_texts(model, tokenizer, texts)
     if not model.space.hyperbolic:
         raise HyvlError("traversals need a Lorentz model (MERU / HyCoCLIP)")
+
     if not texts:
         raise DataError("no candidate texts")
 

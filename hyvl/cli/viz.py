@@ -41,9 +41,11 @@ def run(args) -> int:
     import torch
 
     import hyvl
+    from hyvl.geometry import require_single_space
     from hyvl.viz import embed_kinds, picture_title, plot_disk, plot_norms
 
     model, preprocess, tokenizer = hyvl.load(args.checkpoint)
+    require_single_space(model, "hyvl viz (pictures of one hyperbolic plane)")
     title = picture_title(model, args.checkpoint)  # the model and curvature on every picture
     if getattr(args, "color_by", "kind") == "class":
         from hyvl.viz import embed_image_folder, plot_disk_classes

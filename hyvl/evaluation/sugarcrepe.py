@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from hyvl import lorentz
 from hyvl.errors import DataError
 from hyvl.evaluation.embed import Shard, embed_images, embed_texts, similarity
 from hyvl.evaluation.files import ImageFiles, drop_skipped
@@ -112,8 +111,8 @@ def _pair_scores(model, images, texts, pos, neg, owner, score: str, min_radius: 
     x = images[owner]
 
     def inside(t):  # how far inside the caption's cone the image lies (radians)
-        apex = texts[t]
-        return lorentz.half_aperture(apex, curv, min_radius) - lorentz.oxy_angle(apex, x, curv)
+        # a product space: the margin averaged over its factors
+        return model.space.cone_margin(texts[t], x, curv, min_radius)
 
     return inside(pos), inside(neg)
 

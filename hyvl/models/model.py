@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from hyvl.config import ModelConfig
+from hyvl.errors import ConfigError
 from hyvl.geometry import get_geometry
 from hyvl.models.embeddings import Embeddings
 from hyvl.models.towers import ImageTower, build_text_tower
@@ -74,13 +75,25 @@ class HyvlModel(nn.Module):
         if self.space.hyperbolic:
             # MERU Sec. 3.2: alpha per modality, init embed_dim^-0.5 (log stored, <= 0) so that
             # initial embeddings have norm ~1 whatever the width.
-            alpha = torch.tensor(d**-0.5).log()
+            # PHyCLIP (its authors' code): one curvature per Lorentz factor and one alpha per
+            # factor and modality, init factor_dim^-0.5, each bounded as MERU's.
+            shape: tuple[int, ...] = ()
+            width = d
+            if self.space.product:
+                if d % config.factor_dim:
+                    raise ConfigError(
+                        f"model.embed_dim={d} is not a multiple of model.factor_dim="
+                        f"{config.factor_dim} (a lorentz_product model splits the embedding "
+                        "into factors of that size)"
+                    )
+                shape, width = (d // config.factor_dim,), config.factor_dim
+            alpha = torch.full(shape, float(width) ** -0.5).log()
             self.visual_alpha = nn.Parameter(alpha.clone(), requires_grad=config.learn_alpha)
             self.textual_alpha = nn.Parameter(alpha.clone(), requires_grad=config.learn_alpha)
             # MERU: log c, init log c0, clamped to [c0/10, 10 c0] so training cannot collapse it.
             c0 = config.curv_init
             self.log_curv = nn.Parameter(
-                torch.tensor(math.log(c0)), requires_grad=config.learn_curv
+                torch.full(shape, math.log(c0)), requires_grad=config.learn_curv
             )
             self._log_curv_bounds = (math.log(c0 / 10), math.log(c0 * 10))
         if config.openclip_init:

@@ -1,6 +1,6 @@
 """Named model configurations (``hyvl.list_models()``) and the model factory.
 
-Names are ``{clip,meru,hycoclip,uncha,atmg}_{vit_s,vit_b,vit_l,tiny}``. CLIP is the euclidean geometry;
+Names are ``{clip,meru,hycoclip,uncha,atmg,phyclip}_{vit_s,vit_b,vit_l,tiny}``. CLIP is the euclidean geometry;
 MERU and HyCoCLIP share the Lorentz model and differ only in their objective (and data: HyCoCLIP
 needs boxes), so ``meru_vit_s`` and ``hycoclip_vit_s`` build the same architecture.
 """
@@ -42,6 +42,9 @@ _FAMILY_MODEL: dict[str, dict[str, Any]] = {
     # ATMG (Ramasinghe et al. 2024; samgregoost/atmg configs/train_atmg_vit_l.py): curvature
     # fixed at 0.1 (curv_init=0.1, learn_curv=False).
     "atmg": {"curv_init": 0.1, "learn_curv": False},
+    # PHyCLIP (tksmatsubara/PHyCLIP configs/train_phyclip_vit_l.py): factors of dimension 8
+    # (subspace_dim=8), curvature init 1 per factor, learned.
+    "phyclip": {"factor_dim": 8},
 }
 
 

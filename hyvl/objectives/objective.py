@@ -14,8 +14,8 @@ Definitions (``N`` = global batch over all processes, local rows against gathere
 * entailment, HyCoCLIP: ``0.5 * sum`` of four ``mean relu(oxy_angle(apex, child) - k *
   half_aperture(apex))``: text -> image and box text -> box image with ``k = 0.7``; box image ->
   image and box text -> text with ``k = 1.2``; added with ``entail_weight`` (0.2).
-* ``kind: uncha`` (Kim et al. 2026, UNCHA; the equation numbers are those of the paper as its
-  authors' README cites them): HyCoCLIP's boxes with a per-embedding uncertainty
+* ``kind: uncha`` (Kim et al. 2026, UNCHA; equation numbers as the authors' README cites the
+  paper's, whose text was not available here; the formulas are read from their code): HyCoCLIP's boxes with a per-embedding uncertainty
   ``u(x) = softplus(-|x|)`` (``|x|`` the norm of the space components: 0.69 at the origin,
   falling to 0 far out). Contrastive (Eq. 10-11), the sum of three symmetric pairs:
   whole <-> whole (``image -> all texts``, ``text -> all images``, the model's scale ``s``),
@@ -35,6 +35,11 @@ Definitions (``N`` = global batch over all processes, local rows against gathere
   ``+scale * oxy_angle(image_i, text_j)`` (the image is the apex and a large exterior angle
   means the text lies towards the origin). ``logits: angle`` is not this: it uses
   ``-oxy_angle(text, image)`` in both directions.
+* ``kind: phyclip`` (Yoshikawa & Matsubara 2026, PHyCLIP) on a ``lorentz_product`` model
+  (:class:`hyvl.geometry.LorentzProduct`): HyCoCLIP's four contrastive terms over the l1-product
+  distance (the mean of the factors' geodesic distances) and HyCoCLIP's four entailment terms
+  with each ``relu(oxy_angle - k * half_aperture)`` taken per factor and averaged over factors;
+  the same weights (0.25 per CE, 0.5 x the entailment sum, ``entail_weight`` 0.2).
 * ``entail_warmup_steps`` and ``entail_gate`` (not in the papers, both off by default) scale the
   entailment weight: a linear ramp over steps, and ``clamp((1 - L / ln N) / gate, 0, 1)`` of
   the batch's detached contrastive loss ``L`` (no entailment while the contrastive loss is at
@@ -71,7 +76,7 @@ from hyvl.models.embeddings import Embeddings
 from hyvl.objectives import distributed
 
 #: objectives that use box crops (``data.boxes_per_sample >= 1``)
-BOX_KINDS = ("hycoclip", "uncha")
+BOX_KINDS = ("hycoclip", "uncha", "phyclip")
 #: UNCHA clamps its two extra logit scales at 100 (ln 100 = 4.6052), as the model's.
 UNCHA_LOG_SCALE_MAX = math.log(100.0)
 
@@ -89,6 +94,21 @@ def check_objective(cfg: ObjectiveConfig, geometry: str) -> Geometry:
             "objective.kind='atmg' forms ATMG's own angle logits (text -> image by "
             "-angle(text, image), image -> text by +angle(image, text)); leave objective.logits "
             "at 'distance' (logits: angle is a different, one-apex variant)"
+        )
+    if cfg.kind == "phyclip" and not space.product:
+        raise ConfigError(
+            "objective.kind='phyclip' needs a product of Lorentz factors: use a phyclip_* model "
+            "(model.geometry=lorentz_product)"
+        )
+    if space.product and cfg.logits == "angle":
+        raise ConfigError(
+            "objective.logits='angle' is not defined on a product of Lorentz factors "
+            "(model.geometry=lorentz_product): use logits='distance'"
+        )
+    if space.product and cfg.kind == "uncha":
+        raise ConfigError(
+            "objective.kind='uncha' is defined on one hyperboloid; a lorentz_product model "
+            "trains with objective.kind='phyclip'"
         )
     if cfg.kind == "uncha" and cfg.logits == "angle":
         raise ConfigError(
@@ -178,7 +198,7 @@ def _row_losses(logits: Tensor, targets: Tensor, loss: str, bias: Tensor | None)
 
 
 def uncha_uncertainty(x: Tensor) -> Tensor:
-    """UNCHA's uncertainty of embeddings (Eq. 9): ``u(x) = softplus(-|x|)``, (R, D) -> (R,).
+    """UNCHA's uncertainty of embeddings: ``u(x) = softplus(-|x|)``, (R, D) -> (R,).
 
     ``|x|`` is the norm of the space components (monotone in the distance to the origin):
     ``ln 2`` at the origin, towards 0 far from it.
@@ -187,7 +207,7 @@ def uncha_uncertainty(x: Tensor) -> Tensor:
 
 
 def uncha_residual(angle: Tensor, aperture: Tensor, aperture_scale: float, beta: float) -> Tensor:
-    """UNCHA's piecewise-continuous entailment residual (Eq. 14):
+    """UNCHA's piecewise-continuous entailment residual (part of Eq. 14-17):
     ``relu(a - k A) + beta * a``: HyCoCLIP's cone violation, plus ``beta`` times the angle so
     that a child inside the cone is still pulled towards its axis."""
     return F.relu(angle - aperture_scale * aperture) + beta * angle
@@ -196,7 +216,7 @@ def uncha_residual(angle: Tensor, aperture: Tensor, aperture_scale: float, beta:
 def uncha_calibration(
     residual: Tensor, uncertainty: Tensor, weight: float, row_weight: float
 ) -> Tensor:
-    """UNCHA's uncertainty calibration with its entropy regulariser (Eq. 15-17).
+    """UNCHA's uncertainty calibration with its entropy regulariser (part of Eq. 14-17).
 
     ``alpha * (mean_i(r_i^det / (2 (U_i + 1e-6)) + u_i / 2) + H)`` with ``U = clamp(e^u, 1e-6,
     1e6)``, ``r^det`` the residual detached (the calibration trains the uncertainty, not the
@@ -512,7 +532,8 @@ def compute_objective(
         out["loss"] = loss
         out["logit_scale"] = scale.detach()
         if curv is not None:
-            out["curv"] = curv.detach()
+            # a product space logs the mean of its factors' curvatures
+            out["curv"] = curv.detach().mean() if space.product else curv.detach()
         if bias is not None:
             out["sigmoid_bias"] = bias.detach()
     return out

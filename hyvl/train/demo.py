@@ -130,7 +130,6 @@ def distances_to_origin(
     """
     import torch
 
-    from hyvl import lorentz
     from hyvl.data.pipeline import build_eval_loader
 
     kinds = {k: [] for k in ("image", "text", "box_image", "box_text")}
@@ -151,7 +150,7 @@ def distances_to_origin(
             for name in kinds:
                 value = getattr(emb, name)
                 if value is not None:
-                    kinds[name].append(lorentz.dist0(value, emb.curv).float())
+                    kinds[name].append(model.space.dist0(value, emb.curv).float())
     out = {}
     for name, parts in kinds.items():
         values = torch.cat(parts) if parts else torch.empty(0)

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from hyvl import lorentz
+from hyvl.geometry import get_geometry
 
 MODALITIES = ("image", "text", "box_image", "box_text")
 # (apex, child) pairs whose cone share is reported: the pairs of MERU / HyCoCLIP's
@@ -128,15 +128,17 @@ def embedding_stats(
     ln_b = math.log(max(global_batch, 2))
     out["loss_over_ln_b"] = None if contrastive_loss is None else contrastive_loss / ln_b
     curv = emb.curv.detach().float() if emb.curv is not None else None
+    # one curvature per factor: a product of Lorentz factors (PHyCLIP)
+    space = None if curv is None else get_geometry("lorentz_product" if curv.ndim else "lorentz")
     for name in MODALITIES:
         value = getattr(emb, name)
         if value is None:
             continue
         value = value.detach().float()
-        tangent = value if curv is None else lorentz.log_map0(value, curv)
+        tangent = value if curv is None else space.log_map0(value, curv)
         out[f"spread_{name}"] = _spread(tangent)
         if curv is not None:
-            out[f"d0_{name}"] = float(lorentz.dist0(value, curv).mean())
+            out[f"d0_{name}"] = float(space.dist0(value, curv).mean())
     if curv is not None:
         inside, total = 0, 0
         for apex_name, child_name in CONE_PAIRS:
@@ -146,11 +148,10 @@ def embedding_stats(
             # box -> whole pairs: k box rows per sample, sample-major (Embeddings docstring)
             if child.shape[0] < apex.shape[0]:
                 child = child.repeat_interleave(apex.shape[0] // child.shape[0], dim=0)
-            angle = lorentz.oxy_angle(apex.float(), child.float(), curv)
-            aperture = lorentz.half_aperture(apex.float(), curv, min_radius=min_radius)
-            aperture = aperture * (aperture_scales or {}).get((apex_name, child_name), 1.0)
-            inside += int((angle <= aperture).sum())
-            total += angle.numel()
+            k = (aperture_scales or {}).get((apex_name, child_name), 1.0)
+            inside_rows = space.in_cone(apex.float(), child.float(), curv, k, min_radius)
+            inside += int(inside_rows.sum())
+            total += inside_rows.numel()
         out["in_cone"] = inside / total if total else None
     return out
 
