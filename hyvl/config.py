@@ -148,10 +148,16 @@ class ModelConfig(Section):
         Annotated[Float, Field(gt=0)], Annotated[Float, Field(gt=0)], Annotated[Float, Field(gt=0)]
     ] = Field(IMAGENET_STD, description="per-channel std, divided inside the model")
     grad_checkpointing: bool = Field(False, description="activation checkpointing in the towers")
-    # Hyperbolic fine-tuning of a pretrained CLIP: both towers, projections and the logit scale.
-    # Only read when the model is built; exports store the weights and drop the path.
+    # Hyperbolic fine-tuning of a pretrained CLIP: both towers, projections and the logit scale
+    # (hyvl.models.init). Only read when the model is built; exports store the weights and
+    # drop the source.
+    init: str | None = Field(
+        None,
+        description="where the towers start: open_clip NAME:TAG or hf-hub:ORG/NAME, an open_clip "
+        "checkpoint, a Hugging Face CLIP folder, a hyvl export or a MERU / HyCoCLIP .pth",
+    )
     openclip_init: str | None = Field(
-        None, description="local open_clip CLIP state dict to initialise the model from"
+        None, description="older name of model.init (a local open_clip CLIP state dict)"
     )
 
 

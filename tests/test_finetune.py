@@ -122,6 +122,11 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
            "train.lora.dropout": 0.1, "train.lift_lr": 2e-3, "train.freeze": "[visual_proj.]",
            "train.unfreeze_at": 3},
     )  # fmt: skip
+    # the towers start from a hyvl CLIP export of the same architecture (model.init)
+    torch.manual_seed(7)
+    clip = hyvl.create_model("clip_tiny", vision={"depth": 1, "image_size": 32}, text={"layers": 1})
+    hyvl.save(clip, tmp_path / "clip")
+    overrides.append(f"model.init={tmp_path / 'clip'}")
     config = "meru_tiny"
     reference = tmp_path / "reference"
     threads = torch.get_num_threads()
@@ -132,6 +137,8 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
         runtime = json.loads((reference / ".hyvl-run").read_text())["runtime"]
         assert f"{runtime['trainable_params']:,} of {runtime['total_params']:,} parameters" in err
         assert "LoRA rank 4" in err and "optimizer state" in err
+        assert runtime["init"]["new"] == ["visual_alpha", "textual_alpha", "log_curv"]
+        assert f"hyvl init: {tmp_path / 'clip'} (hyvl model): {runtime['init']['loaded']} " in err
         assert "step 3: train.freeze ends" in err
         # the run killed after step 2's checkpoint: its later steps never happened
         resumed = tmp_path / "resumed"
@@ -150,9 +157,7 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
     # visual_proj was frozen until step 3, then trained
     step2 = _load_step_checkpoint(reference / "checkpoints" / "step_0000002", merge=False)
     step4 = _load_step_checkpoint(reference / "checkpoints" / "step_0000004", merge=False)
-    torch.manual_seed(0)
-    init = add_adapters(hyvl.create_model(step2.config), LoraConfig(rank=4))
-    assert torch.equal(step2.visual_proj.weight, init.visual_proj.weight)
+    assert torch.equal(step2.visual_proj.weight, clip.visual_proj.weight)  # model.init's
     assert not torch.equal(step4.visual_proj.weight, step2.visual_proj.weight)
 
     out = tmp_path / "merged"

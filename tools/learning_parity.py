@@ -164,11 +164,11 @@ def load_openclip_registry(folder: Path):
 
 def openclip_to_hyvl_model(checkpoint: Path, model_cfg):
     """open_clip_train's checkpoint (weights only) as a hyvl model with the same weights."""
-    from hyvl.models.convert import init_from_openclip
+    from hyvl.models.init import initialise
     from hyvl.models.registry import create_model
 
     model = create_model(model_cfg)
-    init_from_openclip(model, checkpoint)  # torch.load(weights_only=True) inside
+    initialise(model, str(checkpoint))  # torch.load(weights_only=True) inside
     return model.eval()
 
 

@@ -52,6 +52,7 @@ def save(
     config = to_dict(model.config)
     # The weights are in the file: an export must not depend on the init files it started from.
     config["openclip_init"] = None
+    config["init"] = None
     config["vision"]["pretrained"] = None
     meta = {"format": FORMAT, "hyvl_version": hyvl.__version__, "model": config}
     with atomic_dir(directory, last=CONFIG) as tmp:
@@ -119,7 +120,7 @@ def _load_step_checkpoint(path: Path, merge: bool = True):
     from safetensors.torch import load_file
 
     from hyvl.config import RunConfig
-    from hyvl.models.registry import resolve_model_config
+    from hyvl.models.named import resolve_model_config
 
     try:
         meta = json.loads((path / "meta.json").read_text())
@@ -134,7 +135,7 @@ def _load_step_checkpoint(path: Path, merge: bool = True):
             f"load the run's export instead: {path.parent.parent}"
         )
     config = resolve_model_config(settings.model)
-    config.openclip_init = None  # the weights are in the checkpoint, not the init files
+    config.openclip_init = config.init = None  # the weights are in the checkpoint
     config.vision.pretrained = None
     model = HyvlModel(config)
     lora = settings.train.lora.rank > 0
@@ -212,7 +213,7 @@ def _load_pth(path: Path):
 
 def _name_hint(text: str) -> str:
     """For a missing path that is a model or recipe name: what builds that model."""
-    from hyvl.models.registry import list_models
+    from hyvl.models.named import list_models
     from hyvl.recipes import list_recipes
 
     if text in list_models() or text in list_recipes():

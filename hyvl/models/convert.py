@@ -1,11 +1,11 @@
 """State dicts of other projects -> HyvlModel's names (as open_clip keeps its convert.py).
 
-- open_clip CLIP weights as the starting point of a model (``openclip_init``), and
+- open_clip CLIP weights in hyvl's names (the starting point of ``model.init``,
+  :mod:`hyvl.models.init`), and
 - published MERU / HyCoCLIP (and MERU's CLIP baselines) ``.pth`` files: the config is inferred
   from keys and shapes.
 
-Nothing here builds a model: :func:`init_from_openclip` fills a given one, :func:`convert_meru`
-returns ``(ModelConfig, state_dict)`` for :mod:`hyvl.models.checkpoint` to build from.
+Nothing here builds a model: :func:`openclip_to_hyvl` renames, :func:`convert_meru` returns ``(ModelConfig, state_dict)`` for :mod:`hyvl.models.checkpoint` to build from.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import torch
 
 from hyvl.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, from_dict
 from hyvl.errors import CheckpointError
-from hyvl.models.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -88,44 +87,6 @@ def openclip_to_hyvl(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out["textual.transformer." + key] = value
     return out
-
-
-def init_from_openclip(model, path: str | Path) -> None:
-    """Load towers, projections and logit scale of ``model`` from a local open_clip CLIP state dict.
-
-    The model's config must describe the same architecture: a timm CLIP ViT
-    (e.g. ``vit_base_patch16_clip_224``, or ``..._quickgelu_...`` with ``text.quick_gelu``) with
-    open_clip's widths and depths (for an open_clip model whose image tower is a timm model,
-    ``timm_model_name`` in its config: that timm model, whose ``visual.trunk.*`` names are
-    timm's), and ``pixel_mean`` / ``pixel_std`` set to the values the CLIP was trained with
-    (open_clip.OPENAI_DATASET_MEAN / _STD for OpenAI weights). Alpha and curvature keep their
-    MERU init.
-    """
-    path = Path(path)
-    state = openclip_to_hyvl(read_state_dict(path))
-    if "visual_proj.weight" not in state or "textual_proj.weight" not in state:
-        raise CheckpointError(
-            f"{path}: not an open_clip CLIP state dict (no visual.proj / text_projection)"
-        )
-    own = model.state_dict()
-    mismatched = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and own[k].shape != v.shape
-    ]
-    if mismatched:
-        raise CheckpointError(
-            f"{path}: shapes differ from model config {model.config.name!r}: {mismatched[:4]}"
-        )
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # Only the geometry's own scalars and the pixel buffers may stay at their init.
-    allowed = {"visual_alpha", "textual_alpha", "log_curv", "pixel_mean", "pixel_std"}
-    missing = [k for k in missing if k not in allowed]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: does not fit model config {model.config.name!r} (open_clip init); missing "
-            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
 
 
 # ------------------------------------------------------------------------------------------

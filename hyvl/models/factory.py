@@ -19,7 +19,7 @@ from hyvl.hub import HF_HUB_PREFIX, local_path
 
 # Config fields a checkpoint may set differently from the registry config it is loaded into:
 # names and init-only settings, and the pixel statistics it was trained with (loaded as buffers).
-_NOT_ARCHITECTURE = ("name", "openclip_init", "curv_init", "pixel_mean", "pixel_std")
+_NOT_ARCHITECTURE = ("name", "init", "openclip_init", "curv_init", "pixel_mean", "pixel_std")
 
 
 def _is_checkpoint(spec: Any) -> bool:

@@ -96,10 +96,8 @@ class HyvlModel(nn.Module):
                 torch.full(shape, math.log(c0)), requires_grad=config.learn_curv
             )
             self._log_curv_bounds = (math.log(c0 / 10), math.log(c0 * 10))
-        if config.openclip_init:
-            from hyvl.models.convert import init_from_openclip
-
-            init_from_openclip(self, config.openclip_init)
+        # model.init's report (hyvl.models.init; create_model fills it when a source is named)
+        self.init_report = None
         if config.grad_checkpointing:
             self.set_grad_checkpointing(True)
 

@@ -114,6 +114,9 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     state = build_state(cfg, accelerator, build_model_and_objective)
     state.runtime = {**console.runtime(accelerator, cfg), **state.parameters}
     accelerator.print(console.start_line(state.runtime), file=sys.stderr)
+    if state.init_report is not None:
+        state.runtime["init"] = state.init_report.as_dict()
+        accelerator.print(state.init_report.describe(), file=sys.stderr)
     accelerator.print(finetune.describe(state.parameters, tcfg), file=sys.stderr)
     resume(state, output_dir, changes)
     started_at_step = state.step

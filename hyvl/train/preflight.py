@@ -55,6 +55,18 @@ def check_model_paths(cfg: RunConfig) -> None:
     ):
         if value:
             _readable_file(key, value, "give a local weights file (nothing is downloaded)")
+    spec = model.init
+    if spec:
+        from hyvl.models.init import is_name
+
+        path = Path(spec).expanduser()
+        if not is_name(spec) and not path.exists():
+            raise ConfigError(
+                f"model.init={spec!r}: no such file or directory {_where(path)}; give an open_clip "
+                "NAME:TAG (ViT-B-16:openai), hf-hub:ORG/NAME, or a local checkpoint / folder"
+            )
+        if path.exists() and not os.access(path, os.R_OK):
+            raise ConfigError(f"model.init={spec!r}: not readable (permissions)")
 
 
 def check_eval_paths(cfg: RunConfig) -> None:

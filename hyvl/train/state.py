@@ -56,6 +56,7 @@ class TrainState:
     runtime: dict = field(default_factory=dict)  # device, precision, world size
     frozen: list = field(default_factory=list)  # train.freeze's parameters, until unfreeze_at
     parameters: dict = field(default_factory=dict)  # trainable / total / optimizer state size
+    init_report: Any = None  # model.init's InitReport (hyvl.models.init), None without one
 
     @property
     def train_module(self) -> TrainModule:
@@ -161,6 +162,7 @@ def build_state(cfg: RunConfig, accelerator: Any, build=build_model_and_objectiv
     module, optimizer = accelerator.prepare(core, optimizer)
     state = TrainState(cfg, accelerator, module, optimizer, scheduler, tokenizer)
     state.frozen, state.parameters = frozen, parameters
+    state.init_report = getattr(model, "init_report", None)  # model.init: what it copied
     return state
 
 
