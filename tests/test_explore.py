@@ -109,6 +109,14 @@ def test_answers_agree_with_search_traverse_and_cones(explorer):
     assert p["kind"][:18] == [1] * 18
     p = explorer.points((0, 0, 1, 1), limit=1000)
     assert all(x >= 0 and y >= 0 for x, y in zip(p["x"], p["y"], strict=True))
+    # without a model a typed text is the indexed item of that label
+    from hyvl.explore import Explorer
+
+    bare = Explorer(index)
+    hit = bare.query(text="Red Circle", kind="text", k=1)["results"][0]
+    assert hit["label"] == "red circle" and hit["distance"] < 1e-3
+    with pytest.raises(HyvlError, match="no indexed item is labelled"):
+        bare.query(text="a zebra")
     with pytest.raises(HyvlError, match="query is empty"):
         explorer.query(text="  ")
     with pytest.raises(HyvlError, match="the uploaded image"):
@@ -169,7 +177,7 @@ def browser():
         b.close()
 
 
-def test_served_page_searches_walks_and_opens_an_item(explorer, browser, tmp_path):
+def test_served_page_searches_walks_and_opens_an_item(explorer, demo_index, browser, tmp_path):
     from hyvl.explore.server import Serving, make_app
 
     with Serving(make_app(explorer)) as url:
@@ -205,6 +213,21 @@ def test_served_page_searches_walks_and_opens_an_item(explorer, browser, tmp_pat
         assert f"inside its cone ({want['descendants_count']})" in panel
         page.click("#neighbours li")  # a neighbour in the list opens that item
         page.wait_for_function(f"document.body.dataset.selected != '{selected}'")
+        # zoom about the cursor: the view's points are fetched again, the scale grows
+        page.mouse.move(500, 350)
+        page.mouse.wheel(0, -600)
+        page.wait_for_function("window.hyvl.state.view.scale > 2")
+        page.wait_for_function("document.querySelector('#status').textContent.includes(' of ')")
+        # an uploaded image: its nearest texts
+        image = sorted((demo_index / "data" / "zeroshot").rglob("*.jpg"))[0]
+        page.fill("#q", "")
+        page.set_input_files("#upload", str(image))
+        page.click("button[type=submit]")
+        page.wait_for_function("document.body.dataset.queried == '2'")
+        assert page.inner_text("#query-title") == "uploaded image"
+        texts = {explorer.labels[r] for r in explorer.text_rows.tolist()}
+        assert all(li.inner_text().split(" text,")[0] in texts
+                   for li in page.query_selector_all("#results li"))  # fmt: skip
         page.select_option("#colour", "class")
         assert "red circle" in page.inner_text("#legend")
         shot = page.screenshot(path=str(tmp_path / "explore.png"))

@@ -369,10 +369,22 @@ class Explorer:
         }
 
     def embed_text(self, text: str) -> torch.Tensor:
+        """The text's embedding by the model; without one, the embedding of the indexed item
+        labelled ``text`` (else the first whose label contains it)."""
         if not text.strip():
             raise DataError("the query is empty: type the words to search for")
         if self.model is None:
-            raise DataError("no model to embed a text: start hyvl explore with --checkpoint")
+            want = text.strip().lower()
+            labels = [label.lower() for label in self.labels]
+            row = labels.index(want) if want in labels else None
+            if row is None:
+                row = next((i for i, label in enumerate(labels) if want in label), None)
+            if row is None:
+                raise DataError(
+                    f"no indexed item is labelled {text!r}, and there is no model to embed "
+                    "a new text: start hyvl explore with --checkpoint"
+                )
+            return self.index.embeddings[row]
         with torch.no_grad():
             return self.model.encode_text(self.tokenizer([text]))[0].float()
 
