@@ -226,6 +226,13 @@ def test_served_page_searches_walks_and_opens_an_item(explorer, demo_index, brow
                    for li in page.query_selector_all("#results li"))  # fmt: skip
         page.select_option("#colour", "class")
         assert "red circle" in page.inner_text("#legend")
+        # bad requests get a 400 and one line saying what is wrong
+        r = page.request.get(url + "/api/points?box=1,2")
+        assert r.status == 400 and "four numbers" in r.json()["error"]
+        r = page.request.post(url + "/api/query", data=b"not an image")
+        assert r.status == 400 and "the uploaded image" in r.json()["error"]
+        r = page.request.get(url + "/api/item?row=999")
+        assert r.status == 400 and "the index holds 42" in r.json()["error"]
         shot = page.screenshot(path=str(tmp_path / "explore.png"))
         assert shot[:4] == b"\x89PNG" and len(shot) > 10000
         assert errors == []

@@ -63,8 +63,10 @@ def make_app(explorer):
             parsed = [float(v) for v in box.split(",")] if box else None
             if parsed is not None and len(parsed) != 4:
                 raise ValueError
-        except (ValueError, HyvlError) as err:
-            return bad(f"box / limit: {err or 'box is x0,y0,x1,y1'}")
+        except HyvlError as err:
+            return bad(str(err))
+        except ValueError:
+            return bad(f"box={box!r}: give x0,y0,x1,y1 (four numbers)")
         return JSONResponse(await run(explorer.points, parsed, limit))
 
     async def item(request: Request):
