@@ -127,7 +127,7 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
     clip = hyvl.create_model("clip_tiny", vision={"depth": 1, "image_size": 32}, text={"layers": 1})
     hyvl.save(clip, tmp_path / "clip")
     overrides.append(f"model.init={tmp_path / 'clip'}")
-    config = "meru_tiny"
+    config = "meru_tiny_ft"  # the packaged fine-tuning recipe
     reference = tmp_path / "reference"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

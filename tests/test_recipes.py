@@ -9,6 +9,7 @@ import hyvl
 from hyvl import recipes
 from hyvl.config import load_run_config
 from hyvl.errors import ConfigError
+from hyvl.models.named import resolve_model_config
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("clip", "meru", "hycoclip")
@@ -16,6 +17,8 @@ SIZES = ("tiny", "vit_s", "vit_b", "vit_l")
 # the newer objectives: tiny and the papers' ViT-S/B recipes
 RECENT = ("uncha", "atmg", "phyclip")
 RECENT_SIZES = ("tiny", "vit_s", "vit_b")
+# fine-tuning from a pretrained CLIP (model.init): OpenCLIP ViT-B/16 and ViT-L/14, and tiny
+FINETUNE = [f"{f}_{s}_ft" for f in ("meru", "hycoclip") for s in ("tiny", "vit_b", "vit_l")]
 
 
 def test_every_recipe_is_package_data_and_loads():
@@ -26,11 +29,24 @@ def test_every_recipe_is_package_data_and_loads():
     assert names == sorted(
         [f"{f}_{s}" for f in FAMILIES for s in SIZES]
         + [f"{f}_{s}" for f in RECENT for s in RECENT_SIZES]
+        + FINETUNE
     )
     for name in names:
         cfg = load_run_config(name)
-        assert cfg.model == name
         assert recipes.recipe_description(name)  # one line for `hyvl config list`
+        if name not in FINETUNE:
+            assert cfg.model == name
+            continue
+        # a named architecture whose towers start elsewhere; the model config validates
+        model = resolve_model_config(cfg.model)
+        assert cfg.model["base"] == name.removesuffix("_ft")
+        assert cfg.objective.kind == name.split("_")[0]
+        if "tiny" in name:
+            assert model.init == ""  # the user's CLIP run: model.init=RUN
+        else:
+            assert model.init == ("ViT-B-16:openai" if "vit_b" in name else "ViT-L-14:openai")
+            assert cfg.train.lora.rank == 16 and cfg.train.lr == 1e-4  # HySAC's
+            assert model.vision.timm_name.endswith("_clip_quickgelu_224") and model.text.quick_gelu
 
 
 def test_checkout_configs_folder_is_the_packaged_one():
