@@ -275,3 +275,25 @@ def test_one_pass_cones_equal_merus_test_on_spread_points():
     for i in (0, 7, 199, 200, 205):  # one point at a time, the near-duplicates, the origin
         assert torch.equal(cones.inside(emb[i]), exact[i]), i
         assert torch.equal(cones.holding(emb[i]), exact[:, i]), i
+
+
+def test_walks_read_the_texts_hyvl_traverse_reads():
+    from hyvl.explore import walk_to_origin
+    from hyvl.search.traverse import tangent_path, traverse
+
+    c = 1.0
+    g = torch.Generator().manual_seed(5)
+    direction = torch.nn.functional.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    # texts along three rays and scattered, generic near the origin, specific far out
+    radii = torch.tensor([0.3, 1.0, 2.0])
+    texts = lorentz.exp_map0((radii[:, None, None] * direction[None]).reshape(-1, 8), c)
+    texts = torch.cat([texts, lorentz.exp_map0(torch.randn(20, 8, generator=g), c)])
+    starts = lorentz.exp_map0(2.6 * direction + 0.05 * torch.randn(3, 8, generator=g), c)
+    walks = walk_to_origin(starts, texts, c, steps=10)
+    met = 0
+    for x, walk in zip(starts, walks, strict=True):
+        want = traverse(tangent_path(x, None, 10, c), texts, c)
+        assert [s["text"] for s in walk] == [s["text"] for s in want]
+        assert all(abs(a["dist0"] - b["dist0"]) < 1e-5 for a, b in zip(walk, want, strict=True))
+        met += sum(s["text"] is not None for s in walk)
+    assert met >= 10  # the walks meet texts: the comparison is not of empty walks

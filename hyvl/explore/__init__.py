@@ -158,32 +158,36 @@ def walk_to_origin(
     """``hyvl traverse``'s walk (:func:`hyvl.search.traverse.traverse`): ``steps`` points from
     ``x`` to the origin, each with the nearest text whose cone holds it (row into ``texts``),
     candidates tried nearest first, as there. ``cones``: :class:`Cones` of ``texts``, kept
-    between walks."""
+    between walks. ``x`` (B, D) gives B walks, computed together."""
     from hyvl.search.traverse import tangent_path
 
-    points = tangent_path(x, None, steps, curv)
-    out = []
-    if len(texts) == 0:
-        return [{"step": s, "dist0": float(lorentz.dist0(p, curv)), "text": None,
-                 "distance": None} for s, p in enumerate(points)]  # fmt: skip
-    d = lorentz.pairwise_dist(points, texts, curv)
-    inside = (cones or Cones(texts, curv)).holding(points).T  # (steps, T)
-    for s in range(steps):
-        held = inside[s].nonzero().squeeze(1)
-        chosen = None
-        if len(held):
-            # nearest first, ties to the lower row: the order traverse() tries them in
-            order = torch.sort(d[s, held], stable=True).indices
-            chosen = int(held[order[0]])
-        out.append(
-            {
-                "step": s,
-                "dist0": float(lorentz.dist0(points[s], curv)),
-                "text": chosen,
-                "distance": None if chosen is None else float(d[s, chosen]),
-            }
-        )
-    return out
+    many = x.dim() == 2
+    xs = x if many else x[None]
+    points = torch.cat([tangent_path(p, None, steps, curv) for p in xs])  # (B * steps, D)
+    d0 = lorentz.dist0(points, curv).tolist()
+    if len(texts):
+        d = lorentz.pairwise_dist(points, texts, curv)
+        inside = (cones or Cones(texts, curv)).holding(points).T  # (B * steps, T)
+        # nearest first, ties to the lower row: the order traverse() tries them in
+        masked = torch.where(inside, d, torch.inf)
+        best = torch.sort(masked, dim=1, stable=True).indices[:, 0]
+        held = inside.any(dim=1)
+    walks = []
+    for b in range(len(xs)):
+        walk = []
+        for s in range(steps):
+            i = b * steps + s
+            chosen = int(best[i]) if len(texts) and bool(held[i]) else None
+            walk.append(
+                {
+                    "step": s,
+                    "dist0": d0[i],
+                    "text": chosen,
+                    "distance": None if chosen is None else float(d[i, chosen]),
+                }
+            )
+        walks.append(walk)
+    return walks if many else walks[0]
 
 
 def check_drawable(index) -> None:
@@ -328,19 +332,23 @@ class Explorer:
         return rows[torch.sort(self.d0[rows], stable=True).indices].tolist()
 
     def _walk(self, x: torch.Tensor) -> list[dict]:
-        texts = self.index.embeddings[self.text_rows]
-        path = walk_to_origin(x, texts, self.curv, cones=self.text_cones)
+        """The walk of ``x`` (D,) to the origin, or the walks of points (B, D)."""
         from hyvl.search.traverse import tangent_path
 
-        xy = self.place(tangent_path(x, None, len(path), self.curv))
+        many = x.dim() == 2
+        xs = x if many else x[None]
+        texts = self.index.embeddings[self.text_rows]
+        paths = walk_to_origin(xs, texts, self.curv, cones=self.text_cones)
         out = []
-        for s, (x_, y_) in zip(path, xy.tolist(), strict=True):
-            row = None if s["text"] is None else int(self.text_rows[s["text"]])
-            out.append(
-                {**s, "text": row, "label": None if row is None else self.labels[row],
-                 "x": x_, "y": y_}
-            )  # fmt: skip
-        return out
+        for p, path in zip(xs, paths, strict=True):
+            xy = self.place(tangent_path(p, None, len(path), self.curv)).tolist()
+            walk = []
+            for s, (x_, y_) in zip(path, xy, strict=True):
+                row = None if s["text"] is None else int(self.text_rows[s["text"]])
+                label = None if row is None else self.labels[row]
+                walk.append({**s, "text": row, "label": label, "x": x_, "y": y_})
+            out.append(walk)
+        return out if many else out[0]
 
     def _nearest(self, x: torch.Tensor, k: int, kind: str | None, exclude=None) -> list[dict]:
         kinds = {it["kind"] for it in self.items}
@@ -360,6 +368,7 @@ class Explorer:
         x = self.index.embeddings[rows]
         inside, holding = self.cones.inside(x), self.cones.holding(x)
         hits = self.index.search(x, min(k + 1, len(self.items)))
+        walks = self._walk(x)
         out = []
         for j, row in enumerate(rows):
             cone = self._cone(x[j], exclude=row, mask=inside[:, j])
@@ -375,7 +384,7 @@ class Explorer:
                     "ancestors_count": len(above),
                     "descendants": [self._brief(r) for r in cone[:many]],
                     "descendants_count": len(cone),
-                    "path": self._walk(x[j]),
+                    "path": walks[j],
                 }
             )
         return out
