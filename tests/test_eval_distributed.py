@@ -1,10 +1,12 @@
 """Evaluation shared by 2 processes (torchrun + gloo) == evaluation in 1 process, exactly.
 
 The same file is the worker script: under torchrun, ``tests/test_eval_distributed.py WORLD OUT``
-runs every evaluation on the demo world in each process; rank 0 writes the results and the raw
-embeddings, every rank writes what it got. The one-process reference is the same function
-called in the test's own process, on one thread like each torchrun process: only the
-multi-process runs need a process boundary.
+runs every evaluation on the demo world in each process (rank 0 writes the results and the raw
+embeddings, every rank writes what it got), then ``hyvl eval zeroshot`` and ``hyvl index build``
+as the command line runs them, each process's printout kept in its own file. One launch for
+all of it: each launch costs every process its imports (torch, open_clip: ~7 s of CPU). The
+one-process reference is the same function called in the test's own process, on one thread like
+each torchrun process: only the multi-process runs need a process boundary.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -96,8 +98,43 @@ def worker(world: Path, out: Path) -> None:
             },
             str(out / "embeddings.safetensors"),
         )
-    if state is not None:
-        state.destroy_process_group()
+
+
+def cli_commands(world: Path, out: Path) -> dict[str, list[str]]:
+    """The two commands the launch runs after the library calls: name -> hyvl arguments."""
+    evaluate = ["eval", "zeroshot", "--checkpoint", str(world / "export"), "--batch-size", "5"]
+    evaluate += ["--data", str(world / "zeroshot"), "--device", "cpu"]
+    evaluate += ["--json", str(out / "zeroshot.json")]
+    build = ["index", "build", "--checkpoint", str(world / "export"), "--device", "cpu"]
+    build += ["--images", str(world / "val" / "*.tar"), "--texts", str(world / "texts.txt")]
+    build += ["--batch-size", str(VAL_BATCH), "--out", str(out / "idx")]
+    return {"eval": evaluate, "index": build}
+
+
+def two_process_checks(world: Path, out: Path) -> None:
+    """What each torchrun process runs: :func:`worker`, then the commands of
+    :func:`cli_commands` through hyvl's ``main`` (what ``python -m hyvl`` calls), this
+    process's printout of each in ``stdout_{name}_rank{rank}.txt``."""
+    from accelerate import PartialState
+
+    from hyvl.cli.main import main
+
+    state = PartialState(cpu=True)
+    worker(world, out)
+    # Each command closes the process group when it ends, as it must in its own launch; here
+    # the group is closed once, after the last (accelerate's state would not join a new one).
+    close = PartialState.destroy_process_group
+    PartialState.destroy_process_group = lambda self, group=None: None
+    try:
+        for name, args in cli_commands(world, out).items():
+            printed = out / f"stdout_{name}_rank{state.process_index}.txt"
+            with open(printed, "w") as f, redirect_stdout(f):
+                code = main(args)
+            if code != 0:
+                sys.exit(f"hyvl {name} exited {code}")
+    finally:
+        PartialState.destroy_process_group = close
+    state.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +191,16 @@ def one(world, tmp_path_factory):
     )
 
 
-def test_two_processes_give_the_one_process_results_exactly(world, one, tmp_path):
-    from safetensors.torch import load_file
+@pytest.fixture(scope="module")
+def two(world, tmp_path_factory):
+    """The folder where the launch of 2 processes wrote its results (two_process_checks)."""
+    out = tmp_path_factory.mktemp("two")
+    _run([*TORCHRUN, "2", str(Path(__file__).resolve()), str(world), str(out)])
+    return out
 
-    script = str(Path(__file__).resolve())
-    _run([*TORCHRUN, "2", script, str(world), str(tmp_path)])
+
+def test_two_processes_give_the_one_process_results_exactly(one, two):
+    from safetensors.torch import load_file
 
     want, embeddings = one
     assert want["zeroshot"]["num_samples"] == 24 and want["retrieval_coco"]["num_texts"] == 20
@@ -167,33 +209,29 @@ def test_two_processes_give_the_one_process_results_exactly(world, one, tmp_path
     assert len(shards_items) == 30 + 18 and shards_items[0]["caption"]  # val + hierarchy texts
     assert len(want["index_items"]["folder"]) == 10 + 18  # 10 images and 18 hierarchy texts
     for rank in (0, 1):  # every process returns the whole result, not its share's
-        got = json.loads((tmp_path / f"results_rank{rank}.json").read_text())
+        got = json.loads((two / f"results_rank{rank}.json").read_text())
         assert got == want, rank
 
-    two = load_file(str(tmp_path / "embeddings.safetensors"))
+    got = load_file(str(two / "embeddings.safetensors"))
     assert embeddings["images"].shape == (24, 128) and embeddings["texts"].shape[0] == 9
     assert embeddings["folder_index"].shape == (28, 128)
     assert embeddings["shards_index"].shape == (48, 128)
     labels = embeddings["labels"].tolist()
     assert labels == sorted(labels)  # ImageFolder order kept
     for name in embeddings:  # the same rows, in the same order, bit for bit
-        assert torch.equal(embeddings[name], two[name]), name
+        assert torch.equal(embeddings[name], got[name]), name
 
 
-def test_cli_two_processes_print_once_and_write_the_one_process_results(world, one, tmp_path):
+def test_cli_two_processes_print_once_and_write_the_one_process_results(one, two):
     want, embeddings = one
-    args = ["eval", "zeroshot", "--checkpoint", str(world / "export"), "--batch-size", "5"]
-    args += ["--data", str(world / "zeroshot"), "--device", "cpu"]
-    two = _run([*TORCHRUN, "2", "-m", "hyvl", *args, "--json", str(tmp_path / "two.json")])
-    assert json.loads((tmp_path / "two.json").read_text()) == want["zeroshot"]
-    assert two.stdout.count("mean_per_class") == 1  # the table, printed by one process
+    assert json.loads((two / "zeroshot.json").read_text()) == want["zeroshot"]
+    # the table, printed by the main process alone
+    assert (two / "stdout_eval_rank0.txt").read_text().count("mean_per_class") == 1
+    assert "mean_per_class" not in (two / "stdout_eval_rank1.txt").read_text()
 
-    build = ["index", "build", "--checkpoint", str(world / "export"), "--device", "cpu"]
-    build += ["--images", str(world / "val" / "*.tar"), "--texts", str(world / "texts.txt")]
-    build += ["--batch-size", str(VAL_BATCH), "--out", str(tmp_path / "idx")]
-    two = _run([*TORCHRUN, "2", "-m", "hyvl", *build])
-    assert two.stdout.count("index ") == 1  # the table, printed once
-    index = EmbeddingIndex.load(tmp_path / "idx")
+    assert (two / "stdout_index_rank0.txt").read_text().count("index ") == 1  # printed once
+    assert "index " not in (two / "stdout_index_rank1.txt").read_text()
+    index = EmbeddingIndex.load(two / "idx")
     assert index.items == want["index_items"]["shards"]
     assert torch.equal(index.embeddings, embeddings["shards_index"])
 
@@ -284,4 +322,4 @@ def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, 
 
 
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]), Path(sys.argv[2]))
+    two_process_checks(Path(sys.argv[1]), Path(sys.argv[2]))
