@@ -21,9 +21,10 @@ demo: $(STAMP)
 	$(BIN)/hyvl demo --out runs/demo --model all --json runs/demo/results.json
 
 # Two workers (one per core here), whole files per worker so module fixtures are built once,
-# one torch thread each: 2 workers x 2 threads on 2 cores ran slower than one worker.
+# one torch thread each: 2 workers x 2 threads on 2 cores ran slower than one worker. Files go
+# out in collection order, longest first (tests/conftest.py), not xdist's most-tests-first.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check hyvl tests tools && $(BIN)/ruff format --check hyvl tests tools

@@ -46,3 +46,26 @@ def fill(path: Path, leave: int) -> None:
     st = os.statvfs(path)
     free = st.f_bavail * st.f_frsize
     (path / "filler").write_bytes(b"\0" * max(0, free - leave))
+
+
+# `make test` hands whole files to two workers (--dist loadfile) in collection order
+# (--no-loadscope-reorder: xdist's own order, most tests first, sent the few-test files that
+# train last, so one worker trained alone at the end). Longest first is what balances two
+# workers: these files, by their measured seconds on 2 busy cores (--durations), go first.
+LONGEST_FIRST = (
+    "test_traverse_demo.py",
+    "test_eval_distributed.py",
+    "test_train.py",
+    "test_demo.py",
+    "test_train_reliability.py",
+    "test_train_distributed.py",
+    "test_train_preempt.py",
+    "test_wheel.py",
+    "test_train_health.py",
+    "test_eval_suite.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest as found
