@@ -67,6 +67,20 @@ def test_lora_trains_adapters_and_the_lift_and_merges_to_the_same_embeddings():
     torch.testing.assert_close(plain.encode_text(tokens), model.encode_text(tokens),
                                atol=1e-5, rtol=0)  # fmt: skip
     assert (plain.encode_text(tokens) - tiny_model().eval().encode_text(tokens)).abs().max() > 1e-3
+    # under bf16 CPU autocast (train.mixed_precision=bf16) the adapters run in bf16, the lift
+    # in fp32, and the adapters get finite gradients
+    model.train()
+    seen = []
+    layer = next(m for n, m in model.named_modules() if n.endswith("blocks.0.mlp.fc1"))
+    hook = layer.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        emb = model.encode_image(images)
+    hook.remove()
+    assert seen == [torch.bfloat16] and emb.dtype == torch.float32
+    emb.square().sum().backward()
+    grads = [p.grad for n, p in model.named_parameters() if "lora_A" in n and "visual" in n]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
 
 
 def test_freeze_towers_leaves_only_the_lift_in_the_optimizer():
@@ -120,7 +134,7 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
         **{"model.vision.depth": 1, "model.text.layers": 1, "train.max_steps": 4,
            "train.keep_last": 0, "train.box_towers": "split", "train.lora.rank": 4,
            "train.lora.dropout": 0.1, "train.lift_lr": 2e-3, "train.freeze": "[visual_proj.]",
-           "train.unfreeze_at": 3},
+           "train.unfreeze_at": 3, "train.mixed_precision": "bf16"},
     )  # fmt: skip
     # the towers start from a hyvl CLIP export of the same architecture (model.init)
     torch.manual_seed(7)
@@ -137,6 +151,7 @@ def test_lora_run_resumes_bitwise_and_exports_a_merged_plain_model(tmp_path, dem
         runtime = json.loads((reference / ".hyvl-run").read_text())["runtime"]
         assert f"{runtime['trainable_params']:,} of {runtime['total_params']:,} parameters" in err
         assert "LoRA rank 4" in err and "optimizer state" in err
+        assert runtime["precision"] == "bf16"  # CPU autocast: adapters under bf16 too
         assert runtime["init"]["new"] == ["visual_alpha", "textual_alpha", "log_curv"]
         assert f"hyvl init: {tmp_path / 'clip'} (hyvl model): {runtime['init']['loaded']} " in err
         assert "step 3: train.freeze ends" in err
@@ -187,3 +202,13 @@ def test_export_merge_of_a_folder_without_checkpoints_is_a_one_line_error(tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nor a step checkpoint" in err and str(tmp_path) in err
     assert not (tmp_path / "m").exists()
+
+
+def test_fsdp_is_a_one_line_error_naming_the_scalars_it_cannot_shard():
+    """torch's FSDP (1 and 2) refuses 0-dim parameters, which every hyvl model has: the run
+    says so before any process wraps the model."""
+    from hyvl.train.state import check_fsdp
+
+    with pytest.raises(ConfigError, match=r"train.fsdp=true: .* has 4 \(logit_scale, "
+                       r"visual_alpha, textual_alpha, log_curv\); train with DDP"):  # fmt: skip
+        check_fsdp(tiny_model())

@@ -1,5 +1,6 @@
 """Two processes (torchrun, gloo, Accelerator(cpu=True)) compute the same gradients as one
-process on the combined batch, with and without GradCache accumulation.
+process on the combined batch, with and without GradCache accumulation: full weights in the
+image tower, LoRA adapters (peft, train.lora) in the text tower.
 
 This file is also the worker: ``tests/test_train_distributed.py OUT`` under torchrun
 (``accelerate launch --cpu --num_processes 2`` starts only one process, see docs/pitfalls.md).
@@ -22,6 +23,11 @@ OVERRIDES = [
     "objective.kind=hycoclip",
     "train.cpu=true",
     f"train.batch_size={GLOBAL_BATCH}",
+    # LoRA under DDP: adapters in the text tower (its nn.MultiheadAttention and MLP), while the
+    # image tower trains in full, so both kinds of gradient are compared
+    "train.lora.rank=4",
+    "train.lora.towers=[textual]",
+    "train.lora.dropout=0",
 ]
 
 
@@ -99,6 +105,10 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path):
     reference = load_file(str(tmp_path / "grads_w1_k1.safetensors"))
     ref_loss = json.loads((tmp_path / "loss_w1_k1.json").read_text())
     assert len(reference) > 10 and all(torch.isfinite(g).all() for g in reference.values())
+    adapters = [n for n in reference if "lora_B" in n]
+    assert adapters and all(n.startswith("model.textual.") for n in adapters)
+    assert any(reference[n].abs().sum() > 0 for n in adapters)  # B starts at 0, its grad not
+    assert not any(n.startswith("model.textual.") and "lora_" not in n for n in reference)
     for world, accum in [(1, 2), (2, 1), (2, 2)]:
         grads = load_file(str(tmp_path / f"grads_w{world}_k{accum}.safetensors"))
         assert grads.keys() == reference.keys(), (world, accum)

@@ -137,6 +137,21 @@ def build_model_and_objective(cfg: RunConfig):
     return model, tokenizer, objective
 
 
+def check_fsdp(module: nn.Module) -> None:
+    """train.fsdp: torch's FSDP (``FullyShardedDataParallel`` and ``fully_shard``) refuses
+    0-dim parameters, and every hyvl model has them (the logit scale; curvature and alphas in
+    the hyperbolic ones): one line naming them, instead of torch's error after the model is
+    built on every process (on CPUs accelerate does not use FSDP at all, it wraps with DDP)."""
+    scalars = [n for n, p in module.named_parameters() if p.dim() == 0]
+    if scalars:
+        raise ConfigError(
+            "train.fsdp=true: torch's FSDP does not shard 0-dim parameters, and this model "
+            f"has {len(scalars)} ({', '.join(scalars[:4])}); train with DDP "
+            "(train.fsdp=false, the default), with model.grad_checkpointing=true or "
+            "objective.logit_chunk_rows to save memory"
+        )
+
+
 def build_state(cfg: RunConfig, accelerator: Any, build=build_model_and_objective) -> TrainState:
     """Model + objective in one :class:`TrainModule`, AdamW groups, warmup-cosine schedule."""
     from hyvl.train.finetune import freeze, parameter_report
@@ -151,6 +166,8 @@ def build_state(cfg: RunConfig, accelerator: Any, build=build_model_and_objectiv
         )
     model, tokenizer, objective = build(cfg)
     core = TrainModule(model, objective)
+    if tcfg.fsdp:
+        check_fsdp(core)
     # Parameters that unfreeze later are in the optimizer from the start (AdamW passes over
     # a parameter without gradient); frozen for good, they are left out of it.
     frozen = [] if tcfg.unfreeze_at else freeze(core, tcfg)
