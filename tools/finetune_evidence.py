@@ -1,12 +1,13 @@
 """What does fine-tuning a pretrained CLIP into hyperbolic space buy over training from scratch?
 
-    python tools/finetune_evidence.py                     # digits -> mixed, 200 steps a run
+    python tools/finetune_evidence.py                     # real -> mixed, 100 steps a run
     python tools/finetune_evidence.py --json evidence.json
     python tools/finetune_evidence.py --quick             # a smoke run of seconds
 
 Nothing is downloaded: the pretrained model is made here. ``clip_tiny`` trains on one
-real-image world (``--source``, default ``digits``: ``hyvl data demo --kind real --world
-digits``) for ``--pretrain-steps``; its run is the ``model.init`` of MERU and HyCoCLIP runs on
+real-image world (``--source``, default ``real``: digits and textures, ``hyvl data demo --kind
+real --world real``; clip_tiny learns the textures there, not the digits) for
+``--pretrain-steps``; its run is the ``model.init`` of MERU and HyCoCLIP runs on
 ANOTHER world (``--target``, default ``mixed``: digits, textures and photos), each fine-tuned
 three ways with the packaged ``*_tiny_ft`` recipes for ``--steps``:
 
@@ -56,9 +57,9 @@ QUICK = {"train_samples": 16, "val_samples": 2, "zeroshot_per_class": 1, "retrie
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", default="digits", help="world the CLIP is pretrained on")
+    p.add_argument("--source", default="real", help="world the CLIP is pretrained on")
     p.add_argument("--target", default="mixed", help="world fine-tuned on (another one)")
-    p.add_argument("--steps", type=int, default=200, help="steps of every fine-tune / scratch run")
+    p.add_argument("--steps", type=int, default=100, help="steps of every fine-tune / scratch run")
     p.add_argument("--pretrain-steps", type=int, default=400, help="steps of the CLIP run")
     p.add_argument("--families", default=",".join(FAMILIES), help="meru,hycoclip")
     p.add_argument("--modes", default=",".join(MODES), help="scratch,full,lora,lift")

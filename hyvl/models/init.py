@@ -9,8 +9,8 @@ Sources (:func:`read_source`):
   ``open_clip_pytorch_model.bin``), or a hyvl export there;
 - a local open_clip checkpoint (``.pt`` / ``.bin`` / ``.safetensors`` state dict, open_clip's
   ``epoch_N.pt``) or an open_clip model folder;
-- a Hugging Face ``CLIPModel`` folder (``config.json`` with ``model_type: clip``), read with
-  transformers;
+- a Hugging Face ``CLIPModel`` folder (``config.json`` with ``model_type: clip``; its
+  safetensors or weights-only ``pytorch_model.bin``, read directly);
 - a hyvl export, training output directory or step checkpoint (a CLIP run's as well; a LoRA
   run's adapters folded in);
 - a MERU / HyCoCLIP ``.pth`` (the mapping of :func:`hyvl.models.convert.convert_meru`).
@@ -244,6 +244,32 @@ def _state_of_file(label: str, path: Path) -> tuple[str, dict[str, torch.Tensor]
     )
 
 
+def _hf_weights(label: str, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a transformers ``save_pretrained`` folder: ``model.safetensors``, its
+    shards (``model.safetensors.index.json``) or ``pytorch_model.bin`` (weights only). Read
+    directly rather than through ``CLIPModel.from_pretrained``: the same tensors without
+    building a second model, and transformers is not needed."""
+    from hyvl.models.weights import read_state_dict
+
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise CheckpointError(f"{label}: {index} is not a shard index ({err})") from err
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(read_state_dict(path / shard))
+        return state
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return read_state_dict(path / name)
+    raise CheckpointError(
+        f"{label}: a Hugging Face CLIP folder without weights (model.safetensors, its shard "
+        "index or pytorch_model.bin)"
+    )
+
+
 def _state_of_dir(label: str, path: Path) -> tuple[str, dict[str, torch.Tensor]]:
     config = path / "config.json"
     meta = {}
@@ -253,18 +279,11 @@ def _state_of_dir(label: str, path: Path) -> tuple[str, dict[str, torch.Tensor]]
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{label}: {config} is not readable JSON ({err})") from err
     if isinstance(meta, dict) and meta.get("model_type") == "clip":
-        from transformers import CLIPModel
-
         from hyvl.models.convert import openclip_to_hyvl
 
-        try:
-            hf = CLIPModel.from_pretrained(str(path))
-        except Exception as err:  # transformers raises OSError, ValueError, ...
-            raise CheckpointError(
-                f"{label}: not a loadable CLIPModel ({_first_line(err)})"
-            ) from err
-        state = openclip_to_hyvl(hf_clip_to_openclip(hf.state_dict()))
-        return "Hugging Face CLIPModel", state
+        return "Hugging Face CLIPModel", openclip_to_hyvl(
+            hf_clip_to_openclip(_hf_weights(label, path))
+        )
     for name in OPENCLIP_HUB_FILES:
         if (path / name).is_file():
             return _state_of_file(label, path / name)
