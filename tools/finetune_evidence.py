@@ -67,9 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a few images and 2 steps a run")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--no-train", action="store_true", help="report the finished runs only")
     args = p.parse_args(argv)
     if args.source == args.target:
         p.error("--source and --target must be different worlds")
+    for mode in args.modes.split(","):
+        if mode not in MODES:
+            p.error(f"--modes: unknown mode {mode!r} (known: {', '.join(MODES)})")
     return args
 
 
@@ -167,10 +171,14 @@ def evaluate(run_dir: Path, target: Path, source: Path) -> dict[str, Any]:
     }
 
 
-def one(name: str, recipe: dict, run_dir: Path, target: Path, source: Path) -> dict[str, Any]:
+def one(
+    name: str, recipe: dict, run_dir: Path, target: Path, source: Path, train: bool = True
+) -> dict[str, Any]:
     done = run_dir / "evidence.json"
     if done.is_file() and json.loads(done.read_text()).get("recipe") == recipe:
         return {**json.loads(done.read_text()), "reused": True}
+    if not train:
+        return {"name": name, "error": "not run"}
     if run_dir.exists():
         import shutil
 
@@ -186,6 +194,8 @@ def rows(results: dict[str, dict], families: list[str]) -> list[dict[str, Any]]:
     clip = results["clip"]
     out = []
     for key, r in results.items():
+        if r.get("error") == "not run":
+            continue
         if "error" in r:
             out.append({"run": key, "zero-shot": f"failed: {r['error']}"})
             continue
@@ -234,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     with progress_bar(total=len(jobs), desc="fine-tuning runs", unit="run") as bar:
         for name, recipe, run_dir in jobs:
             bar.set_postfix_str(name)
-            results[name] = one(name, recipe, run_dir, target, source)
+            results[name] = one(name, recipe, run_dir, target, source, not args.no_train)
             bar.update(1)
             if name == "clip" and "error" in results[name]:
                 print(f"finetune_evidence: the CLIP run failed: {results[name]['error']}")
@@ -247,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         "kept = share of the CLIP's)"
     )
     print_table(rows(results, fams))
+    missing = [k for k, v in results.items() if v.get("error") == "not run"]
+    if missing:
+        print(f"not run: {', '.join(missing)}")
     if args.json:
         payload = {
             "source": args.source,
