@@ -2,8 +2,9 @@
 
 The same file is the worker script: under torchrun, ``tests/test_eval_distributed.py WORLD OUT``
 runs every evaluation on the demo world in each process (rank 0 writes the results and the raw
-embeddings, every rank writes what it got), then ``hyvl eval zeroshot`` and ``hyvl index build``
-as the command line runs them, each process's printout kept in its own file. One launch for
+embeddings, every rank writes what it got), then ``hyvl eval zeroshot``, ``hyvl index build`` and
+a 2-step ``hyvl train`` with periodic evaluation as the command line runs them, each process's
+printout kept in its own files. One launch for
 all of it: each launch costs every process its imports (torch, open_clip: ~7 s of CPU). The
 one-process reference is the same function called in the test's own process, on one thread like
 each torchrun process: only the multi-process runs need a process boundary.
@@ -15,7 +16,7 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -108,13 +109,61 @@ def cli_commands(world: Path, out: Path) -> dict[str, list[str]]:
     build = ["index", "build", "--checkpoint", str(world / "export"), "--device", "cpu"]
     build += ["--images", str(world / "val" / "*.tar"), "--texts", str(world / "texts.txt")]
     build += ["--batch-size", str(VAL_BATCH), "--out", str(out / "idx")]
-    return {"eval": evaluate, "index": build}
+    return {"eval": evaluate, "index": build, "train": train_command(world, out)}
+
+
+# training shard -> indices of its corrupt samples: each process reads one of the two shards
+CORRUPT = {0: [1], 1: [2, 5]}
+
+
+def write_training_shards(out: Path) -> None:
+    for shard, bad in CORRUPT.items():
+        samples = [
+            (
+                f"s{shard}_{i}",
+                {
+                    "jpg": b"not a jpeg" if i in bad else jpeg((16, 16), (30 * i, 60, 90)),
+                    "txt": f"picture {i} of shard {shard}".encode(),
+                },
+            )
+            for i in range(8)
+        ]
+        write_tar(out / f"part-{shard}.tar", samples)
+
+
+def train_command(world: Path, out: Path) -> list[str]:
+    """``hyvl train`` on write_training_shards' shards with periodic evaluation on the world,
+    into OUT/run (summary in OUT/summary.json)."""
+    root = Path(__file__).resolve().parents[1]
+    overrides = {
+        # 2 processes x 4 samples x 2 steps: each reads its own shard exactly once (finite
+        # mode, no shuffle, at most 2 bad samples in a batch of 4)
+        "data.train_shards": f"{out}/part-{{0..1}}.tar",
+        "data.resampled": "false",
+        "data.shuffle_buffer": 1,
+        "data.workers": 0,
+        "model.vision.image_size": 32,
+        "model.vision.depth": 2,
+        "model.text.layers": 2,
+        "train.cpu": "true",
+        "train.batch_size": 8,
+        "train.max_steps": 2,
+        "train.warmup_steps": 1,
+        "train.checkpoint_every": 2,
+        "train.eval_every": 2,
+        "eval.zeroshot": str(world / "zeroshot"),
+        "eval.retrieval": str(world / "retrieval" / "captions.json"),
+        "eval.batch_size": 5,
+    }
+    cmd = ["train", "--config", str(root / "configs" / "meru_tiny.yaml")]
+    cmd += ["--output-dir", str(out / "run"), *(f"{k}={v}" for k, v in overrides.items())]
+    return [*cmd, "--json", str(out / "summary.json")]
 
 
 def two_process_checks(world: Path, out: Path) -> None:
     """What each torchrun process runs: :func:`worker`, then the commands of
     :func:`cli_commands` through hyvl's ``main`` (what ``python -m hyvl`` calls), this
-    process's printout of each in ``stdout_{name}_rank{rank}.txt``."""
+    process's printout of each in ``stdout_{name}_rank{rank}.txt`` (and ``stderr_...``)."""
     from accelerate import PartialState
 
     from hyvl.cli.main import main
@@ -127,8 +176,13 @@ def two_process_checks(world: Path, out: Path) -> None:
     PartialState.destroy_process_group = lambda self, group=None: None
     try:
         for name, args in cli_commands(world, out).items():
-            printed = out / f"stdout_{name}_rank{state.process_index}.txt"
-            with open(printed, "w") as f, redirect_stdout(f):
+            rank = state.process_index
+            with (
+                open(out / f"stdout_{name}_rank{rank}.txt", "w") as printed,
+                open(out / f"stderr_{name}_rank{rank}.txt", "w") as said,
+                redirect_stdout(printed),
+                redirect_stderr(said),
+            ):
                 code = main(args)
             if code != 0:
                 sys.exit(f"hyvl {name} exited {code}")
@@ -195,6 +249,7 @@ def one(world, tmp_path_factory):
 def two(world, tmp_path_factory):
     """The folder where the launch of 2 processes wrote its results (two_process_checks)."""
     out = tmp_path_factory.mktemp("two")
+    write_training_shards(out)
     _run([*TORCHRUN, "2", str(Path(__file__).resolve()), str(world), str(out)])
     return out
 
@@ -236,57 +291,22 @@ def test_cli_two_processes_print_once_and_write_the_one_process_results(one, two
     assert torch.equal(index.embeddings, embeddings["shards_index"])
 
 
-# training shard -> indices of its corrupt samples: each process reads one of the two shards
-CORRUPT = {0: [1], 1: [2, 5]}
+def printed(two: Path, stream: str, name: str) -> str:
+    """What both processes printed on ``stream`` during command ``name`` (rank 0's first)."""
+    return "".join((two / f"{stream}_{name}_rank{r}.txt").read_text() for r in (0, 1))
 
 
-def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, tmp_path):
+def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, two):
     """Training's periodic evaluation is shared by the processes and equals ``hyvl eval``;
     the samples the processes skipped in their own shards are all counted."""
-    root = Path(__file__).resolve().parents[1]
-    for shard, bad in CORRUPT.items():
-        samples = [
-            (
-                f"s{shard}_{i}",
-                {
-                    "jpg": b"not a jpeg" if i in bad else jpeg((16, 16), (30 * i, 60, 90)),
-                    "txt": f"picture {i} of shard {shard}".encode(),
-                },
-            )
-            for i in range(8)
-        ]
-        write_tar(tmp_path / f"part-{shard}.tar", samples)
-    overrides = {
-        # 2 processes x 4 samples x 2 steps: each reads its own shard exactly once (finite
-        # mode, no shuffle, at most 2 bad samples in a batch of 4)
-        "data.train_shards": f"{tmp_path}/part-{{0..1}}.tar",
-        "data.resampled": "false",
-        "data.shuffle_buffer": 1,
-        "data.workers": 0,
-        "model.vision.image_size": 32,
-        "model.vision.depth": 2,
-        "model.text.layers": 2,
-        "train.cpu": "true",
-        "train.batch_size": 8,
-        "train.max_steps": 2,
-        "train.warmup_steps": 1,
-        "train.checkpoint_every": 2,
-        "train.eval_every": 2,
-        "eval.zeroshot": str(world / "zeroshot"),
-        "eval.retrieval": str(world / "retrieval" / "captions.json"),
-        "eval.batch_size": 5,
-    }
-    out = tmp_path / "run"
-    cmd = ["-m", "hyvl", "train", "--config", str(root / "configs" / "meru_tiny.yaml")]
-    cmd += ["--output-dir", str(out), *(f"{k}={v}" for k, v in overrides.items())]
-    done = _run([*TORCHRUN, "2", *cmd, "--json", str(tmp_path / "summary.json")])
-
+    out = two / "run"
+    stdout, stderr = printed(two, "stdout", "train"), printed(two, "stderr", "train")
     # skipped samples are every process's (the main one alone read only some of them), in the
     # summary, metrics.jsonl and the checkpoint, which also keeps each process's own counts
     total = sum(len(bad) for bad in CORRUPT.values())
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((two / "summary.json").read_text())
     assert summary["skipped"] == {"corrupt_image": total}
-    assert f"skipped samples: corrupt_image {total}" in done.stdout
+    assert f"skipped samples: corrupt_image {total}" in stdout
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 2 and last["skipped_samples"] == total
     meta = json.loads((out / "checkpoints" / "step_0000002" / "meta.json").read_text())
@@ -302,9 +322,9 @@ def test_periodic_eval_in_two_process_training_is_the_eval_of_its_export(world, 
     # per family, from the world's hierarchy.tsv beside its zero-shot folder
     assert set(periodic["zeroshot"]["per_family"]) == {"round shape", "polygon"}
     # the end of the run shows (and its summary holds) that evaluation and where it ran
-    assert summary["eval"] == periodic and "last evaluation (step 2" in done.stdout
-    assert "family 'polygon' top-1 %" in done.stdout
-    assert summary["runtime"]["world_size"] == 2 and "(CPU), fp32, 2 processes" in done.stderr
+    assert summary["eval"] == periodic and "last evaluation (step 2" in stdout
+    assert "family 'polygon' top-1 %" in stdout
+    assert summary["runtime"]["world_size"] == 2 and "(CPU), fp32, 2 processes" in stderr
     assert periodic["retrieval"]["num_texts"] == 20
 
     # The export written at step 2 holds the weights that were evaluated: `hyvl eval` of it
