@@ -31,7 +31,8 @@ def test_wheel_ships_the_recipes_and_trains_from_an_empty_folder(tmp_path):
     (wheel,) = wheels.glob("hyvl-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     recipes = sorted(p.name for p in (REPO / "hyvl" / "configs").glob("*.yaml"))
-    assert len(recipes) == 12
+    # every recipe of the checkout (their number grows with each model family added)
+    assert {"clip_tiny.yaml", "meru_tiny.yaml", "hycoclip_tiny.yaml"} <= set(recipes)
     assert {f"hyvl/configs/{r}" for r in recipes} <= names
     # the explorer's page, script and style: --export inlines them, nothing comes from a CDN
     page = {f"hyvl/explore/static/{f}" for f in ("index.html", "explore.js", "explore.css")}
