@@ -94,6 +94,15 @@ def _training(run_dir: Path | None) -> str:
     return "\n".join(f"- {k}: `{v}`" for k, v in rows if v is not None)
 
 
+def _curvature_text(curv) -> str:
+    """The card's curvature cell: ``c``, the range of a product's ``c_f``, or none."""
+    if curv is None:
+        return "- (euclidean)"
+    if curv.ndim:
+        return f"{len(curv)} factors, {curv.min().item():.4f} to {curv.max().item():.4f}"
+    return f"{curv.item():.4f}"
+
+
 def model_card(model, run_dir: str | Path | None = None, repo_id: str | None = None) -> str:
     """README.md text for an export of ``model``: use, geometry and curvature, data, metrics, config.
 
@@ -135,11 +144,15 @@ def model_card(model, run_dir: str | Path | None = None, repo_id: str | None = N
         "",
         "| geometry | curvature | embed dim | image size | parameters | logit scale |",
         "| --- | --- | --- | --- | --- | --- |",
-        f"| {cfg.geometry} | {f'{curv.item():.4f}' if curv is not None else '- (euclidean)'} "
+        f"| {cfg.geometry} | {_curvature_text(curv)} "
         f"| {cfg.embed_dim} | {cfg.vision.image_size} | {params / 1e6:.1f} M "
         f"| {model.logit_scale_exp.item():.2f} |",
         "",
-        "Curvature is the learned `c` of the hyperboloid of curvature `-c`; embeddings are its "
+        "Curvature is the learned `c` of each hyperboloid (curvature `-c`); embeddings are their "
+        "space components and similarity is the negative mean of the factors' geodesic "
+        "distances (a product of Lorentz factors, PHyCLIP)."
+        if model.space.product
+        else "Curvature is the learned `c` of the hyperboloid of curvature `-c`; embeddings are its "
         "space components and similarity is the negative geodesic distance."
         if model.space.hyperbolic
         else "Embeddings are unit vectors; similarity is the cosine.",

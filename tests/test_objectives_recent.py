@@ -434,7 +434,13 @@ def test_product_space_refuses_search_and_onnx(phyclip_model, monkeypatch, tmp_p
     from hyvl.models.onnx_export import export_onnx
     from hyvl.search import index as index_mod
 
+    from hyvl.models.checkpoint import load_model, save
+
     model = phyclip_model
+    # an export loads back with its 16 curvatures and alphas
+    save(model, tmp_path / "export")
+    back = load_model(tmp_path / "export").eval()
+    assert torch.equal(back.curv, model.curv) and back.space.product
     monkeypatch.setattr(hyvl, "load", lambda *a, **k: (model, None, None))
     (tmp_path / "t.txt").write_text("a dog\n")
     one_line = r"^hyvl index \(search by inner products\) is not supported on a product of Lorentz factors[^\n]*$"
@@ -460,3 +466,23 @@ def test_product_space_refuses_search_and_onnx(phyclip_model, monkeypatch, tmp_p
         geometry = "lorentz" if cfg.get("logits") != "angle" else "lorentz_product"
         with pytest.raises(ConfigError, match=match):
             build_objective(ObjectiveConfig(**cfg), geometry)
+
+
+def test_suite_prints_uncha_published_numbers_beside_the_papers_three():
+    from hyvl.evaluation import catalog
+    from hyvl.evaluation.suite import markdown, table_rows
+
+    def res(size):
+        row = {"metric": "mean_per_class", "value": 1.0, "num_samples": 10,
+               "published": catalog.published_for("zeroshot", "imagenet", None, size)}  # fmt: skip
+        return {"datasets": {"imagenet": row}, "retrieval": {}, "compositional": {},
+                "hierarchy": {}, "missing": {}, "compare_size": size, "mean": 1.0,
+                "mean_over": ["imagenet"]}  # fmt: skip
+
+    row = table_rows(res("vit_b"))[0]
+    assert (row["hycoclip"], row["uncha"]) == (45.8, 48.8)
+    text = markdown(res("vit_b"))
+    assert "| clip | meru | hycoclip | uncha |" in text
+    assert "Source: Kim et al., UNCHA" in text and "Source: Pal et al." in text
+    # no source, no column: ViT-L has no UNCHA number
+    assert "uncha" not in table_rows(res("vit_l"))[0]

@@ -147,7 +147,8 @@ def imagenet_hierarchy_path() -> Path:
 
 def published_for(kind: str, name: str, metric: str | None, size: str | None) -> dict:
     """Published numbers at model ``size`` (vit_s / vit_b / vit_l): {"clip", "meru",
-    "hycoclip", "size", "source"} with only the values a source gives (and "split" when the
+    "hycoclip", "uncha", ..., "size", "source"} (and "source_<method>" for a method from another
+    source) with only the values a source gives (and "split" when the
     source names the split it measured on), or {} when none does."""
     table = published().get(kind, {}).get(name, {})
     split = table.get("split")
@@ -156,7 +157,10 @@ def published_for(kind: str, name: str, metric: str | None, size: str | None) ->
     row = table.get(size or "", {})
     if not row:
         return {}
-    out = {**row, "size": size, "source": published()["sources"][row["source"]]}
+    # a method whose number comes from another source than the row's names it as source_<m>
+    sources = published()["sources"]
+    out = {k: sources[v] if k.startswith("source") else v for k, v in row.items()}
+    out["size"] = size
     return {**out, "split": split} if split else out
 
 

@@ -393,11 +393,32 @@ def run_suite(
     return out
 
 
+#: the methods whose published numbers the table shows: the first three always, the newer
+#: ones where a source gives a number for any row of the run
+METHODS = ("clip", "meru", "hycoclip")
+NEWER_METHODS = ("uncha", "phyclip", "atmg")
+
+
+def _published_rows(res: dict):
+    yield from (r["published"] for r in res["datasets"].values())
+    for kind in ("retrieval", "hierarchy"):
+        for r in res.get(kind, {}).values():
+            yield from r["published"].values()
+
+
+def methods(res: dict) -> tuple[str, ...]:
+    """The published columns of ``res``'s table (see :data:`METHODS`)."""
+    given = {m for p in _published_rows(res) for m in p if m in NEWER_METHODS}
+    return METHODS + tuple(m for m in NEWER_METHODS if m in given)
+
+
 def table_rows(res: dict) -> list[dict[str, Any]]:
-    """One row per (dataset, metric) with the published CLIP / MERU / HyCoCLIP beside it."""
+    """One row per (dataset, metric) with the published CLIP / MERU / HyCoCLIP beside it (and
+    UNCHA / PHyCLIP / ATMG where a source gives them)."""
+    shown = methods(res)
 
     def pub(p: dict) -> dict:
-        return {m: p.get(m, "-") for m in ("clip", "meru", "hycoclip")}
+        return {m: p.get(m, "-") for m in shown}
 
     rows = []
     for name, r in res["datasets"].items():
@@ -485,20 +506,14 @@ def footnotes(res: dict) -> list[str]:
 def markdown(res: dict) -> str:
     """The table as GitHub markdown, with the missing datasets and the sources below it."""
     rows = table_rows(res)
-    head = ["dataset", "metric", "value", "n", "clip", "meru", "hycoclip"]
+    head = ["dataset", "metric", "value", "n", *methods(res)]
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(fmt(r[h]) for h in head) + " |" for r in rows]
     size = res.get("compare_size") or "none (not a ViT-S/B/L of the papers)"
     lines += ["", f"Published numbers at model size: {size}."]
     sources = sorted(
-        {p["source"] for r in res["datasets"].values() for p in [r["published"]] if p}
-        | {
-            p["source"]
-            for kind in ("retrieval", "hierarchy")
-            for r in res[kind].values()
-            for p in r["published"].values()
-        }
+        {v for p in _published_rows(res) for k, v in p.items() if k.startswith("source")}
     )
     lines += footnotes(res)
     lines += [f"Source: {s}" for s in sources]

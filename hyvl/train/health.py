@@ -325,7 +325,8 @@ def model_scalars(model) -> dict:
         return {}
     low, high = (math.exp(b) for b in model._log_curv_bounds)
     alphas = {
-        name: float(getattr(model, f"{name}_alpha").detach().exp())
+        # a product space's alphas (one per factor): the largest, the nearest to alpha's bound 1
+        name: float(getattr(model, f"{name}_alpha").detach().exp().max())
         for name in ("visual", "textual")
         if getattr(model, f"{name}_alpha", None) is not None
     }
@@ -343,6 +344,8 @@ class TrainingHealth:
         self.global_batch = global_batch
         self.scales = aperture_scales(cfg.objective)
         self.min_radius = cfg.objective.min_radius
+        # UNCHA's contrastive loss sums three pairs, each at ln B by chance: read their mean
+        self.pairs = 3 if cfg.objective.kind == "uncha" else 1
 
     def observe(self, step: int, record: dict, emb, model, reduce=None) -> list[str]:
         """Adds the health fields to ``record``; returns one line per new problem.
@@ -350,9 +353,10 @@ class TrainingHealth:
         ``reduce({name: 0-dim tensor}) -> {name: float}`` averages the local batch's numbers
         over processes (a collective: every process calls ``observe`` at the same steps).
         """
+        contrastive = record.get("contrastive")
         stats = embedding_stats(
             emb,
-            contrastive_loss=record.get("contrastive"),
+            contrastive_loss=None if contrastive is None else contrastive / self.pairs,
             global_batch=self.global_batch,
             min_radius=self.min_radius,
             aperture_scales=self.scales,

@@ -50,9 +50,12 @@ def check_trackers(trackers: list[str]) -> None:
 
 
 def scalar(value: Any) -> float | None:
+    """A float; a tensor of several values (a product space's curvatures) logs its mean."""
     if value is None:
         return None
-    return float(value.detach().float()) if torch.is_tensor(value) else float(value)
+    if torch.is_tensor(value):
+        return float(value.detach().float().mean())
+    return float(value)
 
 
 def json_number(value: float | None) -> float | None:
