@@ -430,6 +430,24 @@ def test_preempt_sigusr1_checkpoints_the_step_exits_75_and_the_rerun_is_exact(
     assert got == want  # steps 1-3 kept, step 4 replayed from the signal's checkpoint, bitwise
 
 
+def test_sigterm_to_train_called_from_python_leaves_no_loader_worker(shards, tmp_path, monkeypatch):
+    """train() in a Python program, stopped by SIGTERM: the Interrupted it raises (held here,
+    traceback and all) keeps no DataLoader worker alive for the caller to wait on."""
+    import multiprocessing
+    import signal
+
+    from hyvl.train.loop import train
+    from hyvl.train.preempt import Interrupted
+
+    args = overrides(shards / "good.tar", **{"data.workers": 1})
+    cfg = load_run_config(ROOT / "configs" / "meru_tiny.yaml", args)
+    signal_during_step(monkeypatch, 2, signal.SIGTERM)
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg, tmp_path / "run")
+    assert stopped.value.step == 2 and stopped.value.exit_code == 75
+    assert multiprocessing.active_children() == []
+
+
 def test_preempt_ctrl_c_before_the_first_checkpoint_saves_the_step_reached(
     shards, tmp_path, capsys, monkeypatch, sigint_as_in_a_terminal
 ):

@@ -279,6 +279,12 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
         raise
     finally:
         log.close()
+        # The loader's worker processes end now, not when the exception that stopped the run
+        # is dropped: a Python caller holding it (or the interpreter's exit, which SIGTERMs
+        # daemonic children that ignore SIGTERM, then joins them) would wait on them forever.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
     return summary()
 
 
