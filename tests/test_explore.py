@@ -15,20 +15,8 @@ import torch
 import hyvl
 from hyvl import lorentz
 from hyvl.errors import HyvlError
+from hyvl.explore import CHROMIUM, CHROMIUM_ARGS
 from hyvl.search.index import EmbeddingIndex, build_index
-
-CHROMIUM = "/usr/bin/chromium"
-# flags that start chromium on a machine without network access or a display: nothing asked
-# of Google's services (sync, component updates, background fetches, QUIC probes)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,13 +31,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    from hyvl.explore import open_explorer
+    from hyvl.explore import CHROMIUM_ARGS, open_explorer
     from hyvl.explore.server import Serving, make_app
 
     width, height = (int(v) for v in args.size.split("x"))
     explorer = open_explorer(args.index, args.checkpoint)
     with Serving(make_app(explorer)) as url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=ARGS)
+        browser = pw.chromium.launch(
+            executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS
+        )
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(url + "/")
         page.wait_for_selector("body[data-ready='1']")

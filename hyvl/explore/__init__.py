@@ -28,6 +28,20 @@ import torch
 from hyvl import lorentz
 from hyvl.errors import DataError, HyvlError
 
+#: Debian's chromium, and the flags that start it headless on a machine without network access
+#: or a display (nothing asked of Google's services: sync, component updates, background
+#: fetches, QUIC probes). The browser tests and tools/explore_screenshot.py launch it with these.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 STATIC = Path(__file__).parent / "static"
 KIND_NAMES = ("image", "text", "box_image", "box_text")
 CHUNK = 16384
