@@ -431,10 +431,9 @@ def test_product_space_lift_search_and_cones(phyclip_model):
 def test_product_space_refuses_search_and_onnx(phyclip_model, monkeypatch, tmp_path):
     import hyvl
     from hyvl.errors import HyvlError
+    from hyvl.models.checkpoint import load_model, save
     from hyvl.models.onnx_export import export_onnx
     from hyvl.search import index as index_mod
-
-    from hyvl.models.checkpoint import load_model, save
 
     model = phyclip_model
     # an export loads back with its 16 curvatures and alphas
