@@ -375,7 +375,11 @@ class TrainConfig(Section):
         0.0, ge=0, description="clip the gradient norm at this value (0 or null: off)"
     )
     compile: bool = Field(False, description="torch.compile the model")
-    fsdp: bool = Field(False, description="fully sharded data parallel (accelerate)")
+    fsdp: bool = Field(
+        False,
+        description="fully sharded data parallel: not supported with hyvl's models (an error: "
+        "torch's FSDP refuses their 0-dim parameters); see docs/how-to/distributed.md",
+    )
     cpu: bool = Field(False, description="train on CPU even when a GPU is present")
     # Which is faster depends on the device (split 2-70% faster on 2-core CPUs, fused expected
     # on GPUs): "auto" times both on the first batch (hyvl/train/box_towers.py).

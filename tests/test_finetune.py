@@ -209,6 +209,10 @@ def test_fsdp_is_a_one_line_error_naming_the_scalars_it_cannot_shard():
     says so before any process wraps the model."""
     from hyvl.train.state import check_fsdp
 
-    with pytest.raises(ConfigError, match=r"train.fsdp=true: .* has 4 \(logit_scale, "
-                       r"visual_alpha, textual_alpha, log_curv\); train with DDP"):  # fmt: skip
+    expected = (
+        r"train.fsdp=true is not supported: .* has 4 "
+        r"\(logit_scale, visual_alpha, textual_alpha, log_curv\); train with DDP"
+    )
+    with pytest.raises(ConfigError, match=expected) as err:
         check_fsdp(tiny_model())
+    assert len(str(err.value).splitlines()) == 1

@@ -1,6 +1,7 @@
 """Two processes (torchrun, gloo, Accelerator(cpu=True)) compute the same gradients as one
-process on the combined batch, with and without GradCache accumulation: full weights in the
-image tower, LoRA adapters (peft, train.lora) in the text tower.
+process on the combined batch, with and without GradCache accumulation: LoRA adapters (peft,
+train.lora) in the text tower (the image tower, without adapters, is frozen as LoRA freezes
+every tower weight), the lift training but the image projection frozen (train.freeze).
 
 This file is also the worker: ``tests/test_train_distributed.py OUT`` under torchrun
 (``accelerate launch --cpu --num_processes 2`` starts only one process, see docs/pitfalls.md).
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 GLOBAL_BATCH = 8
+FROZEN = ("visual_proj.",)
 ACCUMS = (1, 2)
 # hycoclip_tiny exercises every embedding kind (images, texts, box crops, box texts).
 OVERRIDES = [
@@ -23,11 +25,14 @@ OVERRIDES = [
     "objective.kind=hycoclip",
     "train.cpu=true",
     f"train.batch_size={GLOBAL_BATCH}",
-    # LoRA under DDP: adapters in the text tower (its nn.MultiheadAttention and MLP), while the
-    # image tower trains in full, so both kinds of gradient are compared
+    # LoRA under DDP: adapters in the text tower (its nn.MultiheadAttention and MLP), and the
+    # lift (projections, alphas, curvature, logit scale) in full, so both kinds of gradient
+    # are compared
     "train.lora.rank=4",
     "train.lora.towers=[textual]",
     "train.lora.dropout=0",
+    # train.freeze under DDP: the frozen parameters are left out of the reduction
+    f"train.freeze=[{','.join(FROZEN)}]",
 ]
 
 
@@ -48,6 +53,7 @@ def worker(out_dir: Path) -> None:
     from safetensors.torch import save_file
 
     from hyvl.config import load_run_config
+    from hyvl.train.finetune import freeze
     from hyvl.train.state import build_model_and_objective, make_accelerator
     from hyvl.train.step import TrainModule, forward_backward
 
@@ -55,6 +61,7 @@ def worker(out_dir: Path) -> None:
     accelerator = make_accelerator(cfg, out_dir)
     model, tokenizer, objective = build_model_and_objective(cfg)
     core = TrainModule(model, objective)
+    assert freeze(core, cfg.train) == ["model.visual_proj.weight"]  # as build_state does
     module = accelerator.prepare(core)
     rank, world = accelerator.process_index, accelerator.num_processes
     per = GLOBAL_BATCH // world
@@ -109,6 +116,9 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path):
     assert adapters and all(n.startswith("model.textual.") for n in adapters)
     assert any(reference[n].abs().sum() > 0 for n in adapters)  # B starts at 0, its grad not
     assert not any(n.startswith("model.textual.") and "lora_" not in n for n in reference)
+    assert not any(n.startswith(tuple("model." + f for f in FROZEN)) for n in reference)
+    assert "model.visual_alpha" in reference and "model.textual_proj.weight" in reference
+    assert not any(n.startswith("model.visual.") for n in reference)  # no adapters there
     for world, accum in [(1, 2), (2, 1), (2, 2)]:
         grads = load_file(str(tmp_path / f"grads_w{world}_k{accum}.safetensors"))
         assert grads.keys() == reference.keys(), (world, accum)

@@ -138,17 +138,19 @@ def build_model_and_objective(cfg: RunConfig):
 
 
 def check_fsdp(module: nn.Module) -> None:
-    """train.fsdp: torch's FSDP (``FullyShardedDataParallel`` and ``fully_shard``) refuses
-    0-dim parameters, and every hyvl model has them (the logit scale; curvature and alphas in
-    the hyperbolic ones): one line naming them, instead of torch's error after the model is
-    built on every process (on CPUs accelerate does not use FSDP at all, it wraps with DDP)."""
-    scalars = [n for n, p in module.named_parameters() if p.dim() == 0]
+    """train.fsdp: torch's FSDP refuses 0-dim parameters (``FullyShardedDataParallel``, what
+    accelerate's FSDP plugin wraps with, and FSDP2's ``fully_shard`` alike), and every hyvl
+    model has them (the logit scale; curvature and alphas in the hyperbolic ones). hyvl does
+    not shard around them (``fully_shard(ignored_params=...)`` with their gradients reduced by
+    hand, or shape-(1,) scalars, are not built), so the run stops here with one line naming
+    them, before torch's error after the model is built on every process."""
+    scalars = [n.removeprefix("model.") for n, p in module.named_parameters() if p.dim() == 0]
     if scalars:
         raise ConfigError(
-            "train.fsdp=true: torch's FSDP does not shard 0-dim parameters, and this model "
-            f"has {len(scalars)} ({', '.join(scalars[:4])}); train with DDP "
-            "(train.fsdp=false, the default), with model.grad_checkpointing=true or "
-            "objective.logit_chunk_rows to save memory"
+            "train.fsdp=true is not supported: torch's FSDP (1 and 2) refuses 0-dim "
+            f"parameters and this model has {len(scalars)} ({', '.join(scalars)}); train "
+            "with DDP (train.fsdp=false, the default) and save memory with "
+            "model.grad_checkpointing=true, objective.logit_chunk_rows or train.lora.rank"
         )
 
 
