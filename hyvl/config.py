@@ -222,6 +222,17 @@ class ObjectiveConfig(Section):
         description="entailment only once the contrastive loss is below chance: its weight "
         "scales by clamp((1 - loss / ln N) / entail_gate, 0, 1) (0: off)",
     )
+    # Not in CLIP, MERU or HyCoCLIP (0 = their objectives; UNCHA has such a pair of its own).
+    # A scene's caption names all its objects, so a batch can be matched by how many objects a
+    # scene holds without telling one object from another; each box crop against its own box
+    # text asks for the object itself. Boxes with the same text are all positives of each other
+    # (docs/learning.md, "Small objects").
+    box_pair_weight: Float = Field(
+        0.0,
+        ge=0,
+        description="weight of a box image <-> box text contrastive pair (boxes of the same "
+        "text are positives of each other); > 0 loads box crops for any objective (0: off)",
+    )
     # UNCHA (Kim et al. 2026; jeeit17/UNCHA models.py): the piecewise entailment adds 0.1 x the
     # angle inside the cone, the calibration term is weighted alpha = 10, and the box-box and
     # box-whole contrastive parts have their own learnable logit scales, init 1/0.05 and 1/0.06.
@@ -516,7 +527,8 @@ class RunConfig(Section):
                 data["objective"] = {**objective, "kind": kind}
         kind = (data.get("objective") or {}).get("kind")
         if "boxes_per_sample" not in section and kind in FAMILIES:
-            data["data"] = {**section, "boxes_per_sample": int(FAMILIES[kind].boxes)}
+            pairs = _positive(data.get("objective", {}).get("box_pair_weight", 0))
+            data["data"] = {**section, "boxes_per_sample": int(FAMILIES[kind].boxes or pairs)}
         return data
 
     @model_validator(mode="after")
@@ -528,6 +540,14 @@ class RunConfig(Section):
         return self
 
 
+def _positive(value: Any) -> bool:
+    """A number above 0 (a raw config value, before validation; anything else: False)."""
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return False
+
+
 def check_recipe(cfg: RunConfig) -> None:
     """Model family, geometry, objective and box crops agree, else ConfigError naming the keys.
 
@@ -537,6 +557,7 @@ def check_recipe(cfg: RunConfig) -> None:
     """
     family, geometry = model_family(cfg.model)
     kind, boxes = cfg.objective.kind, cfg.data.boxes_per_sample
+    needs_boxes = FAMILIES[kind].boxes or cfg.objective.box_pair_weight > 0
     ablation = " (or objective.entail_weight=0: contrastive terms only)"
     if cfg.objective.entail_weight != 0:
         model = cfg.model if isinstance(cfg.model, str) else cfg.model.get("base", "")
@@ -552,12 +573,15 @@ def check_recipe(cfg: RunConfig) -> None:
                 f"objective.kind={kind!r} trains a {FAMILIES[kind].geometry} model, but "
                 f"model.geometry is {geometry!r}: use a {kind}_* model{ablation}"
             )
-    if FAMILIES[kind].boxes and boxes == 0:
+    if needs_boxes and boxes == 0:
+        what = f"objective.kind={kind!r}"
+        if not FAMILIES[kind].boxes:
+            what = f"objective.box_pair_weight={cfg.objective.box_pair_weight}"
         raise ConfigError(
-            f"objective.kind={kind!r} needs box crops but data.boxes_per_sample=0: set "
+            f"{what} needs box crops but data.boxes_per_sample=0: set "
             "data.boxes_per_sample=1 (and train on grounded shards)"
         )
-    if not FAMILIES[kind].boxes and boxes > 0:
+    if not needs_boxes and boxes > 0:
         raise ConfigError(
             f"data.boxes_per_sample={boxes} loads box crops objective.kind={kind!r} does not use, "
             "and skips every sample without boxes: set data.boxes_per_sample=0"

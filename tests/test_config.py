@@ -177,6 +177,9 @@ def test_the_model_family_sets_objective_and_box_crops(family):
     # also for a model named as a base with overrides
     cfg = load_run_config(None, [f"model={family}_tiny", "model.embed_dim=64"])
     assert cfg.objective.kind == family
+    if family != "uncha":  # a box <-> box-text pair loads box crops for any objective
+        cfg = load_run_config(None, [f"model={family}_vit_b", "objective.box_pair_weight=0.5"])
+        assert cfg.data.boxes_per_sample == 1
 
 
 @pytest.mark.parametrize(
@@ -187,6 +190,7 @@ def test_the_model_family_sets_objective_and_box_crops(family):
         (["model=hycoclip_tiny", "data.boxes_per_sample=0"], r"objective.kind='hycoclip' needs box crops but data.boxes_per_sample=0"),
         (["model=meru_tiny", "data.boxes_per_sample=1"], r"data.boxes_per_sample=1 loads box crops objective.kind='meru' does not use"),
         (["model=clip_tiny", "data.boxes_per_sample=2"], r"set data.boxes_per_sample=0"),
+        (["model=clip_tiny", "objective.box_pair_weight=1", "data.boxes_per_sample=0"], r"objective.box_pair_weight=1.0 needs box crops but data.boxes_per_sample=0"),
         (["model.geometry=euclidean"], r"objective.kind='meru' trains a lorentz model, but model.geometry is 'euclidean'"),
         (["model={base: clip_tiny, geometry: lorentz}"], r"objective.kind='clip' trains a euclidean model"),
     ],

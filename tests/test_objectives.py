@@ -587,3 +587,86 @@ def test_chunked_logits_give_the_same_loss_and_gradients(kind, geometry, logits,
             assert g_chunked[name] is None, name
             continue
         torch.testing.assert_close(g_chunked[name], g, rtol=1e-10, atol=1e-12, msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# objective.box_pair_weight: box image <-> box text, same-text boxes positives of each other
+# ----------------------------------------------------------------------------------------------
+
+
+def ref_multi_positive(geometry, loss, rows, cols, rows_are_apex, ids, c, scale, bias):
+    """Mean over rows of CE against the uniform distribution over same-id columns (softmax),
+    or SigLIP's pairwise loss with every same-id column a positive (sigmoid)."""
+    sims = ref_sim(geometry, "distance", rows, cols, rows_are_apex, c)
+    total = 0.0
+    for r, line in enumerate(sims):
+        z = [scale * v for v in line]
+        pos = [j for j in range(len(cols)) if ids[j] == ids[r]]
+        if loss == "softmax":
+            m = max(z)
+            lse = m + math.log(sum(math.exp(v - m) for v in z))
+            total += sum(lse - z[j] for j in pos) / len(pos)
+        else:
+            total += sum(
+                math.log1p(math.exp(-(1.0 if j in pos else -1.0) * (v + bias)))
+                for j, v in enumerate(z)
+            )
+    return total / len(rows)
+
+
+@pytest.mark.parametrize("kind,geometry,loss", [
+    ("clip", "euclidean", "softmax"), ("meru", "lorentz", "softmax"),
+    ("hycoclip", "lorentz", "softmax"), ("meru", "lorentz", "sigmoid"),
+])  # fmt: skip
+def test_box_pair_counts_every_box_of_the_same_text_as_a_positive(kind, geometry, loss):
+    emb = make_embeddings(geometry, B=4, k=2, seed=3)
+    # 8 box rows, texts: A B A C B A D C (ids as text_identity would give them)
+    emb.box_text_ids = torch.tensor([5, 9, 5, 2, 9, 5, 7, 2])
+    cfg = _cfg(kind, geometry, "distance", loss, box_pair_weight=0.5)
+    out = compute_objective(emb, cfg, geometry)
+    c = float(emb.curv) if emb.curv is not None else 0.0
+    s, bias, ids = float(emb.logit_scale), cfg.sigmoid_bias_init, emb.box_text_ids.tolist()
+    bimg, btxt = emb.box_image.tolist(), emb.box_text.tolist()
+    want_it = ref_multi_positive(geometry, loss, bimg, btxt, False, ids, c, s, bias)
+    want_ti = ref_multi_positive(geometry, loss, btxt, bimg, True, ids, c, s, bias)
+    assert out["contrastive_boximage_boxtext"].item() == pytest.approx(want_it, rel=1e-9)
+    assert out["contrastive_boxtext_boximage"].item() == pytest.approx(want_ti, rel=1e-9)
+    pair = 0.5 * (want_it + want_ti)
+    assert out["contrastive_boxpair"].item() == pytest.approx(pair, rel=1e-9)
+    # the papers' terms are untouched; the pair enters the loss with its weight only
+    plain = compute_objective(emb, _cfg(kind, geometry, "distance", loss), geometry)
+    assert out["contrastive"].item() == pytest.approx(plain["contrastive"].item(), rel=1e-12)
+    assert out["loss"].item() == pytest.approx(plain["loss"].item() + 0.5 * pair, rel=1e-9)
+    assert "contrastive_boxpair" not in plain
+
+
+def test_box_pair_with_distinct_texts_is_the_plain_contrastive_pair():
+    """All box texts different: one positive a row, CLIP's loss over (box image, box text)."""
+    emb = make_embeddings("lorentz", B=3, k=2, seed=5)
+    emb.box_text_ids = torch.arange(6) * 11
+    out = compute_objective(emb, ObjectiveConfig(kind="meru", box_pair_weight=1.0), "lorentz")
+    as_pairs = Embeddings(
+        image=emb.box_image, text=emb.box_text, curv=emb.curv, logit_scale=emb.logit_scale
+    )
+    want = compute_objective(as_pairs, ObjectiveConfig(kind="meru"), "lorentz")
+    assert out["contrastive_boxpair"].item() == pytest.approx(want["contrastive"].item(), rel=1e-12)
+
+
+def test_box_pair_needs_boxes_and_text_identities():
+    emb = make_embeddings("lorentz")
+    with pytest.raises(ValueError, match="box_text_ids"):
+        compute_objective(emb, ObjectiveConfig(kind="meru", box_pair_weight=1.0), "lorentz")
+    emb.box_image = emb.box_text = None
+    with pytest.raises(ConfigError, match="box_pair_weight.*data.boxes_per_sample"):
+        compute_objective(emb, ObjectiveConfig(kind="meru", box_pair_weight=1.0), "lorentz")
+    with pytest.raises(ConfigError, match="uncha.*own box image <-> box text"):
+        build_objective(ObjectiveConfig(kind="uncha", box_pair_weight=1.0), "lorentz")
+
+
+def test_text_identity_is_equal_exactly_for_equal_token_rows():
+    from hyvl.models.embeddings import text_identity
+
+    tokens = torch.tensor([[49406, 320, 1125, 49407, 0], [49406, 320, 1126, 49407, 0],
+                           [49406, 320, 1125, 49407, 0], [49406, 1125, 320, 49407, 0]])  # fmt: skip
+    ids = text_identity(tokens).tolist()
+    assert ids[0] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3  # word order counts

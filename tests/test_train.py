@@ -297,8 +297,9 @@ def test_step_passes_box_towers_per_call_and_returns_detached_embeddings(accum, 
 
     cfg = load_run_config(
         None,
-        ["model=hycoclip_tiny", "model.vision.image_size=32", "objective.kind=hycoclip"],
-    )
+        ["model=hycoclip_tiny", "model.vision.image_size=32", "objective.kind=hycoclip",
+         "objective.box_pair_weight=1"],
+    )  # fmt: skip
     model, tokenizer, objective = build_model_and_objective(cfg)
     seen = []
     forward = model.forward
@@ -325,6 +326,8 @@ def test_step_passes_box_towers_per_call_and_returns_detached_embeddings(accum, 
     assert emb.image.shape == emb.box_text.shape == (4, model.config.embed_dim)
     assert not emb.image.requires_grad and emb.curv is not None
     assert result.finite and math.isfinite(result.losses["loss"])
+    # the box texts' identities reach the objective through both paths (GradCache too)
+    assert math.isfinite(result.losses["contrastive_boxpair"])
     assert model.visual_proj.weight.grad is not None
     with pytest.raises(ConfigError, match="box_towers.*'split'"):
         load_run_config(None, ["train.box_towers=both"])

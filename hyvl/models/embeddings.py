@@ -28,6 +28,10 @@ class Embeddings:
     box_text: torch.Tensor | None = None
     curv: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
+    #: (B*k,) int64: equal values = equal box texts (:func:`text_identity` of the box tokens);
+    #: the box <-> box contrastive pair (``objective.box_pair_weight``) counts every box of the
+    #: same text as a positive.
+    box_text_ids: torch.Tensor | None = None
 
     @property
     def has_boxes(self) -> bool:
@@ -39,3 +43,29 @@ class Embeddings:
         if not self.has_boxes:
             return 0
         return self.box_image.shape[0] // max(self.image.shape[0], 1)
+
+
+# Fixed odd multipliers for text_identity (any fixed values work; these come from a seeded
+# generator so every process and run agrees).
+_ID_WEIGHTS = (
+    torch.randint(
+        1, 2**62, (1024,), generator=torch.Generator().manual_seed(20231), dtype=torch.int64
+    )
+    | 1
+)
+
+
+def text_identity(tokens: torch.Tensor) -> torch.Tensor:
+    """(R, L) token ids -> (R,) int64, equal exactly for equal token rows.
+
+    A fixed linear hash over int64 (wrapping), the same on every process, so identities of
+    gathered rows compare across ranks. Two different texts share a value with probability
+    about 2^-64 per pair.
+    """
+    tokens = tokens.long()
+    if tokens.shape[-1] > _ID_WEIGHTS.numel():
+        raise ValueError(
+            f"text_identity: at most {_ID_WEIGHTS.numel()} tokens, got {tokens.shape[-1]}"
+        )
+    weights = _ID_WEIGHTS[: tokens.shape[-1]].to(tokens.device)
+    return (tokens * weights).sum(dim=-1)

@@ -17,7 +17,7 @@ from torch import nn
 from hyvl.config import ModelConfig
 from hyvl.errors import ConfigError
 from hyvl.geometry import get_geometry
-from hyvl.models.embeddings import Embeddings
+from hyvl.models.embeddings import Embeddings, text_identity
 from hyvl.models.towers import ImageTower, build_text_tower
 
 __all__ = ["Embeddings", "HyvlModel"]
@@ -255,6 +255,7 @@ class HyvlModel(nn.Module):
             box_text=box_text,
             curv=self.curv,
             logit_scale=self.logit_scale_exp,
+            box_text_ids=None if box_tokens is None else text_identity(box_tokens),
         )
 
 

@@ -93,3 +93,19 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     parts = [part[:size] for part, size in zip(parts, sizes, strict=True)]
     parts[me] = x
     return torch.cat(parts), sum(sizes[:me])
+
+
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` (any dtype, no autograd) from all ranks along dim 0 in rank order;
+    ``B_r`` may differ between ranks. ``x`` itself with one process."""
+    world = world_size()
+    if world == 1:
+        return x
+    sizes = gather_sizes(x.shape[0], device=x.device)
+    largest = max(sizes)
+    padded = x
+    if x.shape[0] < largest:
+        padded = torch.cat([x, x.new_zeros((largest - x.shape[0], *x.shape[1:]))])
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])

@@ -40,6 +40,12 @@ Definitions (``N`` = global batch over all processes, local rows against gathere
   distance (the mean of the factors' geodesic distances) and HyCoCLIP's four entailment terms
   with each ``relu(oxy_angle - k * half_aperture)`` taken per factor and averaged over factors;
   the same weights (0.25 per CE, 0.5 x the entailment sum, ``entail_weight`` 0.2).
+* ``box_pair_weight`` (not in CLIP, MERU or HyCoCLIP; off by default; UNCHA has a pair of its
+  own): ``0.5 * (CE(box image -> all box texts) + CE(box text -> all box images))`` where the
+  target of a row is the uniform distribution over the columns whose box text equals the row's
+  (``Embeddings.box_text_ids``; the row's own column among them), added with this weight
+  to any objective (boxes are then loaded for CLIP and MERU too). ``contrastive`` and the gate
+  do not include it.
 * ``entail_warmup_steps`` and ``entail_gate`` (not in the papers, both off by default) scale the
   entailment weight: a linear ramp over steps, and ``clamp((1 - L / ln N) / gate, 0, 1)`` of
   the batch's detached contrastive loss ``L`` (no entailment while the contrastive loss is at
@@ -126,6 +132,11 @@ def check_objective(cfg: ObjectiveConfig, geometry: str) -> Geometry:
             "lorentz model; use a lorentz model, objective.kind='clip', or "
             "objective.entail_weight=0 (contrastive terms only)"
         )
+    if cfg.kind == "uncha" and cfg.box_pair_weight > 0:
+        raise ConfigError(
+            "objective.kind='uncha' has its own box image <-> box text pair (with its own logit "
+            "scale); leave objective.box_pair_weight at 0"
+        )
     if cfg.entail_gate > 0 and cfg.loss != "softmax":
         raise ConfigError(
             "objective.entail_gate reads the contrastive loss against its chance value ln N, "
@@ -188,13 +199,27 @@ def _logits(
 
 
 def _row_losses(logits: Tensor, targets: Tensor, loss: str, bias: Tensor | None) -> Tensor:
-    """(R, C) logits, (R,) target columns -> (R,) per-row losses."""
+    """(R, C) logits, (R,) target columns or (R, C) target probabilities -> (R,) row losses.
+
+    Target probabilities (several positives a row) are cross-entropy against that
+    distribution; with the sigmoid loss every column of nonzero probability is a positive.
+    """
     if loss == "softmax":
         return F.cross_entropy(logits, targets, reduction="none")
-    # SigLIP: every (row, column) pair is a binary problem, positive only at the target.
-    signs = -torch.ones_like(logits)
-    signs[torch.arange(len(targets), device=logits.device), targets] = 1.0
+    # SigLIP: every (row, column) pair is a binary problem, positive only at the target(s).
+    if targets.dim() == 2:
+        signs = torch.where(targets > 0, 1.0, -1.0).to(logits.dtype)
+    else:
+        signs = -torch.ones_like(logits)
+        signs[torch.arange(len(targets), device=logits.device), targets] = 1.0
     return -F.logsigmoid(signs * (logits + bias)).sum(dim=1)
+
+
+def same_text_targets(ids: Tensor, ids_all: Tensor, dtype: torch.dtype) -> Tensor:
+    """(R,) and (C,) text identities -> (R, C) target probabilities: uniform over the columns
+    whose text equals the row's (the row's own column among them)."""
+    same = (ids.unsqueeze(1) == ids_all.unsqueeze(0)).to(dtype)
+    return same / same.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
 def uncha_uncertainty(x: Tensor) -> Tensor:
@@ -340,12 +365,20 @@ def compute_objective(
         raise ValueError("Embeddings.logit_scale is None: the objective needs the model's scale")
     if space.hyperbolic and emb.curv is None:
         raise ValueError("Embeddings.curv is None but the geometry is lorentz")
-    use_boxes = cfg.kind in BOX_KINDS
+    box_kind = cfg.kind in BOX_KINDS
+    pairs = cfg.box_pair_weight > 0
+    use_boxes = box_kind or pairs
     uncha = cfg.kind == "uncha"
     if use_boxes and not emb.has_boxes:
+        what = f"objective.kind={cfg.kind!r}" if box_kind else "objective.box_pair_weight > 0"
         raise ConfigError(
-            f"objective.kind={cfg.kind!r} needs box embeddings (box_image and box_text): set "
+            f"{what} needs box embeddings (box_image and box_text): set "
             "data.boxes_per_sample >= 1 and train on grounded data"
+        )
+    if pairs and emb.box_text_ids is None:
+        raise ValueError(
+            "objective.box_pair_weight > 0 needs Embeddings.box_text_ids (which box texts are "
+            "equal): the model's forward sets them from the box tokens"
         )
     batch = emb.image.shape[0]
     if emb.text.shape[0] != batch:
@@ -478,7 +511,7 @@ def compute_objective(
             whole = 0.5 * (out["contrastive_image_text"] + out["contrastive_text_image"])
             out.update(uncha_terms)
             out["contrastive"] = whole + uncha_terms["contrastive"]
-        elif use_boxes:
+        elif box_kind:
             box_targets = targets.repeat_interleave(k)
             out["contrastive_boximage_text"] = box_weight * block(
                 box_image, text_all, box_targets, False
@@ -515,6 +548,26 @@ def compute_objective(
                 entail = entail_terms["entail_text_image"]
 
         loss = out["contrastive"]
+        if pairs:
+            # box image <-> box text, every box of the same text a positive (config doc)
+            ids = emb.box_text_ids
+            if image_all is not image:
+                box_image_all, _ = distributed.gather_with_grad(box_image)
+                box_text_all, _ = distributed.gather_with_grad(box_text)
+                ids_all = distributed.gather_no_grad(ids)
+            else:
+                box_image_all, box_text_all, ids_all = box_image, box_text, ids
+            same = same_text_targets(ids, ids_all, dtype)
+            out["contrastive_boximage_boxtext"] = box_weight * block(
+                box_image, box_text_all, same, False
+            )
+            out["contrastive_boxtext_boximage"] = box_weight * block(
+                box_text, box_image_all, same, True
+            )
+            out["contrastive_boxpair"] = 0.5 * (
+                out["contrastive_boximage_boxtext"] + out["contrastive_boxtext_boximage"]
+            )
+            loss = loss + cfg.box_pair_weight * out["contrastive_boxpair"]
         if entail is not None:
             out.update(entail_terms)
             out["entail"] = entail

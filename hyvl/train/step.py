@@ -144,7 +144,9 @@ def detached(emb: Embeddings) -> Embeddings:
     def cut(t):
         return None if t is None else t.detach().float()
 
-    return Embeddings(**{name: cut(getattr(emb, name)) for name in (*EMB_FIELDS, *SCALARS)})
+    out = Embeddings(**{name: cut(getattr(emb, name)) for name in (*EMB_FIELDS, *SCALARS)})
+    out.box_text_ids = emb.box_text_ids
+    return out
 
 
 def forward_backward(
@@ -185,6 +187,8 @@ def forward_backward(
         if getattr(embs[0], name) is not None:
             leaves[name] = getattr(embs[0], name).detach().float().requires_grad_(True)
     full = Embeddings(**leaves)
+    if embs[0].box_text_ids is not None:
+        full.box_text_ids = torch.cat([e.box_text_ids for e in embs])
     losses = inner.objective(full)
     finite = all_finite(accelerator, losses["loss"])
     if finite:
