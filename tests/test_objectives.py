@@ -670,3 +670,45 @@ def test_text_identity_is_equal_exactly_for_equal_token_rows():
                            [49406, 320, 1125, 49407, 0], [49406, 1125, 320, 49407, 0]])  # fmt: skip
     ids = text_identity(tokens).tolist()
     assert ids[0] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3  # word order counts
+
+
+def test_box_pair_rows_of_this_rank_meet_every_rank_s_boxes(monkeypatch):
+    """Pretend to be rank 1 of 2: our 4 box rows against all 10, same texts across ranks."""
+    full = make_embeddings(B=5, k=2, seed=11)
+    full.box_text_ids = torch.tensor([1, 2, 3, 1, 2, 4, 1, 3, 5, 2])
+    before = 3  # samples of rank 0, i.e. its 6 box rows
+    local = Embeddings(
+        image=full.image[before:], text=full.text[before:],
+        box_image=full.box_image[2 * before :], box_text=full.box_text[2 * before :],
+        curv=full.curv, logit_scale=full.logit_scale,
+        box_text_ids=full.box_text_ids[2 * before :],
+    )  # fmt: skip
+    offsets = {id(local.image): 3, id(local.text): 3, id(local.box_image): 6, id(local.box_text): 6}
+    whole = {
+        id(local.image): full.image, id(local.text): full.text,
+        id(local.box_image): full.box_image, id(local.box_text): full.box_text,
+    }  # fmt: skip
+    monkeypatch.setattr(dist_mod, "world_size", lambda: 2)
+    monkeypatch.setattr(dist_mod, "gather_with_grad", lambda x: (whole[id(x)], offsets[id(x)]))
+    monkeypatch.setattr(dist_mod, "gather_no_grad", lambda x: full.box_text_ids)
+    out = compute_objective(local, ObjectiveConfig(kind="meru", box_pair_weight=1.0), "lorentz")
+    c, s = float(full.curv), float(full.logit_scale)
+    ids = full.box_text_ids.tolist()
+    bimg, btxt = full.box_image.tolist(), full.box_text.tolist()
+    share = 2 / 10 * 4  # (world / global box rows) * our 4 rows' sum = their share of the mean
+
+    def ref(rows, cols, apex):
+        sims = ref_sim("lorentz", "distance", rows, cols, apex, c)
+        total = 0.0
+        for r, line in zip(range(6, 10), sims, strict=True):
+            z = [s * v for v in line]
+            m = max(z)
+            lse = m + math.log(sum(math.exp(v - m) for v in z))
+            pos = [j for j in range(10) if ids[j] == ids[r]]
+            total += sum(lse - z[j] for j in pos) / len(pos)
+        return total / 4
+
+    got = out["contrastive_boximage_boxtext"].item()
+    assert got == pytest.approx(share * ref(bimg[6:], btxt, False), rel=1e-9)
+    got = out["contrastive_boxtext_boximage"].item()
+    assert got == pytest.approx(share * ref(btxt[6:], bimg, True), rel=1e-9)
