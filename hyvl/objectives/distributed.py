@@ -53,6 +53,19 @@ def gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     return [int(s.item()) for s in sizes]
 
 
+def _padded_to_largest(x: Tensor) -> tuple[Tensor, list[int]]:
+    """``x`` padded with zero rows to the largest rank's row count, and every rank's count.
+
+    Collectives need equal shapes on every rank; zero rows get zero gradient back and are
+    stripped after the gather.
+    """
+    sizes = gather_sizes(x.shape[0], device=x.device)
+    largest = max(sizes)
+    if x.shape[0] < largest:
+        x = torch.cat([x, x.new_zeros((largest - x.shape[0], *x.shape[1:]))])
+    return x, sizes
+
+
 def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     """Concatenate ``x`` from all ranks along dim 0, keeping gradients to every rank's rows.
 
@@ -77,12 +90,7 @@ def gather_with_grad(x: Tensor) -> tuple[Tensor, int]:
     from torch.distributed.nn.functional import all_gather
 
     me = rank()
-    sizes = gather_sizes(x.shape[0], device=x.device)
-    largest = max(sizes)
-    padded = x
-    if x.shape[0] < largest:
-        # Collectives need equal shapes on every rank; zero rows get zero gradient back.
-        padded = torch.cat([x, x.new_zeros((largest - x.shape[0], *x.shape[1:]))])
+    padded, sizes = _padded_to_largest(x)
     with warnings.catch_warnings():
         # torch 2.14 marks it deprecated in favour of the private _functional_collectives; it is
         # still the public autograd all_gather and the one whose backward works on gloo too.
@@ -101,11 +109,7 @@ def gather_no_grad(x: Tensor) -> Tensor:
     world = world_size()
     if world == 1:
         return x
-    sizes = gather_sizes(x.shape[0], device=x.device)
-    largest = max(sizes)
-    padded = x
-    if x.shape[0] < largest:
-        padded = torch.cat([x, x.new_zeros((largest - x.shape[0], *x.shape[1:]))])
+    padded, sizes = _padded_to_largest(x)
     parts = [torch.empty_like(padded) for _ in range(world)]
     torch.distributed.all_gather(parts, padded.contiguous())
     return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
