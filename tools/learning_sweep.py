@@ -1,12 +1,13 @@
 """Do the tiny recipes learn every family of every real-pixel world? A learning sweep.
 
-    python tools/learning_sweep.py                        # the default worlds, all three recipes
+    python tools/learning_sweep.py                        # the default worlds, all six recipes
     python tools/learning_sweep.py --worlds digits,dark --models hycoclip --seeds 0,1
     python tools/learning_sweep.py --quick                # a smoke run of seconds
     python tools/learning_sweep.py --json sweep.json      # {"worlds": {W: {M: {...}}}}
 
 For each world (``hyvl data demo --kind real --world NAME``: :data:`hyvl.data.real.WORLDS`)
-and each packaged tiny recipe (``clip_tiny``, ``meru_tiny``, ``hycoclip_tiny``, as installed),
+and each packaged tiny recipe (``clip_tiny``, ``meru_tiny``, ``hycoclip_tiny``, ``uncha_tiny``,
+``atmg_tiny``, ``phyclip_tiny``: :data:`MODELS`, or those ``--models`` names),
 trains through ``hyvl train``'s own path (:func:`hyvl.train.loop.train`) at the recipe's own
 budget (or ``--steps``), evaluates zero-shot on the world's held-out images and prints, per
 world and model, the accuracy of each family of the world's hierarchy (the share of that
