@@ -8,8 +8,12 @@ mean over all ``B`` rows, and the mean over ranks of the logged loss must equal 
 
 The tower is a tiny linear model with the real lift (alpha scale + exp_map0 with a learnable
 curvature, or L2 normalisation) and a learnable logit scale, wrapped together with the
-objective in DDP (so the SigLIP bias is averaged like any parameter). Images and box images
-go through the image tower in one call, as in the model.
+objective in DDP (so the SigLIP bias and UNCHA's two box scales are averaged like any
+parameter). Images and box images go through the image tower in one call, as in the model.
+PHyCLIP's case lifts per factor (2 factors, a curvature and an alpha per factor and modality).
+UNCHA's case runs without its calibration term: that term's entropy is over each process's own
+box rows by design, so only the rest (the gathered box rows and both box scales included) is a
+whole-batch quantity to compare.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from hyvl.config import ObjectiveConfig
 from hyvl.models.embeddings import Embeddings
 from hyvl.objectives import build_objective, gather_with_grad
 from hyvl.objectives import distributed as dist_mod
+from hyvl.objectives.objective import BOX_KINDS
 
 IN_DIM, EMBED_DIM, BOXES = 5, 4, 2
+FACTORS = 2  # lorentz_product: 2 factors of dimension EMBED_DIM / FACTORS, a curvature each
 DTYPES = (torch.float64, torch.float32)
 
 # (name, objective config, geometry, local batch sizes of rank 0 and rank 1)
@@ -45,6 +51,12 @@ CASES = [
     ("hycoclip_equal", dict(kind="hycoclip"), "lorentz", (4, 4)),
     ("hycoclip_unequal", dict(kind="hycoclip"), "lorentz", (3, 5)),
     ("hycoclip_angle_sigmoid_unequal", dict(kind="hycoclip", logits="angle", loss="sigmoid"), "lorentz", (5, 3)),
+    # UNCHA without its calibration: the calibration's entropy is over each process's own box
+    # rows by design (docs/objectives.md), so it is not a whole-batch quantity; every other term
+    # (the three contrastive pairs with the gathered box rows and box scales, the entailment)
+    # must match one process.
+    ("uncha_nocalib_unequal", dict(kind="uncha", uncha_calibration_weight=0.0), "lorentz", (3, 5)),
+    ("phyclip_unequal", dict(kind="phyclip"), "lorentz_product", (5, 3)),
 ]  # fmt: skip
 
 
@@ -62,10 +74,17 @@ class TinyTower(nn.Module):
             self.log_curv = nn.Parameter(torch.tensor(math.log(1.2)))
             self.log_alpha_image = nn.Parameter(torch.tensor(-0.1))
             self.log_alpha_text = nn.Parameter(torch.tensor(-0.3))
+        elif geometry == "lorentz_product":
+            self.log_curv = nn.Parameter(torch.tensor([1.2, 0.7]).log())
+            self.log_alpha_image = nn.Parameter(torch.tensor([-0.1, -0.2]))
+            self.log_alpha_text = nn.Parameter(torch.tensor([-0.3, -0.25]))
 
     def _lift(self, feats: torch.Tensor, log_alpha: torch.Tensor | None) -> torch.Tensor:
         if self.geometry == "euclidean":
             return nn.functional.normalize(feats, dim=-1)
+        if self.geometry == "lorentz_product":  # per factor, in the input's dtype
+            v = feats.unflatten(-1, (FACTORS, -1)) * log_alpha.exp().unsqueeze(-1)
+            return L.exp_map0(v, self.log_curv.exp()).flatten(-2)
         return L.exp_map0(feats * log_alpha.exp(), self.log_curv.exp())
 
     def forward(self, images, texts, box_images, box_texts) -> Embeddings:
@@ -80,7 +99,7 @@ class TinyTower(nn.Module):
             text=txt[:n],
             box_image=img[n:] if boxes else None,
             box_text=txt[n:] if boxes else None,
-            curv=self.log_curv.exp() if self.geometry == "lorentz" else None,
+            curv=self.log_curv.exp() if self.geometry != "euclidean" else None,
             logit_scale=self.log_scale.exp(),
         )
 
@@ -146,7 +165,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         }
         for (name, cfg_kw, geometry, sizes), dtype in itertools.product(CASES, DTYPES):
             cfg = ObjectiveConfig(**cfg_kw)
-            batch = make_batch(sum(sizes), cfg.kind == "hycoclip", dtype)
+            batch = make_batch(sum(sizes), cfg.kind in BOX_KINDS, dtype)
             start = sum(sizes[:rank])
             local = local_slice(batch, start, start + sizes[rank])
             model = nn.parallel.DistributedDataParallel(TowerAndObjective(cfg, geometry).to(dtype))
@@ -185,7 +204,7 @@ def test_gather_with_grad_unequal_sizes(two_process_results):
 def _one_process(cfg_kw, geometry, sizes, dtype):
     cfg = ObjectiveConfig(**cfg_kw)
     single = TowerAndObjective(cfg, geometry).to(dtype)
-    out = single(*make_batch(sum(sizes), cfg.kind == "hycoclip", dtype))
+    out = single(*make_batch(sum(sizes), cfg.kind in BOX_KINDS, dtype))
     out["loss"].backward()
     return out, _grads(single)
 
@@ -214,7 +233,13 @@ def test_two_processes_match_one_process_float64(
             )
     # Logged terms are each rank's share: their mean over ranks is the whole-batch value.
     for term, value in out.items():
-        if term in ("logit_scale", "curv", "sigmoid_bias"):
+        if term in (
+            "logit_scale",
+            "curv",
+            "sigmoid_bias",
+            "logit_scale_local",
+            "logit_scale_global_local",
+        ):
             continue
         mean = 0.5 * (ranks[0]["terms"][term] + ranks[1]["terms"][term])
         torch.testing.assert_close(mean, value.detach(), atol=1e-9, rtol=1e-9, msg=term)

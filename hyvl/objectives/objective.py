@@ -291,8 +291,10 @@ def _uncha(
         * block(box_text, image_all, whole_targets, True, global_local_scale, row_weight_=w_text),
     }
     out["contrastive"] = 0.5 * sum(out.values())  # the three symmetric pairs, summed
-    out["uncertainty_boximage"] = u_image.detach().mean()
-    out["uncertainty_boxtext"] = u_text.detach().mean()
+    # Each rank's share of the global mean, as every other logged term (the mean over ranks
+    # is the whole-batch value also with unequal local batches).
+    out["uncertainty_boximage"] = box_weight * u_image.detach().sum()
+    out["uncertainty_boxtext"] = box_weight * u_text.detach().sum()
     out["logit_scale_local"] = local_scale.detach()
     out["logit_scale_global_local"] = global_local_scale.detach()
     if not space.hyperbolic:
