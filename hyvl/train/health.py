@@ -297,15 +297,20 @@ class HealthMonitor:
         return self._streaks.get("collapse", _Streak()).since
 
     def summary(self) -> str:
-        """For the end of a run: ``healthy``, or ``unhealthy:`` and each problem in words
-        with the step it appeared (and which still hold)."""
+        """For the end of a run: ``healthy``; ``unhealthy:`` and each problem in words with
+        the step it appeared, and which still hold; or, when every problem closed again before
+        the end, ``healthy at the end, recovered from:`` and the problems (a run that answered
+        two classes at step 200 and ten at step 800 ended healthy)."""
         if not self.problems:
             return "healthy"
         words = {**PROBLEM_WORDS, **self._words}
-        parts = [f"{words[name]} from step {step}" for name, (step, _) in self.problems.items()]
+        parts = "; ".join(
+            f"{words[name]} from step {step}" for name, (step, _) in self.problems.items()
+        )
+        if not self.open:
+            return f"healthy at the end, recovered from: {parts}"
         open_words = ", ".join(words[name] for name in sorted(self.open))
-        still = f" (still: {open_words})" if self.open else " (recovered since)"
-        return "unhealthy: " + "; ".join(parts) + still
+        return f"unhealthy: {parts} (still: {open_words})"
 
 
 class CollapseError(RuntimeError):
