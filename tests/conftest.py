@@ -62,11 +62,9 @@ def fill(path: Path, leave: int) -> None:
 LONGEST_FIRST = (
     "test_train_reliability.py",
     "test_traverse_demo.py",
-    "test_eval_distributed.py",
+    "test_torchrun.py",
     "test_train.py",
     "test_eval_suite.py",
-    "test_train_preempt.py",
-    "test_train_distributed.py",
     "test_wheel.py",
     "test_demo.py",
     "test_train_health.py",

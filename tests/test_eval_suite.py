@@ -1,5 +1,6 @@
 """hyvl eval suite / linprobe: dataset discovery in the users' layouts, and the table checked
-against an independent recomputation (plain loops over the images the test wrote)."""
+against an independent recomputation (plain loops over the images the test wrote). The suite in
+two processes runs on the same world in test_torchrun.py's one launch."""
 
 import io
 import json
@@ -138,8 +139,10 @@ def _karpathy(folder):
     (folder / "dataset_coco.json").write_text(json.dumps({"images": entries}))
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def suite_world(tmp_path_factory):
+    """A tiny export and a root of every layout the suite reads, with damaged images: (export,
+    model, preprocess, tokenizer, root, truth, mnist_train). Also the world of the two-process
+    run of the suite in test_torchrun.py."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("export")
     # one block per tower: the suite's work is the same, in a fraction of the time
@@ -167,6 +170,11 @@ def setup(tmp_path_factory):
     _karpathy(root / "coco")
     (root / "pets").mkdir()  # there but empty: skipped with its reason
     return path, model, preprocess, tokenizer, root, truth, mnist_train
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return suite_world(tmp_path_factory)
 
 
 @torch.no_grad()
@@ -470,45 +478,3 @@ def test_concurrent_cache_writers_leave_one_valid_entry(tmp_path):
     assert a.exitcode == 0  # (with one shared temporary name, B would have taken A's file)
     assert torch.equal(read_entry(path, 4), torch.full((4, 8), 1.0))
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
-
-
-def test_torchrun_two_processes_equal_one_and_write_once(setup, tmp_path):
-    """``torchrun --nproc_per_node 2 -m hyvl eval suite`` (CPU, gloo) on the fixture root
-    (every layout, the damaged images, retrieval): the JSON equals a one-process run's (values,
-    sample and skip counts) and only the first process reports and writes."""
-    import os
-    import subprocess
-
-    path, *_, root, _, _ = setup
-    # batches of 3: uneven shares (EuroSAT's 22 files: 12 rows in one process, 10 in the other)
-    args = ["eval", "suite", "--checkpoint", str(path), "--root", str(root), "--device", "cpu",
-            "--batch-size", "3"]  # fmt: skip
-
-    def run_args(name):
-        out = tmp_path / name
-        return [*args, "--json", str(out / "s.json"), "--markdown", str(out / "s.md"),
-                "--cache-dir", str(out / "cache")]  # fmt: skip
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each torchrun process runs: the same floats, bit for bit
-    try:
-        assert main(run_args("one")) == 0
-    finally:
-        torch.set_num_threads(threads)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "hyvl", *run_args("two")]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-
-    one_res = json.loads((tmp_path / "one" / "s.json").read_text())
-    two_res = json.loads((tmp_path / "two" / "s.json").read_text())
-    assert set(one_res["datasets"]) == {"mnist", "clevr", "eurosat", "stl10", "pcam", "demo"}
-    assert one_res["skipped"] == {"corrupt_image": 2} and "coco" in one_res["retrieval"]
-    assert two_res == one_res
-    assert (tmp_path / "two" / "s.md").read_text() == (tmp_path / "one" / "s.md").read_text()
-    # one process printed (the log lines, the table, the skips) and wrote the cache entries
-    assert two.stdout.count("mnist: torchvision at") == 1
-    assert two.stdout.count("suite: ") == 1 and two.stdout.count("skipped: 2 (") == 1
-    caches = [sorted(p.name for p in (tmp_path / n / "cache").iterdir()) for n in ("one", "two")]
-    assert caches[0] == caches[1] and len(caches[1]) == 6
