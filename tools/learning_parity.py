@@ -561,6 +561,13 @@ def main(argv=None) -> int:
         _open_clip_worker(argv[1:])
         return 0
     args = parse_args(argv)
+    try:  # before any training: the worker would find out only after minutes of hyvl's run
+        import open_clip_train.data  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise SystemExit(
+            f"open_clip's trainer cannot start: no module {e.name!r} "
+            "(pip install 'hyvl[parity]' adds what open_clip_train.data imports)"
+        ) from None
     from hyvl.cli.common import write_json
     from hyvl.models.checkpoint import load_model
 
