@@ -148,6 +148,15 @@ class ModelConfig(Section):
         Annotated[Float, Field(gt=0)], Annotated[Float, Field(gt=0)], Annotated[Float, Field(gt=0)]
     ] = Field(IMAGENET_STD, description="per-channel std, divided inside the model")
     grad_checkpointing: bool = Field(False, description="activation checkpointing in the towers")
+    # ATMG (samgregoost/atmg atmg/evaluation/classification.py and retrieval.py) scores its
+    # models by the exterior angle at the image, the quantity it trains (its image -> text
+    # logits), not by the distance, which its loss never sees.
+    score: Literal["distance", "atmg_angle"] = Field(
+        "distance",
+        description="how evaluation scores an image against a text (larger = closer): "
+        "'distance' (-Lorentz distance; cosine for CLIP) or 'atmg_angle' (ATMG's "
+        "+oxy_angle(image, text), the image the apex; one hyperboloid only)",
+    )
     # Hyperbolic fine-tuning of a pretrained CLIP: both towers, projections and the logit scale
     # (hyvl.models.init). Only read when the model is built; exports store the weights and
     # drop the source.
@@ -159,6 +168,20 @@ class ModelConfig(Section):
     openclip_init: str | None = Field(
         None, description="older name of model.init (a local open_clip CLIP state dict)"
     )
+
+    @model_validator(mode="after")
+    def _score_geometry(self) -> ModelConfig:
+        if self.score != "atmg_angle":
+            return self
+        from hyvl.geometry import get_geometry  # torch, only for this case
+
+        space = get_geometry(self.geometry)
+        if not space.hyperbolic or space.product:
+            raise ConfigError(
+                f"model.score='atmg_angle' is ATMG's exterior angle on one hyperboloid, which "
+                f"model.geometry={self.geometry!r} is not: use model.score='distance'"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------

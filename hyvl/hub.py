@@ -152,6 +152,10 @@ def model_card(model, run_dir: str | Path | None = None, repo_id: str | None = N
         "space components and similarity is the negative mean of the factors' geodesic "
         "distances (a product of Lorentz factors, PHyCLIP)."
         if model.space.product
+        else "Curvature is the `c` of the hyperboloid of curvature `-c`; embeddings are its space "
+        "components and an image's score for a text is the exterior angle at the image of the "
+        "triangle (origin, image, text), ATMG's (`model.score: atmg_angle`)."
+        if cfg.score == "atmg_angle"
         else "Curvature is the learned `c` of the hyperboloid of curvature `-c`; embeddings are its "
         "space components and similarity is the negative geodesic distance."
         if model.space.hyperbolic

@@ -174,3 +174,30 @@ def test_training_outputs_keep_the_multiplier():
         )
     assert math.isclose(emb.logit_scale.item(), 20.0, rel_tol=1e-5)
     assert math.isclose(out["logit_scale"].item(), 20.0, rel_tol=1e-5)
+
+
+def test_atmg_models_are_scored_by_the_angle_at_the_image():
+    # ATMG trains angles only and its authors evaluate by oxy_angle(image, text)
+    # (samgregoost/atmg atmg/evaluation/classification.py); the distance can rank the other way.
+    from hyvl.config import ModelConfig
+    from hyvl.evaluation.embed import similarity as eval_similarity
+    from hyvl.evaluation.retrieval import retrieval_metrics
+
+    atmg = hyvl.create_model("atmg_tiny", **SMALL).eval()
+    e = torch.eye(atmg.config.embed_dim)
+    images = torch.stack([2.0 * e[0], 2.0 * e[2]])
+    # text 0 lies back towards the origin from image 0 (large exterior angle at the image),
+    # text 1 just beyond image 0 on its ray (small angle, but the nearer point)
+    texts = torch.stack([0.2 * e[1], 2.1 * e[0] + 0.05 * e[1]])
+    want = hyvl.lorentz.pairwise_oxy_angle(images, texts, atmg.curv)
+    for scores in (hyvl.similarity(images, texts, atmg), eval_similarity(atmg, images, texts)):
+        torch.testing.assert_close(scores, want)
+    assert want[0, 0] > want[0, 1]
+    distance = -hyvl.lorentz.pairwise_dist(images, texts, atmg.curv)
+    assert distance[0, 1] > distance[0, 0]  # -distance (a MERU model's score) ranks them reversed
+    r_at_1 = retrieval_metrics(images, texts, [0, 1], atmg)["image_to_text"]["R@1"]
+    meru = hyvl.create_model("meru_tiny", curv_init=0.1, **SMALL).eval()
+    assert r_at_1 > retrieval_metrics(images, texts, [0, 1], meru)["image_to_text"]["R@1"]
+    assert atmg.config.score == "atmg_angle"  # what the named atmg_* models set
+    with pytest.raises(hyvl.errors.ConfigError, match="atmg_angle"):
+        ModelConfig(geometry="euclidean", score="atmg_angle")

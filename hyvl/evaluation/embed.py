@@ -212,6 +212,6 @@ def embed_texts(
 
 
 def similarity(model, queries: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """(Q, N) scores, higher = closer: -Lorentz distance, or cosine for CLIP."""
-    curv = None if model.curv is None else model.curv.detach().float()
-    return model.space.pairwise_similarity(queries.float(), items.float(), curv)
+    """(Q, N) scores of images (queries) against texts (items), higher = closer: -Lorentz
+    distance, cosine for CLIP, ATMG's angle at the image for ``model.score: atmg_angle``."""
+    return model.pairwise_score(queries, items)

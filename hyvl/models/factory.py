@@ -19,7 +19,15 @@ from hyvl.hub import HF_HUB_PREFIX, local_path
 
 # Config fields a checkpoint may set differently from the registry config it is loaded into:
 # names and init-only settings, and the pixel statistics it was trained with (loaded as buffers).
-_NOT_ARCHITECTURE = ("name", "init", "openclip_init", "curv_init", "pixel_mean", "pixel_std")
+_NOT_ARCHITECTURE = (
+    "name",
+    "init",
+    "openclip_init",
+    "curv_init",
+    "pixel_mean",
+    "pixel_std",
+    "score",
+)
 
 
 def _is_checkpoint(spec: Any) -> bool:
@@ -139,6 +147,8 @@ def similarity(image_emb: torch.Tensor, text_emb: torch.Tensor, model) -> torch.
     Lorentz models: the negative geodesic distance ``-d(x, y)`` at the model's curvature
     (``img @ txt.T`` is NOT a similarity on the hyperboloid). CLIP: the cosine ``img @ txt.T``
     of the unit embeddings. Multiply by ``model.logit_scale_exp`` for the training logits.
+    ATMG models (``model.config.score == "atmg_angle"``): ``oxy_angle(image, text)``, the
+    exterior angle at the image, ATMG's image -> text logit (the caption lying back towards
+    the origin scores higher).
     """
-    curv = None if model.curv is None else model.curv.detach().float()
-    return model.space.pairwise_similarity(image_emb.float(), text_emb.float(), curv)
+    return model.pairwise_score(image_emb, text_emb)

@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 
+from hyvl import lorentz
 from hyvl.config import ModelConfig
 from hyvl.errors import ConfigError
 from hyvl.geometry import get_geometry
@@ -201,6 +202,19 @@ class HyvlModel(nn.Module):
     def lift_text(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, D) text features -> embeddings (space components, or unit vectors for CLIP)."""
         return self._lift(feats, self.log_alpha("textual"))
+
+    def pairwise_score(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """(I, D) image and (T, D) text embeddings -> (I, T) fp32 scores, larger = closer.
+
+        ``config.score == "distance"``: the geometry's similarity (``-d(x, y)``; cosine for
+        CLIP). ``"atmg_angle"``: ``oxy_angle(image_i, text_j)``, the exterior angle at the image
+        (ATMG's image -> text logit before the scale, and its authors' zero-shot score,
+        samgregoost/atmg atmg/evaluation/classification.py).
+        """
+        curv = None if self.curv is None else self.curv.detach().float()
+        if self.config.score == "atmg_angle":
+            return lorentz.pairwise_oxy_angle(image_emb.float(), text_emb.float(), curv)
+        return self.space.pairwise_similarity(image_emb.float(), text_emb.float(), curv)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B,3,H,W) in [0,1] -> (B, D) fp32 embeddings."""

@@ -40,8 +40,9 @@ _TOWERS: dict[str, dict[str, Any]] = {
 # What a family changes in the model besides its geometry.
 _FAMILY_MODEL: dict[str, dict[str, Any]] = {
     # ATMG (Ramasinghe et al. 2024; samgregoost/atmg configs/train_atmg_vit_l.py): curvature
-    # fixed at 0.1 (curv_init=0.1, learn_curv=False).
-    "atmg": {"curv_init": 0.1, "learn_curv": False},
+    # fixed at 0.1 (curv_init=0.1, learn_curv=False); evaluated by the angle at the image, as
+    # its authors' atmg/evaluation/classification.py does (model.score, config.py).
+    "atmg": {"curv_init": 0.1, "learn_curv": False, "score": "atmg_angle"},
     # PHyCLIP (tksmatsubara/PHyCLIP configs/train_phyclip_vit_l.py): factors of dimension 8
     # (subspace_dim=8), curvature init 1 per factor, learned.
     "phyclip": {"factor_dim": 8},
