@@ -318,6 +318,23 @@ def require_single_space(space, what: str) -> None:
         )
 
 
+def require_distance_score(model, what: str) -> None:
+    """HyvlError (one line) when ``model`` is not scored by its geometry's distance.
+
+    ATMG's models (``model.score: atmg_angle``) rank captions by the exterior angle at the image,
+    which is no function of one inner product or of the distance: an index or a geodesic walk
+    ordered by distance would answer by a quantity the model was never trained on.
+    """
+    score = getattr(getattr(model, "config", None), "score", "distance")
+    if score != "distance":
+        raise HyvlError(
+            f"{what} orders by the distance, but this model is scored by model.score={score!r} "
+            "(ATMG's angle at the image), which the distance does not order; zero-shot, "
+            "retrieval and SugarCrepe evaluation use its score (to order by distance anyway, "
+            'set "score": "distance" in the export\'s config.json)'
+        )
+
+
 Geometry = Euclidean | Lorentz | LorentzProduct
 
 _GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (Lorentz(), Euclidean(), LorentzProduct())}

@@ -201,3 +201,22 @@ def test_atmg_models_are_scored_by_the_angle_at_the_image():
     assert atmg.config.score == "atmg_angle"  # what the named atmg_* models set
     with pytest.raises(hyvl.errors.ConfigError, match="atmg_angle"):
         ModelConfig(geometry="euclidean", score="atmg_angle")
+
+
+def test_atmg_models_refuse_distance_ordered_search(monkeypatch, tmp_path):
+    # an index or a geodesic walk ordered by distance would rank by what ATMG never trains
+    from argparse import Namespace
+
+    from hyvl.cli import traverse as traverse_cli
+    from hyvl.errors import HyvlError
+    from hyvl.search import index as index_mod
+
+    atmg = hyvl.create_model("atmg_tiny", **SMALL).eval()
+    monkeypatch.setattr(hyvl, "load", lambda *a, **k: (atmg, None, None))
+    (tmp_path / "t.txt").write_text("a dog\n")
+    one_line = r"^hyvl index \(search by inner products\) orders by the distance, [^\n]*'atmg_angle'[^\n]*$"
+    with pytest.raises(HyvlError, match=one_line):
+        index_mod.build_index("ckpt", texts=tmp_path / "t.txt")
+    args = Namespace(index=None, checkpoint="ckpt", texts=str(tmp_path / "t.txt"))
+    with pytest.raises(HyvlError, match=r"^hyvl traverse \(geodesics of one hyperboloid\) orders"):
+        traverse_cli.run(args)

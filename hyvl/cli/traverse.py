@@ -32,7 +32,7 @@ def run(args) -> int:
     import hyvl
     from hyvl.errors import DataError, HyvlError
     from hyvl.evaluation.embed import embed_texts
-    from hyvl.geometry import require_single_space
+    from hyvl.geometry import require_distance_score, require_single_space
     from hyvl.images import BadImage, open_rgb
     from hyvl.search.index import read_texts
     from hyvl.search.traverse import tangent_path, traverse
@@ -45,6 +45,7 @@ def run(args) -> int:
         index = EmbeddingIndex.load(args.index)
         model, preprocess, tokenizer = load_index_model(index, args.checkpoint)
         require_single_space(model, WHAT)
+        require_distance_score(model, WHAT)
         rows = index.rows("text")
         texts = [index.items[i]["item"] for i in rows.tolist()]
         text_emb = index.embeddings[rows]
@@ -53,6 +54,7 @@ def run(args) -> int:
             raise HyvlError("--texts needs --checkpoint")
         model, preprocess, tokenizer = hyvl.load(args.checkpoint)
         require_single_space(model, WHAT)
+        require_distance_score(model, WHAT)
         texts = read_texts(args.texts)
         text_emb = embed_texts(model, tokenizer, texts)
     if not model.space.hyperbolic:

@@ -302,10 +302,11 @@ def build_index(
         check_source(images)
     shard = shard or Shard()
     model, preprocess, tokenizer = hyvl.load(checkpoint, device=device)
-    from hyvl.geometry import require_single_space
+    from hyvl.geometry import require_distance_score, require_single_space
     from hyvl.models.checkpoint import fingerprint
 
     require_single_space(model, "hyvl index (search by inner products)")
+    require_distance_score(model, "hyvl index (search by inner products)")
 
     meta = {
         "checkpoint": str(Path(checkpoint).resolve())
