@@ -271,6 +271,23 @@ class ObjectiveConfig(Section):
     uncha_global_local_scale_init: Float = Field(
         1 / 0.06, gt=0, description="UNCHA: initial logit scale of box -> whole terms (1/0.06)"
     )
+    # Not in the papers (MERU fixes lambda = 0.2; its users asked for a learnable one,
+    # facebookresearch/meru issue 7). Kendall, Gal & Cipolla (CVPR 2018)'s homoscedastic
+    # weighting ``lambda * L_e - 0.5 * log(2 lambda)`` (lambda = 1 / (2 sigma^2)), lambda
+    # stored as its log, initialised at entail_weight and clamped in place to
+    # [entail_weight_min, entail_weight_max]: MERU's paper finds lambda in [0.01, 0.3] safe.
+    learn_entail_weight: bool = Field(
+        False,
+        description="learn the entailment weight lambda (init entail_weight) by homoscedastic "
+        "uncertainty weighting: lambda * entail - 0.5 * log(2 lambda), lambda clamped to "
+        "[entail_weight_min, entail_weight_max] (false: the fixed entail_weight)",
+    )
+    entail_weight_min: Float = Field(
+        0.01, gt=0, description="lower bound of the learned entailment weight (MERU: 0.01)"
+    )
+    entail_weight_max: Float = Field(
+        0.3, gt=0, description="upper bound of the learned entailment weight (MERU: 0.3)"
+    )
     # Memory, not maths: the loss is the same up to float summation order (tested).
     logit_chunk_rows: Int = Field(
         0,
@@ -278,6 +295,24 @@ class ObjectiveConfig(Section):
         description="form each logits block this many rows at a time and recompute it in "
         "backward: memory O(rows x columns) -> O(chunk x columns), more loss time (0: off)",
     )
+
+    @model_validator(mode="after")
+    def _learned_entail_weight(self) -> ObjectiveConfig:
+        if not self.learn_entail_weight:
+            return self
+        if self.kind in ("clip", "atmg"):
+            raise ConfigError(
+                f"objective.learn_entail_weight=true: objective.kind={self.kind!r} has no "
+                "entailment term; use kind meru, hycoclip, uncha or phyclip"
+            )
+        low, high = self.entail_weight_min, self.entail_weight_max
+        if not low <= self.entail_weight <= high:
+            raise ConfigError(
+                "objective.learn_entail_weight=true needs objective.entail_weight_min <= "
+                f"objective.entail_weight <= objective.entail_weight_max, got {low} <= "
+                f"{self.entail_weight} <= {high}"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------

@@ -50,6 +50,18 @@ Definitions (``N`` = global batch over all processes, local rows against gathere
   entailment weight: a linear ramp over steps, and ``clamp((1 - L / ln N) / gate, 0, 1)`` of
   the batch's detached contrastive loss ``L`` (no entailment while the contrastive loss is at
   chance).
+* ``learn_entail_weight`` (not in the papers, off by default) learns the entailment weight
+  ``lambda`` (one scalar for all entailment terms, stored as ``log lambda``, init
+  ``log entail_weight``) by homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR
+  2018): with ``lambda = 1 / (2 sigma^2)`` their ``L_e / (2 sigma^2) + log sigma`` is
+  ``lambda * L_e - 0.5 * log(2 lambda)`` (up to a constant), minimised at ``lambda = 1 / (2
+  L_e)``. A plain learnable ``lambda`` in ``lambda * L_e`` is not offered: ``L_e >= 0``, so
+  gradient descent only ever lowers ``lambda`` and parks it at its lower bound (the
+  entailment switched off); the log term is what gives it an optimum. ``lambda`` is clamped in
+  place to ``[entail_weight_min, entail_weight_max]`` after each optimizer step
+  (:meth:`Objective.clamp_scalars_`, as the model's curvature). The ramp and the gate multiply
+  the whole term, the log included (:func:`learned_entail`), so an entailment that is off is
+  fully off. Logged as ``entail_weight``.
 * ``loss: sigmoid`` replaces each CE by SigLIP's pairwise loss (Zhai et al. 2023): per row,
   ``-sum_j log sigmoid(label_ij * (logit_ij + bias))`` with ``label = +1`` for the positive and
   ``-1`` otherwise, and a learnable ``bias`` (init -10).
@@ -159,6 +171,22 @@ def entail_gate(contrastive: Tensor, global_batch: int, margin: float, world: in
         value = value / world
     chance = torch.log(torch.tensor(float(max(global_batch, 2)), dtype=value.dtype))
     return ((1.0 - value / chance.to(value.device)) / margin).clamp(0.0, 1.0)
+
+
+def learned_entail(entail: Tensor, log_weight: Tensor, factor: Tensor | float = 1.0) -> Tensor:
+    """``factor * (lambda * entail - 0.5 * log(2 lambda))`` with ``lambda = exp(log_weight)``.
+
+    Kendall, Gal & Cipolla (CVPR 2018, arXiv 1705.07115) weight a loss ``L`` by its
+    homoscedastic uncertainty as ``L / (2 sigma^2) + log sigma``; with ``lambda = 1 / (2
+    sigma^2)``, ``log sigma = -0.5 * log(2 lambda)``, so this is that weighting with the
+    entailment's weight as the learned quantity. Its derivative in ``log lambda`` is
+    ``factor * (lambda * entail - 0.5)``: zero at ``lambda = 1 / (2 entail)``, so a large
+    entailment loss gets a small weight and a small one a large weight (up to the clamp). The
+    regulariser carries the same ``factor`` (the warm-up ramp times the gate) as the weighted
+    loss: a factor 0 leaves nothing, and while it is above 0 the optimum is unchanged.
+    """
+    weight = log_weight.to(entail.dtype).exp()
+    return factor * (weight * entail - 0.5 * torch.log(2.0 * weight))
 
 
 def _autocast_off(device: torch.device):
@@ -335,6 +363,7 @@ def compute_objective(
     distributed_gather: bool = True,
     entail_scale: float = 1.0,
     uncha_log_scales: tuple[Tensor, Tensor] | None = None,
+    entail_log_weight: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """The loss and its named terms for one batch of embeddings (a pure function).
 
@@ -354,13 +383,16 @@ def compute_objective(
             batch's contrastive loss, reported as the term ``entail_gate``.
         uncha_log_scales: ``kind: uncha``'s learnable (log) logit scales of the box <-> box
             and box -> whole terms (default: the config's initial values as constants).
+        entail_log_weight: with ``cfg.learn_entail_weight``, the learnable ``log lambda`` of
+            the entailment (default: ``log cfg.entail_weight`` as a constant); the loss then
+            adds :func:`learned_entail` instead of ``entail_weight * entail``.
 
     Returns:
         ``{"loss", "contrastive", "contrastive_image_text", "contrastive_text_image", ...}``:
         ``loss`` is the scalar to backpropagate; HyCoCLIP adds ``contrastive_boximage_text``,
         ``contrastive_boxtext_image`` and the ``entail_*`` terms; MERU adds ``entail`` and
-        ``entail_text_image``. Diagnostics ``logit_scale``, ``curv`` and ``sigmoid_bias`` are
-        detached. Terms are 0-dim fp32 (float64 for float64 input).
+        ``entail_text_image``. Diagnostics ``logit_scale``, ``curv``, ``sigmoid_bias`` and
+        (``learn_entail_weight``) ``entail_weight``, the current lambda, are detached. Terms are 0-dim fp32 (float64 for float64 input).
     """
     space = check_objective(cfg, geometry)
     if emb.logit_scale is None:
@@ -575,6 +607,7 @@ def compute_objective(
             out["entail"] = entail
             # As MERU: a zero weight leaves the term out (logged only), so a NaN cannot leak in.
             weight = entail_scale * cfg.entail_weight
+            share = entail_scale  # learn_entail_weight: ramp x gate, on the whole term
             if cfg.entail_gate > 0:
                 # UNCHA's contrastive loss sums three pairs, each at ln N by chance: the gate
                 # reads their mean.
@@ -582,7 +615,20 @@ def compute_objective(
                 gate = entail_gate(chance_share, global_batch, cfg.entail_gate, world)
                 out["entail_gate"] = gate
                 weight = weight * gate
-            if cfg.entail_weight > 0 and entail_scale > 0:
+                share = share * gate
+            if cfg.learn_entail_weight:
+                log_weight = entail_log_weight
+                if log_weight is None:
+                    log_weight = torch.tensor(math.log(cfg.entail_weight), device=image.device)
+                out["entail_weight"] = log_weight.detach().to(dtype).exp()
+                if entail_scale > 0:
+                    # the log regulariser gets the ramp x gate share as well (learned_entail)
+                    loss = loss + learned_entail(entail, log_weight, share)
+                else:
+                    # no entailment (a NaN cannot leak in); lambda stays in the graph with a
+                    # zero gradient so that DDP sees every parameter used
+                    loss = loss + 0.0 * log_weight.to(dtype)
+            elif cfg.entail_weight > 0 and entail_scale > 0:
                 loss = loss + weight * entail
         out["loss"] = loss
         out["logit_scale"] = scale.detach()
@@ -595,11 +641,17 @@ def compute_objective(
 
 
 class Objective(nn.Module):
-    """A configured objective; owns the SigLIP bias when ``loss: sigmoid``.
+    """A configured objective; owns the SigLIP bias when ``loss: sigmoid``, UNCHA's two logit
+    scales and, with ``learn_entail_weight``, ``log_entail_weight`` (``log lambda``).
 
     ``forward(emb) -> dict`` as :func:`compute_objective`, gathering across processes itself.
     Under DDP, wrap it with the model (or average its gradients) when it has parameters.
-    ``step`` (set by the trainer before each step) drives ``entail_warmup_steps``.
+    ``step`` (set by the trainer before each step) drives ``entail_warmup_steps``. The learned
+    entailment weight is kept in ``[entail_weight_min, entail_weight_max]`` as the model's
+    curvature is kept in its bounds: :meth:`clamp_scalars_` clamps the parameter itself in
+    place (``hyvl train`` calls it after every optimizer step and at start; loading a state
+    dict calls it), so a weight at a bound keeps its gradient and leaves the bound as soon as
+    its optimum moves inside; in eval mode the forward clamps the value it uses as well.
     """
 
     step: int = 0
@@ -621,6 +673,30 @@ class Objective(nn.Module):
             self.global_local_logit_scale = nn.Parameter(
                 torch.tensor(math.log(cfg.uncha_global_local_scale_init))
             )
+        self.log_entail_weight = None
+        if cfg.learn_entail_weight:
+            self.log_entail_weight = nn.Parameter(torch.tensor(math.log(cfg.entail_weight)))
+            self._log_entail_weight_bounds = (
+                math.log(cfg.entail_weight_min),
+                math.log(cfg.entail_weight_max),
+            )
+            # a checkpoint's value past a bound (edited by hand) comes back in bounds
+            self.register_load_state_dict_post_hook(_clamp_objective_after_load)
+
+    @torch.no_grad()
+    def clamp_scalars_(self) -> None:
+        """Clamp the learned entailment weight IN PLACE to its bounds (no gradient); nothing
+        without ``learn_entail_weight``. Call it after ``optimizer.step()``, as
+        :meth:`hyvl.models.model.HyvlModel.clamp_scalars_` (which says why there)."""
+        if self.log_entail_weight is not None:
+            self.log_entail_weight.clamp_(*self._log_entail_weight_bounds)
+
+    @property
+    def entail_weight(self) -> float:
+        """The entailment weight lambda in use: learned (``exp(log_entail_weight)``) or fixed."""
+        if self.log_entail_weight is None:
+            return float(self.cfg.entail_weight)
+        return float(self.log_entail_weight.detach().exp())
 
     def entail_scale(self) -> float:
         """The entailment weight's share at ``step``: ramps 0 -> 1 over ``entail_warmup_steps``."""
@@ -634,6 +710,9 @@ class Objective(nn.Module):
                 self.local_logit_scale.clamp_(max=UNCHA_LOG_SCALE_MAX)
                 self.global_local_logit_scale.clamp_(max=UNCHA_LOG_SCALE_MAX)
             log_scales = (self.local_logit_scale, self.global_local_logit_scale)
+        log_weight = self.log_entail_weight
+        if log_weight is not None and not self.training:
+            log_weight = log_weight.clamp(*self._log_entail_weight_bounds)
         return compute_objective(
             emb,
             self.cfg,
@@ -641,13 +720,19 @@ class Objective(nn.Module):
             sigmoid_bias=self.sigmoid_bias,
             entail_scale=self.entail_scale(),
             uncha_log_scales=log_scales,
+            entail_log_weight=log_weight,
         )
 
     def extra_repr(self) -> str:
         return (
             f"kind={self.cfg.kind}, geometry={self.geometry}, logits={self.cfg.logits}, "
             f"loss={self.cfg.loss}, entail_weight={self.cfg.entail_weight}"
+            + (", learned" if self.cfg.learn_entail_weight else "")
         )
+
+
+def _clamp_objective_after_load(module: Objective, incompatible_keys) -> None:
+    module.clamp_scalars_()
 
 
 def build_objective(cfg: ObjectiveConfig, geometry: str) -> Objective:
@@ -661,6 +746,7 @@ __all__ = [
     "build_objective",
     "check_objective",
     "compute_objective",
+    "learned_entail",
     "uncha_calibration",
     "uncha_residual",
     "uncha_uncertainty",

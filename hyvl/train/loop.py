@@ -123,6 +123,7 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     if state.is_main:
         record_runtime(output_dir, {**state.runtime, "started_at_step": state.step})
     state.model.clamp_scalars_()  # in bounds from the first step (a checkpoint of an older hyvl)
+    state.train_module.objective.clamp_scalars_()  # objective.learn_entail_weight's lambda
     loader = build_loader(state)
     batches = iter(loader)
     log = RunLog(output_dir, state)
@@ -369,6 +370,7 @@ def optimizer_step(state: TrainState, trainable: list, result: StepResult):
             # the bounded scalars are clamped in place after the step, as open_clip does
             # (HyvlModel.clamp_scalars_ says why there): every process, its own copy or shard
             state.model.clamp_scalars_()
+            state.train_module.objective.clamp_scalars_()  # the learned entailment weight
     state.optimizer.zero_grad(set_to_none=True)
     lr = state.scheduler.get_last_lr()[0]
     state.scheduler.step()
