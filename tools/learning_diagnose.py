@@ -109,7 +109,8 @@ def main() -> None:
         losses = objective(emb)
         diag = (step + 1) % args.every == 0 or step == 0
         if diag:
-            weight = objective.entail_scale() * cfg.objective.entail_weight
+            # lambda the loss used: learned (objective.learn_entail_weight) or the config's
+            weight = objective.entail_scale() * objective.entail_weight
             row = {"step": step + 1}
             for name, term in term_losses(losses, weight).items():
                 for g, v in grad_norms(term, by_group).items():
@@ -128,6 +129,7 @@ def main() -> None:
         losses["loss"].backward()
         norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.train.grad_clip or math.inf))
         state.optimizer.step()
+        objective.clamp_scalars_()  # objective.learn_entail_weight's bounds, as hyvl train
         state.optimizer.zero_grad(set_to_none=True)
         state.scheduler.step()
         if diag:
