@@ -122,8 +122,8 @@ def _train(cfg, output_dir, accelerator, changes, stop, started) -> dict[str, An
     started_at_step = state.step
     if state.is_main:
         record_runtime(output_dir, {**state.runtime, "started_at_step": state.step})
-    state.model.clamp_scalars_()  # in bounds from the first step (a checkpoint of an older hyvl)
-    state.train_module.objective.clamp_scalars_()  # objective.learn_entail_weight's lambda
+    # in bounds from the first step (a checkpoint of an older hyvl); model and objective
+    state.train_module.clamp_scalars_()
     loader = build_loader(state)
     batches = iter(loader)
     log = RunLog(output_dir, state)
@@ -369,8 +369,7 @@ def optimizer_step(state: TrainState, trainable: list, result: StepResult):
             stepped = not accelerator.optimizer_step_was_skipped
             # the bounded scalars are clamped in place after the step, as open_clip does
             # (HyvlModel.clamp_scalars_ says why there): every process, its own copy or shard
-            state.model.clamp_scalars_()
-            state.train_module.objective.clamp_scalars_()  # the learned entailment weight
+            state.train_module.clamp_scalars_()  # the model's and the learned entail weight
     state.optimizer.zero_grad(set_to_none=True)
     lr = state.scheduler.get_last_lr()[0]
     state.scheduler.step()

@@ -38,6 +38,17 @@ class TrainModule(nn.Module):
         self.model = model
         self.objective = objective
 
+    @torch.no_grad()
+    def clamp_scalars_(self) -> None:
+        """The model's bounded scalars and the objective's (``objective.learn_entail_weight``)
+        clamped in place, after each optimizer step (``HyvlModel.clamp_scalars_`` says why
+        there). An objective without a ``clamp_scalars_`` (one of the user's own, a wrapper)
+        has nothing clamped."""
+        self.model.clamp_scalars_()
+        clamp = getattr(self.objective, "clamp_scalars_", None)
+        if clamp is not None:
+            clamp()
+
     def objective_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters of the loss itself (a SigLIP bias); empty for most recipes."""
         return [p for p in self.objective.parameters() if p.requires_grad]
