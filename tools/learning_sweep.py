@@ -7,7 +7,8 @@
 
 For each world (``hyvl data demo --kind real --world NAME``: :data:`hyvl.data.real.WORLDS`)
 and each packaged tiny recipe (``clip_tiny``, ``meru_tiny``, ``hycoclip_tiny``, ``uncha_tiny``,
-``atmg_tiny``, ``phyclip_tiny``: :data:`MODELS`, or those ``--models`` names),
+``atmg_tiny``, ``phyclip_tiny``, ``clip_tiny_grounded``, ``meru_tiny_grounded``: :data:`RECIPES`,
+or those ``--models`` names),
 trains through ``hyvl train``'s own path (:func:`hyvl.train.loop.train`) at the recipe's own
 budget (or ``--steps``), evaluates zero-shot on the world's held-out images and prints, per
 world and model, the accuracy of each family of the world's hierarchy (the share of that
@@ -42,7 +43,18 @@ from hyvl.errors import HyvlError  # noqa: E402
 from hyvl.evaluation.zeroshot import few_classes  # noqa: E402
 from hyvl.train.preempt import Interrupted  # noqa: E402
 
-MODELS = ("clip", "meru", "hycoclip", "uncha", "atmg", "phyclip")
+# sweep name -> packaged recipe; the grounded ones add the box crop <-> box text pair
+RECIPES = {
+    "clip": "clip_tiny",
+    "meru": "meru_tiny",
+    "hycoclip": "hycoclip_tiny",
+    "uncha": "uncha_tiny",
+    "atmg": "atmg_tiny",
+    "phyclip": "phyclip_tiny",
+    "clip_grounded": "clip_tiny_grounded",
+    "meru_grounded": "meru_tiny_grounded",
+}
+MODELS = tuple(RECIPES)
 # The default worlds: the real-image demo and one change of it each, in the order they run.
 DEFAULT_WORLDS = ("real", "digits", "mixed", "dark", "noisy", "large", "single", "wording")
 # The world's size: the real-image demo's for a sweep, a few images for --quick.
@@ -120,11 +132,11 @@ def world_data(out: Path, name: str, seed: int, sizes: dict) -> Path:
 
 
 def run_config(model: str, data: Path, *, steps: int, batch_size: int, seed: int):
-    """The packaged ``MODEL_tiny`` recipe on ``data``: its own steps and batch unless given
+    """The packaged recipe of ``model`` (:data:`RECIPES`) on ``data``: its own steps and batch unless given
     (warm-ups keep their share of the run), evaluated by the sweep after training."""
     from hyvl.config import RunConfig, from_dict, load_run_config, to_dict
 
-    recipe = to_dict(load_run_config(f"{model}_tiny"))
+    recipe = to_dict(load_run_config(RECIPES[model]))
     train = recipe["train"]
     own = train["max_steps"]
     steps = steps or own
