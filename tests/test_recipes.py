@@ -19,6 +19,7 @@ RECENT = ("uncha", "atmg", "phyclip")
 RECENT_SIZES = ("tiny", "vit_s", "vit_b")
 # fine-tuning from a pretrained CLIP (model.init): OpenCLIP ViT-B/16 and ViT-L/14, and tiny
 FINETUNE = [f"{f}_{s}_ft" for f in ("meru", "hycoclip") for s in ("tiny", "vit_b", "vit_l")]
+GROUNDED = ["clip_tiny_grounded", "meru_tiny_grounded"]
 
 
 def test_every_recipe_is_package_data_and_loads():
@@ -30,10 +31,15 @@ def test_every_recipe_is_package_data_and_loads():
         [f"{f}_{s}" for f in FAMILIES for s in SIZES]
         + [f"{f}_{s}" for f in RECENT for s in RECENT_SIZES]
         + FINETUNE
+        + GROUNDED
     )
     for name in names:
         cfg = load_run_config(name)
         assert recipes.recipe_description(name)  # one line for `hyvl config list`
+        if name in GROUNDED:  # the tiny model, trained with the box crop <-> box text pair
+            assert cfg.model == name.removesuffix("_grounded")
+            assert cfg.objective.box_pair_weight > 0 and cfg.data.boxes_per_sample >= 1
+            continue
         if name not in FINETUNE:
             assert cfg.model == name
             continue
