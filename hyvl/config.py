@@ -31,7 +31,7 @@ from hyvl.config_base import (
     section_class,
     to_dict,
 )
-from hyvl.config_recipe import FAMILIES, Family, check_recipe, model_family
+from hyvl.config_recipe import DEFAULT_GEOMETRY, FAMILIES, Family, check_recipe, model_family
 from hyvl.errors import ConfigError
 
 __all__ = [
@@ -120,7 +120,7 @@ class ModelConfig(Section):
     where: ClassVar[str] = "model"
     name: str = Field("custom", description="a label (the registered name for named models)")
     geometry: Literal["lorentz", "euclidean", "lorentz_product"] = Field(
-        "lorentz",
+        DEFAULT_GEOMETRY,
         description="hyperboloid (MERU / HyCoCLIP), unit sphere (CLIP) or a product of "
         "hyperboloids (PHyCLIP)",
     )

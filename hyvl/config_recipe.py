@@ -1,7 +1,6 @@
 """Whether a run config's model family, geometry, objective and box crops agree
 (:class:`hyvl.config.RunConfig` calls :func:`check_recipe` after its fields validate), and
-the model families that decide it. Split
-from :mod:`hyvl.config` to keep each module readable.
+the model families that decide it. Split from :mod:`hyvl.config` to keep each module readable.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from hyvl.errors import ConfigError
 if TYPE_CHECKING:
     from hyvl.config import RunConfig
 
-DEFAULT_GEOMETRY = "lorentz"  # ModelConfig.geometry's default
+DEFAULT_GEOMETRY = "lorentz"  # ModelConfig.geometry's default (config.py reads it from here)
 
 
 class Family(NamedTuple):
